@@ -1,0 +1,224 @@
+"""The ``imnet-data`` command: parse arguments, call the library, print (text or ``--json``), set the exit code.
+
+Exit codes: 0 success, 1 the job found a problem or failed, 2 usage errors (bad arguments, unknown classes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from imnet_data import __version__, catalog
+from imnet_data.catalog import UnknownClassError
+
+
+def _emit(args: argparse.Namespace, data: object, text: str) -> None:
+    """Print ``data`` as JSON with ``--json``, else the human text."""
+    print(json.dumps(data, indent=2, sort_keys=True) if getattr(args, "json", False) else text)
+
+
+# ---- classes -------------------------------------------------------------------------------------------------
+
+def _class_row(c: catalog.SynsetClass) -> dict:
+    return {"index": c.index, "wnid": c.wnid, "ilsvrc2012_id": c.ilsvrc2012_id, "names": list(c.names),
+            "gloss": c.gloss, "train_images": c.train_images}
+
+
+def _class_table(classes: list[catalog.SynsetClass]) -> str:
+    lines = [f"{'index':>5}  {'wnid':<9}  {'id':>4}  {'train':>5}  names"]
+    lines += [f"{c.index:>5}  {c.wnid:<9}  {c.ilsvrc2012_id:>4}  {c.train_images:>5}  {', '.join(c.names)}"
+              for c in classes]
+    return "\n".join(lines)
+
+
+def _synset_label(wnid: str) -> str:
+    return f"{wnid}  {catalog.synset_words(wnid)}"
+
+
+def cmd_classes(args: argparse.Namespace) -> int:
+    from imnet_data import wordnet
+
+    cat = catalog.ilsvrc2012()
+    if args.ancestors:
+        path = wordnet.hierarchy(args.backend).hypernym_path(args.ancestors)
+        _emit(args, [{"wnid": w, "words": catalog.synset_words(w)} for w in path],
+              "\n".join("  " * depth + _synset_label(w) for depth, w in enumerate(path)))
+        return 0
+    if args.under:
+        catalog.synset_words(args.under)  # unknown synset -> error with suggestions
+        found = [cat.by_wnid(w) for w in wordnet.hierarchy(args.backend).descendants(args.under)]
+        _emit(args, [_class_row(c) for c in found],
+              f"{_class_table(found)}\n{len(found)} classes under {_synset_label(args.under)}")
+        return 0
+    if args.depth is not None:
+        groups = wordnet.hierarchy(args.backend).group_at_depth(cat.wnids, args.depth)
+        by_group: dict[str, list[str]] = {}
+        for wnid, group in groups.items():
+            by_group.setdefault(group, []).append(wnid)
+        _emit(args, by_group, "\n".join(f"{len(m):>4}  {_synset_label(g)}" for g, m in sorted(by_group.items()))
+              + f"\n{len(by_group)} groups at depth {args.depth}")
+        return 0
+    if args.query is None:
+        found = list(cat)
+    else:
+        found = cat.search(args.query) or [cat.get(args.query)]
+    _emit(args, [_class_row(c) for c in found], _class_table(found))
+    return 0
+
+
+def add_classes(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "classes", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="look up ILSVRC2012 classes, names and WordNet ancestry",
+        description="List or search the 1000 ILSVRC2012 classes (index = sorted-WNID order, id = devkit order).",
+        epilog="examples:\n  imnet-data classes                       # all 1000\n"
+               "  imnet-data classes terrier --json        # substring search\n"
+               "  imnet-data classes 0                     # by index (also a WNID or exact name)\n"
+               "  imnet-data classes --ancestors n02085620 # WordNet hypernym path\n"
+               "  imnet-data classes --under n02084071     # every class under 'dog'\n"
+               "  imnet-data classes --depth 4             # coarse groups at WordNet depth 4")
+    p.add_argument("query", nargs="?", help="index, WNID, or a name / substring to search")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--ancestors", metavar="WNID", help="print the WordNet hypernym path of a synset")
+    g.add_argument("--under", metavar="WNID", help="list the classes under a synset (e.g. n02084071 dog)")
+    g.add_argument("--depth", type=int, metavar="N", help="group the 1000 classes by their ancestor at depth N")
+    p.add_argument("--backend", choices=["auto", "nltk", "offline"], default="auto",
+                   help="WordNet source: NLTK's corpus, the shipped image-net.org is-a edges, or auto (default)")
+    p.set_defaults(func=cmd_classes)
+
+
+# ---- fake ----------------------------------------------------------------------------------------------------
+
+def _parse_classes(text: str) -> int | tuple[str, ...]:
+    return int(text) if text.isdigit() else tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def cmd_fake(args: argparse.Namespace) -> int:
+    from imnet_data import fake
+
+    options = fake.FakeOptions(classes=args.classes, train_per_class=args.train_per_class,
+                               val_images=args.val_images, seed=args.seed, profile=args.profile,
+                               with_quirks=args.with_quirks, with_faults=args.with_faults,
+                               bbox=args.bbox, kaggle=args.kaggle)
+    result = fake.make_fake(args.out, options, quiet=args.quiet)
+    if args.truth:
+        fake.write_truth(result, args.truth)
+    files = {k: str(v) for k, v in result.archives.items()}
+    _emit(args, {"out": str(result.out), "archives": files, "truth": str(args.truth) if args.truth else None},
+          "\n".join(f"{k:<11} {v}" for k, v in files.items()) + (f"\ntruth       {args.truth}" if args.truth else ""))
+    return 0
+
+
+def add_fake(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "fake", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="write a miniature, byte-compatible ILSVRC2012 download (for tests, demos, benchmarks)",
+        description="Write ILSVRC2012_img_train.tar (tar of <wnid>.tar), ILSVRC2012_img_val.tar and "
+                    "ILSVRC2012_devkit_t12.tar.gz (real meta.mat layout) into OUT; same options and seed give "
+                    "byte-identical files.",
+        epilog="examples:\n  imnet-data fake /tmp/in --classes 10 --with-quirks --truth /tmp/in/truth.json\n"
+               "  imnet-data fake /tmp/in --classes n01440764,n02105855 --bbox --kaggle\n"
+               "  imnet-data fake /tmp/bench --profile imagenet --classes 100 --train-per-class 200")
+    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("--classes", type=_parse_classes, default=10, help="a count, or comma-separated WNIDs (default 10)")
+    p.add_argument("--train-per-class", type=int, default=6, help="train images per class (default 6)")
+    p.add_argument("--val-images", type=int, default=20, help="val images in all, spread over the classes (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--profile", choices=["tiny", "imagenet"], default="tiny",
+                   help="tiny: small images, fast (default); imagenet: real-photo JPEGs ~500x375, ~110 KB")
+    p.add_argument("--with-quirks", action="store_true", help="CMYK JPEG, PNG named .JPEG, grayscale JPEG")
+    p.add_argument("--with-faults", action="store_true", help="truncated JPEG, zero-byte file, non-image, duplicate")
+    p.add_argument("--bbox", action="store_true", help="also the bbox archives (PASCAL VOC XML)")
+    p.add_argument("--kaggle", action="store_true", help="also the Kaggle CLS-LOC layout under OUT/kaggle")
+    p.add_argument("--truth", type=Path, metavar="FILE", help="write the expected truth (labels, quirks) as JSON")
+    p.set_defaults(func=cmd_fake)
+
+
+# ---- doctor / wordnet / demo ---------------------------------------------------------------------------------
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from imnet_data import doctor
+
+    checks = doctor.diagnose(args.path)
+    _emit(args, [c.as_dict() for c in checks], doctor.render(checks))
+    return 0
+
+
+def add_doctor(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("doctor", parents=[common], help="show what this machine has (PIL build, DALI, GPU, WordNet)",
+                       description="One screen: Python, PIL build, webdataset, DALI/GPU/nvJPEG, NLTK WordNet, "
+                                   "free disk. Always exits 0; each missing optional piece says how to get it.",
+                       epilog="example:\n  imnet-data doctor --path /data", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--path", type=Path, default=Path("."), help="where to report free disk (default .)")
+    p.set_defaults(func=cmd_doctor)
+
+
+def cmd_wordnet(args: argparse.Namespace) -> int:
+    from imnet_data import wordnet
+
+    dest = wordnet.install_wordnet(args.source, args.to)
+    _emit(args, {"nltk_data": str(dest)},
+          f"WordNet 3.0 installed for NLTK in {dest}\n(if that is not a default NLTK folder: export NLTK_DATA={dest})")
+    return 0
+
+
+def add_wordnet(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("wordnet", parents=[common], help="install WordNet 3.0 for NLTK offline (from Debian's files)",
+                       description="Copy a WordNet 3.0 dict folder (Debian: apt-get install wordnet-base "
+                                   "wordnet-sense-index) into an NLTK data folder, without network.",
+                       epilog="example:\n  imnet-data wordnet --from /usr/share/wordnet --to ~/nltk_data",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--from", dest="source", type=Path, default=Path("/usr/share/wordnet"),
+                   help="WordNet dict folder (default /usr/share/wordnet)")
+    p.add_argument("--to", type=Path, default=None, help="NLTK data folder (default: first writable NLTK folder)")
+    p.set_defaults(func=cmd_wordnet)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from imnet_data import demo
+
+    report = demo.run(args.dir, quiet=args.quiet)
+    _emit(args, report.as_dict(), report.render())
+    return 0 if report.ok else 1
+
+
+def add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("demo", parents=[common], help="make a fake download and run every stage on it",
+                       description="Make a fake ILSVRC2012 download (with quirks and faults) and run every stage "
+                                   "on it, printing a short report.",
+                       epilog="example:\n  imnet-data demo /tmp/imnet-demo", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", type=Path, nargs="?", help="work folder (default: a new temporary folder)")
+    p.set_defaults(func=cmd_demo)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
+    add_demo, add_classes, add_fake, add_doctor, add_wordnet]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (one subcommand per library job)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = argparse.ArgumentParser(prog="imnet-data", description="Validate, reorganize, shard, stage and load ImageNet.",
+                                     epilog="run 'imnet-data COMMAND --help' for each command's options and examples")
+    parser.add_argument("--version", action="version", version=f"imnet-data {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``imnet-data`` and ``python -m imnet_data``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UnknownClassError as e:
+        print(f"imnet-data {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError, ValueError) as e:
+        print(f"imnet-data {args.command}: error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,112 @@
+"""``imnet-data demo``: make a fake download with the tool itself and run every stage that exists on it.
+
+The demo is the product's smoke test for a new user: one command, no ImageNet needed, a short report. Each
+stage is a function of the shared context; later stages (validate, organize, shard, load) append themselves.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from imnet_data import catalog, fake, wordnet
+
+DEMO_OPTIONS = fake.FakeOptions(classes=10, train_per_class=8, val_images=40, seed=0,
+                                with_quirks=True, with_faults=True, bbox=True, kaggle=True)
+
+
+@dataclass
+class Stage:
+    """One stage's outcome."""
+
+    name: str
+    ok: bool
+    summary: str
+    seconds: float
+
+
+@dataclass
+class DemoReport:
+    """What the demo did, stage by stage."""
+
+    workdir: Path
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.stages)
+
+    def as_dict(self) -> dict:
+        return {"workdir": str(self.workdir), "ok": self.ok,
+                "stages": [{"name": s.name, "ok": s.ok, "summary": s.summary, "seconds": round(s.seconds, 2)}
+                           for s in self.stages]}
+
+    def render(self) -> str:
+        lines = [f"imnet-data demo in {self.workdir}"]
+        for s in self.stages:
+            lines.append(f"[{'ok' if s.ok else 'FAILED'}] {s.name} ({s.seconds:.1f} s)")
+            lines += [f"     {line}" for line in s.summary.splitlines()]
+        lines.append("all stages ok" if self.ok else "some stages FAILED")
+        return "\n".join(lines)
+
+
+@dataclass
+class Context:
+    """State the stages share: the work folder and what earlier stages produced."""
+
+    workdir: Path
+    quiet: bool
+    download: fake.FakeResult | None = None
+
+
+def stage_fake(ctx: Context) -> tuple[bool, str]:
+    """Write the fake ILSVRC2012 download (quirks, faults, bbox, Kaggle layout) and its truth file."""
+    ctx.download = fake.make_fake(ctx.workdir / "download", DEMO_OPTIONS, quiet=ctx.quiet)
+    fake.write_truth(ctx.download, ctx.workdir / "truth.json")
+    truth = ctx.download.truth
+    sizes = sum(p.stat().st_size for p in ctx.download.archives.values() if p.is_file())
+    kinds: dict[str, int] = {}
+    for split in ("train", "val"):
+        for entry in truth[split].values():
+            kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
+    return True, (f"{ctx.workdir / 'download'}: {len(ctx.download.archives)} archives/folders, {sizes / 1e6:.1f} MB; "
+                  f"{len(truth['classes'])} classes, {len(truth['train'])} train + {len(truth['val'])} val files\n"
+                  f"file kinds: {', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}")
+
+
+def stage_catalog(ctx: Context) -> tuple[bool, str]:
+    """Name the fake's classes from the catalog and group them with WordNet."""
+    assert ctx.download is not None
+    cat = catalog.ilsvrc2012()
+    wnids = [c["wnid"] for c in ctx.download.truth["classes"]]
+    tree = wordnet.hierarchy()
+    groups = tree.group_at_depth(wnids, 4)
+    lines = [f"{cat.by_wnid(w).index:>4} {w} {cat.by_wnid(w).name:<24} in {catalog.synset_words(groups[w])}"
+             for w in wnids]
+    return True, f"WordNet backend: {tree.backend}; class, name and group at depth 4:\n" + "\n".join(lines)
+
+
+STAGES: list[tuple[str, Callable[[Context], tuple[bool, str]]]] = [
+    ("fake download", stage_fake),
+    ("catalog", stage_catalog),
+]
+
+
+def run(workdir: Path | None = None, *, quiet: bool = False) -> DemoReport:
+    """Run every stage in a fresh (or given) work folder; a failing stage is reported and stops the demo."""
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="imnet-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(workdir=workdir, quiet=quiet)
+    report = DemoReport(workdir=workdir)
+    for name, fn in STAGES:
+        start = time.perf_counter()
+        try:
+            ok, summary = fn(ctx)
+        except Exception as e:  # the report names the stage and the error instead of a traceback
+            ok, summary = False, f"{type(e).__name__}: {e}"
+        report.stages.append(Stage(name, ok, summary, time.perf_counter() - start))
+        if not ok:
+            break
+    return report

@@ -1,0 +1,44 @@
+"""Run a function over source units in worker processes, results in unit order, with a progress bar.
+
+One place for the process pool so validate, organize and shard share the same behaviour: ``jobs=1`` runs in
+this process (simple to debug and to test), ``jobs=0``/None means all cores, results come back in input order
+(deterministic reports), and a worker's exception propagates with its message.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+
+from imnet_data.progress import progress
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_jobs(jobs: int | None) -> int:
+    """``jobs`` if positive, else the number of usable cores."""
+    if jobs and jobs > 0:
+        return jobs
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def map_units(fn: Callable[[T], R], items: Sequence[T], *, jobs: int | None = None, desc: str = "",
+              unit: str = "unit", quiet: bool = False, weights: Iterable[int] | None = None) -> Iterator[R]:
+    """``fn(item)`` for every item, yielded in item order; ``weights`` (e.g. bytes) drive the progress bar."""
+    n = min(default_jobs(jobs), max(1, len(items)))
+    sizes = list(weights) if weights is not None else [1] * len(items)
+    with progress(total=sum(sizes), desc=desc, unit="B" if weights is not None else unit, unit_scale=True,
+                  quiet=quiet) as bar:
+        if n == 1:
+            results: Iterable[R] = map(fn, items)
+            for size, result in zip(sizes, results):
+                bar.update(size)
+                yield result
+            return
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+            for size, result in zip(sizes, pool.map(fn, items, chunksize=1)):
+                bar.update(size)
+                yield result

@@ -1,0 +1,65 @@
+"""Deterministic, atomic tar writing: fixed headers (mtime, owner, mode) so the same content gives the same
+bytes, and a file appears under its final name only once complete (temp name + rename).
+
+Shared by the fake download (``imnet_data.fake``) and the shard writer: both promise byte-identical output.
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+# 2012-06-14 00:00:00 UTC, the devkit's date: any fixed value would do.
+FIXED_MTIME = 1339632000
+
+
+def add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int = FIXED_MTIME) -> None:
+    """Append a regular file ``name`` holding ``data`` with fixed header fields."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = mtime
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
+    """An in-memory tar of ``(name, data)`` members, in the order given."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            add_bytes(tar, name, data)
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """Open ``path.partial`` for writing; rename to ``path`` on success, delete it on error."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_tar(path: Path, compress: bool = False) -> Iterator[tarfile.TarFile]:
+    """A deterministic tar (``compress=True``: .tar.gz, gzip mtime 0) written atomically to ``path``."""
+    with atomic_file(path) as f:
+        with contextlib.ExitStack() as stack:
+            target: BinaryIO = f
+            if compress:
+                target = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0))
+            with tarfile.open(fileobj=target, mode="w", format=tarfile.GNU_FORMAT) as tar:
+                yield tar

@@ -1,0 +1,83 @@
+"""The ``imnet-data`` command as a user runs it: help, classes, doctor, demo; exit codes and JSON output."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli
+
+SUBCOMMANDS = ["demo", "classes", "fake", "doctor", "wordnet"]
+
+
+def test_help_lists_commands_and_each_has_an_example() -> None:
+    top = run_cli("--help")
+    assert top.returncode == 0
+    for name in SUBCOMMANDS:
+        assert name in top.stdout
+        sub = run_cli(name, "--help")
+        assert sub.returncode == 0 and f"imnet-data {name}" in sub.stdout.split("example", 1)[1], name
+
+
+def test_classes_table_search_and_json() -> None:
+    table = run_cli("classes")
+    assert table.returncode == 0
+    rows = table.stdout.strip().splitlines()
+    assert len(rows) == 1001 and rows[1].split()[:3] == ["0", "n01440764", "449"]
+    found = json.loads(run_cli("classes", "terrier", "--json").stdout)
+    assert found and all("terrier" in " ".join(c["names"]).lower() for c in found)
+    one = json.loads(run_cli("classes", "n15075141", "--json").stdout)
+    assert [c["index"] for c in one] == [999]
+
+
+def test_classes_unknown_exits_2_with_suggestion() -> None:
+    r = run_cli("classes", "--ancestors", "n0208562")
+    assert r.returncode == 2 and "n0208562" in r.stderr and "n02085620" in r.stderr
+    r = run_cli("classes", "tenhc")
+    assert r.returncode == 2 and "did you mean" in r.stderr and "tench" in r.stderr
+
+
+def test_classes_ancestry_under_and_depth() -> None:
+    path = json.loads(run_cli("classes", "--ancestors", "n02085620", "--json", "--backend", "offline").stdout)
+    wnids = [p["wnid"] for p in path]
+    assert wnids[0] == "n00001740" and wnids[-1] == "n02085620" and "n02084071" in wnids
+    dogs = json.loads(run_cli("classes", "--under", "n02084071", "--json", "--backend", "offline").stdout)
+    assert {c["index"] for c in dogs} >= set(range(151, 269))
+    groups = json.loads(run_cli("classes", "--depth", "2", "--json", "--backend", "offline").stdout)
+    assert sum(len(v) for v in groups.values()) == 1000
+
+
+def test_doctor_reports_every_piece_and_exits_0(tmp_path: Path) -> None:
+    r = run_cli("doctor", "--path", str(tmp_path))
+    assert r.returncode == 0
+    for piece in ("python", "PIL", "webdataset", "DALI", "GPU", "WordNet", "disk"):
+        assert piece in r.stdout
+    checks = json.loads(run_cli("doctor", "--json").stdout)
+    pil = next(c for c in checks if c["name"] == "PIL")
+    assert "pillow" in pil["detail"] and "libjpeg" in pil["detail"]
+
+
+def test_fake_cli_writes_archives_and_truth(tmp_path: Path) -> None:
+    r = run_cli("fake", str(tmp_path / "in"), "--classes", "3", "--train-per-class", "2", "--val-images", "3",
+                "--truth", str(tmp_path / "truth.json"), "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"train", "val", "devkit"} <= set(out["archives"])
+    assert all(Path(p).stat().st_size > 0 for p in out["archives"].values())
+    assert len(json.loads((tmp_path / "truth.json").read_text())["classes"]) == 3
+    bad = run_cli("fake", str(tmp_path / "bad"), "--classes", "n01440764,n99999999", "--quiet")
+    assert bad.returncode == 2 and "n99999999" in bad.stderr
+
+
+def test_demo_runs_every_stage(tmp_path: Path) -> None:
+    r = run_cli("demo", str(tmp_path / "demo"), "--quiet", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["ok"] and [s["name"] for s in report["stages"]][:2] == ["fake download", "catalog"]
+    assert (tmp_path / "demo" / "download" / "ILSVRC2012_img_train.tar").is_file()
+
+
+@pytest.mark.parametrize("argv", [["classes", "--depth", "x"], ["fake"], ["nosuchcommand"]])
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    assert run_cli(*argv).returncode == 2

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Generate the versioned catalog data in ``manifests/`` from ``shared/imagenet-reference``.
+
+The reference folder holds the real devkit ``meta.mat``, the class counts, the quirk lists, the
+standard subsets, the image-net.org WordNet files and the ImageNet-21k / Tiny ImageNet lists. This
+script turns them into the files the library ships (read with importlib.resources). Output is
+byte-deterministic (sorted JSON, gzip with mtime 0), so a test can prove the committed files equal
+a fresh generation::
+
+    python tools/gen_manifests.py                       # writes manifests/
+    python tools/gen_manifests.py --out /tmp/m --reference ../shared/imagenet-reference
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+
+import scipy.io
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REFERENCE = ROOT.parent / "shared" / "imagenet-reference"
+
+# Facts of the official archives (torchvision's ARCHIVE_META md5s; sizes as public projects list them).
+ARCHIVES = {
+    "train": {"name": "ILSVRC2012_img_train.tar", "md5": "1d675b47d978889d74fa0da5fadfb00e",
+              "size": 147897477120, "members": 1000},
+    "val": {"name": "ILSVRC2012_img_val.tar", "md5": "29b22e2961454d5413ddabcf34fc5622",
+            "size": 6744924160, "members": 50000},
+    "devkit": {"name": "ILSVRC2012_devkit_t12.tar.gz", "md5": "fa75699e90414af021442c21a62c3abf",
+               "size": None, "members": None,
+               "meta": "ILSVRC2012_devkit_t12/data/meta.mat",
+               "val_ground_truth": "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt"},
+    "bbox_train": {"name": "ILSVRC2012_bbox_train_v2.tar.gz", "md5": None, "size": None, "members": None},
+    "bbox_val": {"name": "ILSVRC2012_bbox_val_v3.tgz", "md5": None, "size": None, "members": None},
+}
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _json(obj: object) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _gz(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
+def _text(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def devkit_synsets(ref: Path) -> list[dict]:
+    """All 1860 synsets of the real devkit meta.mat, field for field, in file order."""
+    raw = scipy.io.loadmat(ref / "devkit" / "meta.mat", squeeze_me=True)["synsets"]
+    out = []
+    for s in raw:
+        children = s["children"]
+        out.append({
+            "ILSVRC2012_ID": int(s["ILSVRC2012_ID"]),
+            "WNID": str(s["WNID"]),
+            "words": str(s["words"]),
+            "gloss": str(s["gloss"]),
+            "num_children": int(s["num_children"]),
+            "children": [int(c) for c in (children.ravel() if hasattr(children, "ravel") else [children])],
+            "wordnet_height": int(s["wordnet_height"]),
+            "num_train_images": int(s["num_train_images"]),
+        })
+    return out
+
+
+def ilsvrc2012(ref: Path, synsets: list[dict]) -> dict:
+    """The 1000 classes in sorted-WNID order with devkit IDs, names, gloss and train counts."""
+    counts = {}
+    for row in _lines(ref / "ilsvrc2012" / "train_counts.tsv")[1:]:
+        wnid, _, n = row.split("\t")
+        counts[wnid] = int(n)
+    leaves = sorted((s for s in synsets if s["num_children"] == 0), key=lambda s: s["WNID"])
+    classes = [{
+        "index": i, "wnid": s["WNID"], "ilsvrc2012_id": s["ILSVRC2012_ID"],
+        "names": [n.strip() for n in s["words"].split(",")], "gloss": s["gloss"],
+        "train_images": counts[s["WNID"]],
+    } for i, s in enumerate(leaves)]
+    gt = [int(x) for x in _lines(ref / "devkit" / "ILSVRC2012_validation_ground_truth.txt")]
+    return {
+        "format_version": 1,
+        "archives": ARCHIVES,
+        "classes": classes,
+        "train_images": sum(counts.values()),
+        "val_images": len(gt),
+        "val_per_class": len(gt) // len(classes),
+        "cmyk_train_images": sorted(_lines(ref / "ilsvrc2012" / "cmyk_train_images.txt")),
+        "png_train_images": sorted(_lines(ref / "ilsvrc2012" / "png_train_images.txt")),
+    }
+
+
+def generate(ref: Path) -> dict[str, bytes]:
+    """Every manifest file name -> its bytes."""
+    synsets = devkit_synsets(ref)
+    i21 = ref / "imagenet21k"
+    lemma = dict(line.split("\t", 1) for line in _lines(i21 / "imagenet_synset_to_lemma.txt"))
+    definition = dict(line.split("\t", 1) for line in _lines(i21 / "imagenet_synset_to_definition.txt"))
+    words21k = [f"{w}\t{lemma[w]}\t{definition.get(w, '')}" for w in sorted(lemma)]
+    return {
+        "ilsvrc2012.json": _json(ilsvrc2012(ref, synsets)),
+        "ilsvrc2012_devkit_synsets.json": _json(synsets),
+        "ilsvrc2012_val_ground_truth.txt.gz": _gz((ref / "devkit" / "ILSVRC2012_validation_ground_truth.txt").read_bytes()),
+        "subset_1percent.txt.gz": _gz(_text(_lines(ref / "ilsvrc2012" / "1percent.txt"))),
+        "subset_10percent.txt.gz": _gz(_text(_lines(ref / "ilsvrc2012" / "10percent.txt"))),
+        "subset_imagenet_a.txt": _text(_lines(i21 / "imagenet_a_synsets.txt")),
+        "subset_imagenet_r.txt": _text(_lines(i21 / "imagenet_r_synsets.txt")),
+        "imagenet21k_fall11.txt.gz": _gz(_text(_lines(i21 / "imagenet22k_synsets.txt"))),
+        "imagenet21k_goog.txt.gz": _gz(_text(_lines(i21 / "imagenet21k_goog_synsets.txt"))),
+        "imagenet21k_miil_w21.txt.gz": _gz(_text(_lines(i21 / "imagenet21k_miil_w21_synsets.txt"))),
+        "imagenet21k_words.tsv.gz": _gz(_text(words21k)),
+        "tiny_imagenet_wnids.txt": _text(_lines(ref / "tiny-imagenet-200" / "wnids.txt")),
+        "tiny_imagenet_val_annotations.tsv.gz": _gz(_text(_lines(ref / "tiny-imagenet-200" / "val_annotations.txt"))),
+        "wordnet_is_a.txt.gz": _gz(_text(_lines(ref / "wordnet" / "wordnet.is_a.txt"))),
+        "wordnet_words.tsv.gz": _gz(_text(_lines(ref / "wordnet" / "words.txt"))),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="shared/imagenet-reference folder")
+    parser.add_argument("--out", type=Path, default=ROOT / "manifests", help="output folder (default: manifests/)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, data in generate(args.reference).items():
+        (args.out / name).write_bytes(data)
+        print(f"{name}\t{len(data)} bytes")
+
+
+if __name__ == "__main__":
+    main()
