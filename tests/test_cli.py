@@ -81,3 +81,19 @@ def test_demo_runs_every_stage(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv", [["classes", "--depth", "x"], ["fake"], ["nosuchcommand"]])
 def test_usage_errors_exit_2(argv: list[str]) -> None:
     assert run_cli(*argv).returncode == 2
+
+
+@pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(),
+                    reason="Debian WordNet 3.0 not installed (apt-get install wordnet-base wordnet-sense-index)")
+def test_wordnet_install_then_nltk_backend(tmp_path: Path) -> None:
+    r = run_cli("wordnet", "--from", "/usr/share/wordnet", "--to", str(tmp_path / "nltk_data"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "nltk_data" / "corpora" / "wordnet" / "lexnames").is_file()
+    env = {"NLTK_DATA": str(tmp_path / "nltk_data")}
+    path = json.loads(run_cli("classes", "--ancestors", "n02085620", "--backend", "nltk", "--json", env=env).stdout)
+    assert [p["wnid"] for p in path][0] == "n00001740" and path[-1]["wnid"] == "n02085620"
+    if not any(Path(d, "corpora", "wordnet").exists() for d in ("/root/nltk_data", "/usr/share/nltk_data",
+                                                               "/usr/local/share/nltk_data")):
+        missing = run_cli("classes", "--ancestors", "n02085620", "--backend", "nltk",
+                          env={"NLTK_DATA": str(tmp_path / "empty")})
+        assert missing.returncode == 1 and "imnet-data wordnet --from" in missing.stderr
