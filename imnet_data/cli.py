@@ -19,6 +19,11 @@ def _emit(args: argparse.Namespace, data: object, text: str) -> None:
     print(json.dumps(data, indent=2, sort_keys=True) if getattr(args, "json", False) else text)
 
 
+def _error(args: argparse.Namespace, error: Exception) -> None:
+    """Print an error as every command does: ``imnet-data COMMAND: error: ...`` on stderr."""
+    print(f"imnet-data {args.command}: error: {error}", file=sys.stderr)
+
+
 # ---- classes -------------------------------------------------------------------------------------------------
 
 def _class_row(c: catalog.SynsetClass) -> dict:
@@ -193,8 +198,95 @@ def add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_demo)
 
 
+# ---- validate ------------------------------------------------------------------------------------------------
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from imnet_data import validate
+    from imnet_data.sources import SourceError
+
+    try:
+        report = validate.validate(args.src, layout=args.layout, expect=args.expect,
+                                   checksums=not args.skip_checksums, deep=args.deep, jobs=args.jobs, quiet=args.quiet)
+    except SourceError as e:  # SRC missing, not a download, or an unknown --layout: a usage error
+        _error(args, e)
+        return 2
+    if args.report:
+        report.save(args.report)
+    _emit(args, report.as_dict(), report.render())
+    return 0 if report.ok else 1
+
+
+def add_validate(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "validate", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="check that a download is complete and sound (counts, checksums; --deep: every image decodes)",
+        description="Check a download against the real set (--expect official: archive sizes and md5s, the 1000 "
+                    "class tars, per-class counts, 50,000 val images with their labels, the devkit) or against "
+                    "its own metadata (--expect self: subsets and fakes). Counting reads archive headers only; "
+                    "--deep also decodes every image in parallel and finds empty, truncated, undecodable, CMYK, "
+                    "grayscale, non-JPEG, extreme-size and duplicate files.\n\nExit status: 0 sound (warnings "
+                    "and the real set's known quirks allowed), 1 something missing or damaged, 2 usage error.",
+        epilog="examples:\n  imnet-data validate /data/downloads                    # counts + md5s\n"
+               "  imnet-data validate /data/downloads --skip-checksums --deep --report check.json\n"
+               "  imnet-data validate /tmp/fake --expect self --deep --json  # a fake or a subset")
+    p.add_argument("src", type=Path, metavar="SRC", help="the download: folder of the official archives, extracted "
+                                                         "folders, Kaggle, ImageNet-21k or Tiny ImageNet")
+    p.add_argument("--layout", metavar="NAME", help="ilsvrc2012, folders, kaggle, imagenet21k or tiny "
+                                                    "(default: detected)")
+    p.add_argument("--expect", choices=["official", "self"], default="official",
+                   help="check against the real set (default) or against the download's own metadata")
+    p.add_argument("--skip-checksums", action="store_true", help="do not hash the archives")
+    p.add_argument("--deep", action="store_true", help="also decode every image (in parallel)")
+    p.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default 0: all cores)")
+    p.add_argument("--report", type=Path, metavar="FILE", help="also write the full report as JSON to FILE")
+    p.set_defaults(func=cmd_validate)
+
+
+# ---- organize ------------------------------------------------------------------------------------------------
+
+def cmd_organize(args: argparse.Namespace) -> int:
+    from imnet_data import organize
+
+    classes = organize.parse_classes(args.classes) if args.classes else None
+    report = organize.organize(args.src, args.dest, layout=args.layout, splits=args.splits, classes=classes,
+                               fix=args.fix, quality=args.quality, jobs=args.jobs, quiet=args.quiet)
+    _emit(args, report.as_dict(), report.render())
+    return 0
+
+
+def add_organize(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "organize", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="sort the download into DEST/{train,val}/<wnid>/ straight from the archives",
+        description="Write DEST/train/<wnid>/<name> and DEST/val/<wnid>/<name> from the download, reading the "
+                    "archives in place (no manual extraction). Val is labelled from the devkit (Kaggle: its CSV, "
+                    "Tiny: val_annotations.txt). Bytes are copied unchanged unless --fix. Killed and re-run, it "
+                    "resumes: finished units (classes, val slices) are kept. DEST/organize-report.json lists "
+                    "changed and skipped files.",
+        epilog="examples:\n  imnet-data organize /data/downloads /data/imagenet\n"
+               "  imnet-data organize /data/downloads /data/imagenet --fix --jobs 8\n"
+               "  imnet-data organize /data/downloads /data/in-a --classes imagenet-a --splits val\n"
+               "  imnet-data organize /data/downloads /data/sub --classes n01440764,n02102040\n"
+               "  imnet-data organize /data/downloads /data/sub --classes wnids.txt --json")
+    p.add_argument("src", type=Path, help="the download: folder of the official archives, extracted folders, "
+                                          "Kaggle, ImageNet-21k or Tiny ImageNet")
+    p.add_argument("dest", type=Path, help="output folder (created; re-run with the same DEST to resume)")
+    p.add_argument("--layout", metavar="NAME", help="ilsvrc2012, folders, kaggle, imagenet21k or tiny "
+                                                    "(default: detected)")
+    p.add_argument("--splits", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], metavar="LIST",
+                   help="comma-separated splits, e.g. train,val (default: all in the download)")
+    p.add_argument("--classes", metavar="SPEC", help="only these classes: comma-separated WNIDs, a file with one "
+                                                      "WNID per line, or a class subset (imagenet-a, imagenet-r, "
+                                                      "tiny-imagenet)")
+    p.add_argument("--fix", action="store_true", help="re-encode CMYK/grayscale JPEGs and the PNG named .JPEG to "
+                                                      "RGB JPEG (same name); skip undecodable files")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality of --fix re-encodes (default 95)")
+    p.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default 0: all cores)")
+    p.set_defaults(func=cmd_organize)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
-    add_demo, add_classes, add_fake, add_doctor, add_wordnet]
+    add_demo, add_validate, add_organize, add_classes, add_fake, add_doctor, add_wordnet]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UnknownClassError as e:
-        print(f"imnet-data {args.command}: error: {e}", file=sys.stderr)
+        _error(args, e)
         return 2
     except (OSError, RuntimeError, ValueError) as e:
-        print(f"imnet-data {args.command}: error: {e}", file=sys.stderr)
+        _error(args, e)
         return 1

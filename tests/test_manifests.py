@@ -35,3 +35,5 @@ def test_wheel_ships_manifests(tmp_path: Path) -> None:
     shipped = {p.name for p in (ROOT / "manifests").iterdir() if p.is_file()}
     assert {f"imnet_data/manifests/{n}" for n in shipped} <= names
     assert not any(n.startswith(("tests/", "tools/")) for n in names)
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "imnet_data").rglob("*.py")}
+    assert modules <= names, f"modules missing from the wheel (pyproject packages?): {sorted(modules - names)}"

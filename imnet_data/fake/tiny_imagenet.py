@@ -34,23 +34,35 @@ def tiny_files(classes: int, train_per_class: int, val_images: int, seed: int) -
     wnids = _classes(classes, seed)
     files = {"wnids.txt": _lines(wnids), "words.txt": _lines(f"{w}\t{catalog.synset_words(w)}" for w in wnids)}
     for wnid in wnids:
-        rows = []
-        for i in range(train_per_class):
-            name, rng = f"{wnid}_{i}.JPEG", rng_for(seed, "tiny-imagenet", "train", wnid, i)
-            box = object_boxes(rng, SIDE, SIDE)[0]
-            files[f"train/{wnid}/images/{name}"] = draw_jpeg(name, wnid, (SIDE, SIDE), (box,), _seed(rng))
-            rows.append(f"{name}\t{box.xmin}\t{box.ymin}\t{box.xmax}\t{box.ymax}")
-        files[f"train/{wnid}/{wnid}_boxes.txt"] = _lines(rows)
-    val = [a for a in catalog.tiny_imagenet_val_annotations() if a[1] in wnids][:val_images]
-    if len(val) < val_images:
-        raise ValueError(f"Tiny ImageNet has {len(val)} val images of {classes} classes, fewer than {val_images}")
+        files.update(_train_class(wnid, train_per_class, seed))
+    files.update(_val_and_test(wnids, val_images, seed))
+    return files
+
+
+def _train_class(wnid: str, count: int, seed: int) -> dict[str, bytes]:
+    """``<wnid>_<i>.JPEG`` for i < count, one seeded box each, and their ``<wnid>_boxes.txt``."""
+    files, rows = {}, []
+    for i in range(count):
+        name, rng = f"{wnid}_{i}.JPEG", rng_for(seed, "tiny-imagenet", "train", wnid, i)
+        box = object_boxes(rng, SIDE, SIDE)[0]
+        files[f"train/{wnid}/images/{name}"] = draw_jpeg(name, wnid, (SIDE, SIDE), (box,), _seed(rng))
+        rows.append(f"{name}\t{box.xmin}\t{box.ymin}\t{box.xmax}\t{box.ymax}")
+    files[f"train/{wnid}/{wnid}_boxes.txt"] = _lines(rows)
+    return files
+
+
+def _val_and_test(wnids: list[str], count: int, seed: int) -> dict[str, bytes]:
+    """The first ``count`` real val images of ``wnids`` (real names, labels and boxes) with
+    ``val_annotations.txt``, and as many unlabelled test images."""
+    val = [a for a in catalog.tiny_imagenet_val_annotations() if a[1] in wnids][:count]
+    if len(val) < count:
+        raise ValueError(f"Tiny ImageNet has {len(val)} val images of {len(wnids)} classes, fewer than {count}")
+    files = {"val/val_annotations.txt": _lines(f"{n}\t{w}\t" + "\t".join(map(str, b)) for n, w, b in val)}
     for name, wnid, box in val:
         rng = rng_for(seed, "tiny-imagenet", "val", name)
         files[f"val/images/{name}"] = draw_jpeg(name, wnid, (SIDE, SIDE), (Box(*box),), _seed(rng))
-        rng = rng_for(seed, "tiny-imagenet", "test", name)
-        test_name = name.replace("val_", "test_")  # unlabelled, as in the real test split
+        test_name, rng = name.replace("val_", "test_"), rng_for(seed, "tiny-imagenet", "test", name)
         files[f"test/images/{test_name}"] = draw_jpeg(test_name, wnid, (SIDE, SIDE), (), _seed(rng))
-    files["val/val_annotations.txt"] = _lines(f"{n}\t{w}\t" + "\t".join(map(str, b)) for n, w, b in val)
     return files
 
 

@@ -1,0 +1,81 @@
+"""What image bytes really are, whatever the file name says, and how to turn them into a plain RGB JPEG.
+
+Every ImageNet file is named ``.JPEG``, but not every one is an RGB JPEG: the real train set holds 22 CMYK JPEGs,
+a PNG and grayscale JPEGs, and a damaged download adds empty, truncated and non-image files. PIL copes with most
+of them, but GPU decoders (nvJPEG/DALI) and strict pipelines do not; ``organize --fix`` and ``validate`` use these
+helpers to find such files and re-encode them.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+KINDS = ("jpeg", "cmyk", "gray", "png", "other", "undecodable")
+# Decodable, but not an RGB JPEG: what ``to_rgb_jpeg`` is for.
+FIXABLE = frozenset({"cmyk", "gray", "png", "other"})
+JPEG_FORMATS = ("JPEG", "MPO")   # PIL calls a JPEG with a multi-picture (camera) segment MPO
+JPEG_KINDS = {"RGB": "jpeg", "CMYK": "cmyk", "L": "gray"}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What decoding found: ``kind`` (one of KINDS), PIL's ``format``/``mode``/``size``, and for an undecodable
+    file the ``error`` (a stable message, fit for deterministic reports)."""
+
+    kind: str
+    format: str | None = None
+    mode: str | None = None
+    size: tuple[int, int] | None = None
+    error: str | None = None
+
+
+def probe(data: bytes) -> Probe:
+    """Decode ``data`` completely and say what it is.
+
+    JPEGs decode at 1/8 scale (the DCT shortcut): every byte of the compressed stream is still read, so a
+    truncated file is caught, at a fraction of the cost of a full-size decode.
+    """
+    if not data:
+        return Probe("undecodable", error="empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, mode, size = img.format, img.mode, img.size
+            img.draft(None, (1, 1))   # JPEG only: smallest scale; other formats ignore it
+            img.load()
+    except UnidentifiedImageError:
+        return Probe("undecodable", error="not an image (no known image format)")
+    except Exception as e:  # noqa: BLE001 -- hostile bytes make PIL raise many types (OSError, SyntaxError, ...)
+        return Probe("undecodable", error=f"cannot decode: {e}")
+    return Probe(kind_of(fmt, mode), fmt, mode, size)
+
+
+def kind_of(fmt: str | None, mode: str) -> str:
+    """The KINDS name of a decodable image from PIL's format and mode."""
+    if fmt in JPEG_FORMATS:
+        return JPEG_KINDS.get(mode, "other")
+    return "png" if fmt == "PNG" else "other"
+
+
+def classify(data: bytes) -> str:
+    """The kind of ``data``: jpeg (RGB), cmyk, gray (JPEGs), png, other (another decodable format) or
+    undecodable (empty, truncated, not an image)."""
+    return probe(data).kind
+
+
+def to_rgb_jpeg(data: bytes, quality: int = 95) -> bytes:
+    """Re-encode any decodable image as a baseline RGB JPEG at ``quality``.
+
+    CMYK is converted by PIL (Adobe-inverted CMYK included), grayscale is replicated to three channels, alpha is
+    dropped. Metadata (EXIF, ICC profiles of the old colour space) is not carried over: the pixels are what
+    training reads. Raises ValueError when ``data`` cannot be decoded.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            rgb = img.convert("RGB")
+    except Exception as e:  # noqa: BLE001 -- see probe
+        raise ValueError(f"cannot decode image for re-encoding: {e}") from e
+    out = io.BytesIO()
+    rgb.save(out, format="JPEG", quality=quality)
+    return out.getvalue()

@@ -1,0 +1,310 @@
+"""``organize``: from the download (archives read in place, no manual extraction) to the ImageFolder layout
+``DEST/train/<wnid>/<name>`` and ``DEST/val/<wnid>/<name>`` that torchvision, timm and most scripts expect.
+
+Labels come from the source readers (val through the devkit ground truth mapped by meta.mat, Kaggle's CSV,
+Tiny's annotations). Bytes are copied unchanged unless ``fix`` re-encodes the files that are not RGB JPEGs.
+
+Resumable: every file is written under a temp name in its folder and renamed, and each unit (a class tar, a val
+slice) gets a marker ``DEST/.imnet-organize/<split>/<unit>.json`` listing its files and sizes once they are all
+in place. A re-run skips a unit whose marker matches the settings and whose files are all there with those sizes,
+and redoes the rest. Nothing is fsynced per file (only the markers): a file's recorded size is the check.
+
+Safety: output paths are built only from a validated WNID and a plain base name, and each class folder must
+resolve inside DEST; the readers already refuse traversal, links, devices and oversize members.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+import os
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+from imnet_data import catalog, imageio, tario
+from imnet_data.catalog import UnknownClassError
+from imnet_data.parallel import map_units
+from imnet_data.sources import Sample, Source, SourceError, Unit, open_source
+from imnet_data.sources.base import WNID, check_wnid
+from imnet_data.sources.safety import UnsafeArchiveError
+
+STATE = ".imnet-organize"
+REPORT = "organize-report.json"
+TMP_SUFFIX = ".partial"
+FORMAT_VERSION = 1
+
+
+def parse_classes(text: str) -> frozenset[str]:
+    """Classes from a command-line value: a catalog subset of classes (``imagenet-a``, ``imagenet-r``,
+    ``tiny-imagenet``), a file with one WNID per line (``#`` comments allowed), or comma-separated WNIDs."""
+    if text in catalog.SUBSETS:
+        kind, items = catalog.subset(text)
+        if kind != "wnids":
+            raise UnknownClassError(text, f"subset {text!r} lists train files, not classes; --classes takes the "
+                                    "class subsets " + ", ".join(k for k, v in catalog.SUBSETS.items()
+                                                                 if v[1] == "wnids"), [])
+        return frozenset(items)
+    path = Path(text)
+    lines = path.read_text().splitlines() if path.is_file() else text.split(",")
+    wnids = [w.split("#", 1)[0].strip() for w in lines]
+    bad = [w for w in wnids if w and not WNID.match(w)]
+    if bad or not any(wnids):
+        raise UnknownClassError(text, f"--classes {text!r}: {bad[:3] or 'no WNIDs'} is not a WNID list (n + 8 "
+                                "digits, comma-separated or one per line in a file) nor a class subset", [])
+    return frozenset(w for w in wnids if w)
+
+
+@dataclass
+class UnitResult:
+    """What one unit put in DEST (paths relative to DEST); also the content of its completion marker."""
+
+    split: str
+    unit: str
+    settings: dict
+    files: list[list] = field(default_factory=list)       # [path, size]
+    changed: list[dict] = field(default_factory=list)     # path, kind, old_sha256, new_sha256
+    skipped: list[dict] = field(default_factory=list)     # path, origin, reason
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """Organize one unit (picklable: workers receive it and open the source themselves, once per process and
+    run: ``run`` tells runs apart, so a long-lived process re-reads a download that changed in between)."""
+
+    run: str
+    src: str
+    layout: str
+    dest: str
+    fix: bool
+    quality: int
+    classes: frozenset[str] | None
+
+    def __call__(self, unit: Unit) -> UnitResult:
+        settings = self.settings(unit)
+        marker = marker_path(self.dest, unit)
+        old = load_marker(marker, unit)
+        if old and old.settings == settings and all(size_is(self.dest, p, n) for p, n in old.files):
+            old.resumed = True
+            return old
+        result = UnitResult(unit.split, unit.name, settings)
+        folders: dict[str, str] = {}
+        for sample in source(self.src, self.layout, self.run).read(unit):
+            if sample.wnid is None:
+                raise SourceError(f"{sample.origin}: no class label for this {sample.split} image; organize "
+                                  "needs the labels (official archives: ILSVRC2012_devkit_t12.tar.gz next to them)")
+            if self.classes is None or sample.wnid in self.classes:
+                self.place(sample, folders, result)
+        if old:
+            remove_stale(self.dest, old, result)
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        with tario.atomic_file(Path(marker)) as f:
+            f.write(json.dumps(asdict(result), sort_keys=True).encode())
+        return result
+
+    def settings(self, unit: Unit) -> dict:
+        """What shapes a unit's output; a marker written under other settings does not count as done. The class
+        filter matters only inside units that mix classes (val slices); class units are selected whole."""
+        mixed = self.classes is not None and not WNID.match(unit.name)
+        return {"fix": self.fix, "quality": self.quality if self.fix else None,
+                "classes": sorted(self.classes or ()) if mixed else None}
+
+    def place(self, sample: Sample, folders: dict[str, str], result: UnitResult) -> None:
+        """Write one sample to its final path (fixed or skipped under ``fix``) and record it."""
+        if sample.wnid not in folders:
+            folders[sample.wnid] = class_folder(self.dest, sample.split, sample.wnid, sample.origin)
+        name = base_name(sample.name, sample.origin)
+        rel = f"{sample.split}/{sample.wnid}/{name}"
+        data = sample.data
+        if self.fix:
+            found = imageio.probe(data)
+            if found.kind == "undecodable":
+                result.skipped.append({"path": rel, "origin": sample.origin, "reason": found.error})
+                return
+            if found.kind in imageio.FIXABLE:
+                data = imageio.to_rgb_jpeg(data, self.quality)
+                result.changed.append({"path": rel, "kind": found.kind, "old_sha256": sha256(sample.data),
+                                       "new_sha256": sha256(data)})
+        write_file(os.path.join(folders[sample.wnid], name), data)
+        result.files.append([rel, len(data)])
+
+
+@lru_cache(maxsize=2)
+def source(src: str, layout: str, run: str) -> Source:
+    """The reader of ``src`` for one run, opened once per process (its devkit and indexes are parsed once)."""
+    return open_source(Path(src), layout)
+
+
+def base_name(name: str, origin: str) -> str:
+    """``name`` if it is a plain file name (no folders, not hidden, not too long), else UnsafeArchiveError."""
+    if (not name or "/" in name or "\\" in name or "\x00" in name or name.startswith(".")
+            or len(name.encode()) > 240):
+        raise UnsafeArchiveError(f"{origin}: file name {name!r} is not a plain base name; refused")
+    return name
+
+
+def class_folder(dest: str, split: str, wnid: str, origin: str) -> str:
+    """``DEST/<split>/<wnid>``, created, after checking the WNID and that the folder resolves inside DEST."""
+    folder = os.path.join(dest, split, check_wnid(wnid, origin))
+    os.makedirs(folder, exist_ok=True)
+    if not os.path.realpath(folder).startswith(os.path.realpath(dest) + os.sep):
+        raise UnsafeArchiveError(f"{origin}: output folder {folder} resolves outside {dest}; refused")
+    return folder
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``.<name>.partial`` beside ``path`` (never following a link), then rename it over."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}{TMP_SUFFIX}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with open(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def marker_path(dest: str, unit: Unit) -> str:
+    """Where a unit's completion marker lives (its name made file-safe; the marker repeats the real name)."""
+    return os.path.join(dest, STATE, unit.split, re.sub(r"[^\w.-]+", "_", unit.name).strip("_") + ".json")
+
+
+def load_marker(path: str, unit: Unit) -> UnitResult | None:
+    """The unit's marker, or None if absent, unreadable or about another unit."""
+    try:
+        with open(path, "rb") as f:
+            result = UnitResult(**json.loads(f.read()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return result if (result.split, result.unit) == (unit.split, unit.name) else None
+
+
+def size_is(dest: str, rel: str, size: int) -> bool:
+    """Whether ``DEST/rel`` is a file of ``size`` bytes."""
+    try:
+        return os.stat(os.path.join(dest, rel)).st_size == size
+    except OSError:
+        return False
+
+
+def remove_stale(dest: str, old: UnitResult, new: UnitResult) -> None:
+    """Delete the files an earlier run of a unit wrote that this run did not (other settings), so DEST matches
+    the report; only paths shaped like our output (split/wnid/name) are touched."""
+    keep = {p for p, _ in new.files}
+    for rel, _ in old.files:
+        parts = rel.split("/")
+        if (rel not in keep and len(parts) == 3 and parts[0] == old.split and WNID.match(parts[1])
+                and parts[2] and not parts[2].startswith(".")):
+            Path(dest, rel).unlink(missing_ok=True)
+
+
+def sweep_temp_files(dest: str, splits: Iterable[str]) -> None:
+    """Remove the temp files a killed run left in the class folders."""
+    for split in splits:
+        top = os.path.join(dest, split)
+        folders = [e.path for e in os.scandir(top) if e.is_dir(follow_symlinks=False)] if os.path.isdir(top) else []
+        for folder in folders:
+            for entry in os.scandir(folder):
+                if entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX):
+                    os.unlink(entry.path)
+
+
+@dataclass
+class OrganizeReport:
+    """The outcome: files and bytes per split, changed (``fix``) and skipped files, units found complete."""
+
+    source: str
+    layout: str
+    dest: str
+    fix: bool
+    quality: int | None
+    splits: list[str]
+    classes: list[str] | None
+    counts: dict[str, int]
+    bytes: dict[str, int]
+    changed: list[dict]
+    skipped: list[dict]
+    missing_classes: list[str]
+    resumed: list[str]
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def record(self) -> dict:
+        """The deterministic part, written to ``DEST/organize-report.json`` (the same for a resumed run)."""
+        return {"format_version": FORMAT_VERSION,
+                **{k: v for k, v in self.as_dict().items() if k not in ("resumed", "seconds")}}
+
+    def render(self) -> str:
+        lines = [f"organized {self.layout} at {self.source} into {self.dest} in {self.seconds:.1f} s"]
+        lines += [f"  {s:<6} {self.counts[s]:>10,} files {self.bytes[s] / 1e9:>9.2f} GB" for s in self.splits]
+        lines += [f"  changed  {c['path']}  ({c['kind']} -> RGB JPEG)" for c in self.changed[:10]]
+        lines += [f"  skipped  {s['path']}  ({s['reason']})" for s in self.skipped[:10]]
+        more = max(0, len(self.changed) - 10) + max(0, len(self.skipped) - 10)
+        lines += [f"  ... and {more} more changed/skipped"] if more > 0 else []
+        lines += [f"  not found in the download: {', '.join(self.missing_classes)}"] if self.missing_classes else []
+        lines += [f"  {len(self.resumed)} units were already complete (kept)"] if self.resumed else []
+        return "\n".join(lines + [f"  report: {Path(self.dest, REPORT)}"])
+
+
+def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterable[str] | None = None,
+             classes: Iterable[str] | None = None, fix: bool = False, quality: int = 95, jobs: int | None = None,
+             quiet: bool = False) -> OrganizeReport:
+    """Organize the download at ``src`` into ``dest`` (see the module doc); safe to re-run after a kill.
+
+    ``classes``: WNIDs to keep (None: all); ``fix``: re-encode CMYK/gray/PNG/other to RGB JPEG at ``quality``
+    and skip undecodable files; ``jobs``: worker processes (0/None: all cores). Never writes outside ``dest``
+    nor touches ``src``; writes ``dest/organize-report.json`` at the end.
+    """
+    start = time.monotonic()
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be 1..100, got {quality}")
+    reader = open_source(Path(src), layout)
+    dest = Path(dest).resolve()
+    if dest == Path(src).resolve():
+        raise ValueError(f"{dest}: the destination must not be the source folder")
+    wanted = list(splits) if splits is not None else reader.splits()
+    unknown = [s for s in wanted if s not in reader.splits()]
+    if unknown:
+        raise SourceError(f"{src}: no split {', '.join(unknown)} in this {reader.layout} download "
+                          f"(has {', '.join(reader.splits())})")
+    keep = frozenset(classes) if classes is not None else None
+    units = [u for s in wanted for u in reader.units(s) if keep is None or not WNID.match(u.name) or u.name in keep]
+    if (dest / STATE).is_dir():
+        sweep_temp_files(str(dest), wanted)
+    job = Job(uuid.uuid4().hex, str(Path(src).resolve()), reader.layout, str(dest), fix, quality, keep)
+    results = list(map_units(job, units, jobs=jobs, desc="organize", quiet=quiet, weights=[u.size for u in units]))
+    report = summarize(job, wanted, results, time.monotonic() - start)
+    with tario.atomic_file(dest / REPORT) as f:
+        f.write((json.dumps(report.record(), indent=1, sort_keys=True) + "\n").encode())
+    return report
+
+
+def summarize(job: Job, splits: list[str], results: list[UnitResult], seconds: float) -> OrganizeReport:
+    """Add up the units' results into the report, in a deterministic order."""
+    counts, sizes = dict.fromkeys(splits, 0), dict.fromkeys(splits, 0)
+    found: set[str] = set()
+    for r in results:
+        counts[r.split] += len(r.files)
+        sizes[r.split] += sum(n for _, n in r.files)
+        found.update(path.split("/")[1] for path in [p for p, _ in r.files] + [s["path"] for s in r.skipped])
+    by_path = operator.itemgetter("path")
+    return OrganizeReport(
+        job.src, job.layout, job.dest, job.fix, job.quality if job.fix else None, splits,
+        sorted(job.classes) if job.classes is not None else None, counts, sizes,
+        sorted((c for r in results for c in r.changed), key=by_path),
+        sorted((s for r in results for s in r.skipped), key=by_path),
+        sorted(job.classes - found) if job.classes is not None else [],
+        [f"{r.split}/{r.unit}" for r in results if r.resumed], round(seconds, 3))

@@ -1,0 +1,47 @@
+"""Readers of every ImageNet download layout, yielding samples straight out of the archives or folders.
+
+``open_source(path)`` detects the layout (or takes ``layout=``) and returns a :class:`Source` whose ``units``
+workers read in parallel. Layouts:
+
+* ``ilsvrc2012``: the official archives in one folder (train tar of inner tars, val tar, devkit, bbox archives)
+* ``folders``: extracted ``train/<wnid>/*.JPEG`` and flat or foldered ``val/`` (+ devkit for flat val)
+* ``kaggle``: ``ILSVRC/Data/CLS-LOC/{train,val}`` with ``LOC_val_solution.csv`` and ``LOC_synset_mapping.txt``
+* ``imagenet21k``: ``winter21_whole.tar.gz`` / ``fall11_whole.tar`` (a tar of ``<wnid>.tar``), or its folder
+* ``tiny``: ``tiny-imagenet-200.zip`` or its folder
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from imnet_data.sources.base import Box, Sample, Source, SourceError, Unit
+from imnet_data.sources.folders import Folders
+from imnet_data.sources.ilsvrc import IlsvrcArchives
+from imnet_data.sources.imagenet21k import ImageNet21k
+from imnet_data.sources.kaggle import Kaggle
+from imnet_data.sources.tiny import TinyImageNet
+
+# Detection tries these in order: the most specific layouts first, plain folders last.
+READERS: dict[str, type[Source]] = {"ilsvrc2012": IlsvrcArchives, "kaggle": Kaggle, "tiny": TinyImageNet,
+                                    "imagenet21k": ImageNet21k, "folders": Folders}
+
+
+def detect_layout(path: Path) -> str:
+    """The layout name of a download, or SourceError saying what was looked for."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or folder")
+    for name, reader in READERS.items():
+        if reader.detect(path):
+            return name
+    raise SourceError(f"{path}: not a known ImageNet layout (looked for {', '.join(READERS)}); name one with --layout")
+
+
+def open_source(path: Path, layout: str | None = None) -> Source:
+    """A reader for the download at ``path``."""
+    name = layout or detect_layout(path)
+    if name not in READERS:
+        raise SourceError(f"unknown layout {name!r} (known: {', '.join(READERS)})")
+    return READERS[name](Path(path))
+
+
+__all__ = ["Box", "Sample", "Source", "SourceError", "Unit", "detect_layout", "open_source", "READERS"]

@@ -1,0 +1,110 @@
+"""What every source reader yields: samples straight out of the download, with where they came from.
+
+A *source* is one download layout (official archives, extracted folders, Kaggle, 21k, Tiny ImageNet). It lists
+*units* (an inner class tar, a class folder, a slice of the val tar): independent pieces that workers read in
+parallel, each yielding :class:`Sample` objects without extracting anything to disk.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+WNID = re.compile(r"^n\d{8}$")
+
+
+class SourceError(ValueError):
+    """The download is malformed or incomplete; the message names the file (and member) and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A bounding box in pixels (PASCAL VOC convention: inclusive corners), labelled with its WNID."""
+
+    wnid: str
+    xmin: int
+    ymin: int
+    xmax: int
+    ymax: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image as found in the download."""
+
+    split: str                 # "train" | "val"
+    key: str                   # stable unique key: the file stem, e.g. n01440764_10026, ILSVRC2012_val_00000001
+    wnid: str | None           # the label; None where the download carries none
+    name: str                  # original file name, e.g. n01440764_10026.JPEG
+    data: bytes
+    origin: str                # where it came from, for messages: "ILSVRC2012_img_train.tar:n01440764.tar:..."
+    boxes: tuple[Box, ...] = ()
+
+
+@dataclass(frozen=True)
+class Unit:
+    """An independently readable piece of a split (picklable: workers receive it)."""
+
+    split: str
+    name: str                  # e.g. the WNID of a class tar/folder, or "val[0:5000]"
+    ref: tuple = field(default=())   # reader-specific locator (paths, offsets, member names)
+    size: int = 0              # bytes, for progress and load balancing
+
+
+def check_wnid(wnid: str, origin: str) -> str:
+    """Return ``wnid`` if it is shaped like a WordNet noun ID, else raise naming where it came from."""
+    if not WNID.match(wnid):
+        raise SourceError(f"{origin}: {wnid!r} is not a WNID (n + 8 digits)")
+    return wnid
+
+
+def stem(name: str) -> str:
+    """File name without folders and extension: the sample key."""
+    base = name.rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
+class Source:
+    """Base of the layout readers: subclasses fill ``layout``, ``splits``, ``units`` and ``read``."""
+
+    layout = "?"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """Whether ``path`` looks like this layout."""
+        raise NotImplementedError
+
+    def splits(self) -> list[str]:
+        """The splits this download holds, e.g. ["train", "val"]."""
+        raise NotImplementedError
+
+    def units(self, split: str) -> list[Unit]:
+        """The split's independently readable pieces, in a deterministic order."""
+        raise NotImplementedError
+
+    def read(self, unit: Unit) -> Iterator[Sample]:
+        """Every sample of ``unit``, in the download's order."""
+        raise NotImplementedError
+
+    def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
+        """``(name, wnid, size)`` of every sample of ``unit``, as and in the order :meth:`read` yields them.
+
+        For counting without decoding (``validate`` without ``--deep``): readers that can list members from
+        headers override it so no image byte is read; this default reads the samples.
+        """
+        for sample in self.read(unit):
+            yield sample.name, sample.wnid, len(sample.data)
+
+    def samples(self, split: str, classes: set[str] | None = None) -> Iterator[Sample]:
+        """Every sample of a split (optionally only ``classes``), unit by unit."""
+        for unit in self.units(split):
+            for sample in self.read(unit):
+                if classes is None or sample.wnid in classes:
+                    yield sample
+
+    def describe(self) -> str:
+        return f"{self.layout} at {self.root}"

@@ -1,0 +1,130 @@
+"""Already-extracted folders: ``train/<wnid>/*`` and ``val/`` either flat (``ILSVRC2012_val_%08d.JPEG``,
+labelled through the devkit in the root) or foldered (``val/<wnid>/*``). This is also what ``organize`` writes.
+
+Only regular files are read: a symlink or special file could point outside the download or block a reader, so
+it is refused by name. The listing helpers here are shared by the other folder-based layouts (Kaggle, 21k).
+"""
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from imnet_data.sources import devkit
+from imnet_data.sources.base import WNID, Sample, Source, SourceError, Unit, check_wnid, stem
+from imnet_data.sources.ilsvrc import VAL_NAME, VAL_UNIT
+
+SPLITS = ("train", "val")
+
+
+def entries(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder`` sorted by name: regular files and folders only (never followed links)."""
+    try:
+        with os.scandir(folder) as it:
+            found = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        raise SourceError(f"{folder}: cannot list the folder ({e.strerror})") from e
+    for e in found:
+        if not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False)):
+            raise SourceError(f"{e.path}: a symlink or special file; only regular files and folders are read")
+    return found
+
+
+def regular_files(folder: Path) -> list[tuple[str, int]]:
+    """``(name, size)`` of the files of ``folder``, sorted; a subfolder, link or special file raises."""
+    out = []
+    for e in entries(folder):
+        if e.is_dir(follow_symlinks=False):
+            raise SourceError(f"{e.path}: unexpected folder (expected only image files here)")
+        out.append((e.name, e.stat(follow_symlinks=False).st_size))
+    return out
+
+
+def files_unit(split: str, name: str, folder: Path, files: list[tuple[str, int]]) -> Unit:
+    """A unit reading ``files`` (``(name, size)``) of ``folder``; its ``ref`` is ``(folder, files)``."""
+    return Unit(split, name, (str(folder), tuple(files)), sum(s for _, s in files))
+
+
+def class_units(split: str, folder: Path) -> list[Unit]:
+    """One unit per ``<wnid>/`` subfolder of ``folder``, named by its WNID, in WNID order."""
+    units = []
+    for e in entries(folder):
+        if not e.is_dir(follow_symlinks=False):
+            raise SourceError(f"{e.path}: unexpected file (expected only <wnid>/ class folders here)")
+        units.append(files_unit(split, check_wnid(e.name, e.path), Path(e.path), regular_files(Path(e.path))))
+    return units
+
+
+def chunk_units(split: str, folder: Path, files: list[tuple[str, int]]) -> list[Unit]:
+    """Units of up to ``VAL_UNIT`` files each, named ``val[i:j]`` like the official reader's val slices."""
+    return [files_unit(split, f"{split}[{i}:{i + len(chunk)}]", folder, chunk)
+            for i in range(0, len(files), VAL_UNIT) for chunk in [files[i:i + VAL_UNIT]]]
+
+
+def read_files(folder: str, files: Iterable[tuple[str, int]]) -> Iterator[tuple[str, bytes, str]]:
+    """``(name, bytes, path)`` of ``files`` (``(name, size)``) of ``folder``: the ``ref`` of a :func:`files_unit`."""
+    for name, _ in files:
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as f:
+                yield name, f.read(), path
+        except OSError as e:
+            raise SourceError(f"{path}: cannot read ({e.strerror})") from e
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` has a ``<wnid>/`` subfolder or an official val file (stops at the first)."""
+    if not folder.is_dir():
+        return False
+    with os.scandir(folder) as it:
+        return any((e.is_dir(follow_symlinks=False) and WNID.match(e.name)) or VAL_NAME.match(e.name) for e in it)
+
+
+class Folders(Source):
+    """``ROOT/train/<wnid>/`` and ``ROOT/val/`` (flat + devkit, or ``<wnid>/`` folders)."""
+
+    layout = "folders"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """A folder whose ``train/`` or ``val/`` holds class folders or official val files."""
+        return path.is_dir() and any(_holds_images(path / s) for s in SPLITS)
+
+    def splits(self) -> list[str]:
+        return [s for s in SPLITS if (self.root / s).is_dir()]
+
+    @cached_property
+    def devkit(self) -> devkit.Devkit | None:
+        """The devkit in the root (labels a flat val), or None."""
+        return devkit.load(self.root)
+
+    def units(self, split: str) -> list[Unit]:
+        if split not in self.splits():
+            raise SourceError(f"{self.root}: no {split}/ folder (have {self.splits()})")
+        folder = self.root / split
+        if split == "train" or any(e.is_dir(follow_symlinks=False) for e in entries(folder)):
+            return class_units(split, folder)
+        files = regular_files(folder)
+        for name, _ in files:
+            if not VAL_NAME.match(name):
+                raise SourceError(f"{folder / name}: unexpected file in a flat val folder "
+                                  "(expected ILSVRC2012_val_%08d.JPEG)")
+        return chunk_units(split, folder, files)
+
+    def read(self, unit: Unit) -> Iterator[Sample]:
+        for name, data, path in read_files(*unit.ref):
+            yield Sample(unit.split, stem(name), self._wnid(unit, name), name, data, path)
+
+    def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
+        """The unit's files as listed by :meth:`units`: no image is opened."""
+        folder, files = unit.ref
+        for name, size in files:
+            yield name, self._wnid(unit, name), size
+
+    def _wnid(self, unit: Unit, name: str) -> str | None:
+        """The class folder's WNID, or for a flat val file its devkit label (None without a devkit)."""
+        if WNID.match(unit.name):
+            return unit.name
+        number = int(VAL_NAME.match(name).group(1))  # type: ignore[union-attr]  # checked in units()
+        return self.devkit.val_wnid(number, os.path.join(unit.ref[0], name)) if self.devkit else None

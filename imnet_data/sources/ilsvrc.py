@@ -1,0 +1,157 @@
+"""The official ILSVRC2012 archives, read in place: the train tar of 1000 ``<wnid>.tar`` inner tars, the flat
+val tar, the devkit, and the optional bbox archives. Nothing is extracted: each inner tar is a unit that a
+worker streams from its offset inside the outer tar.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tarfile
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+from imnet_data.sources import devkit
+from imnet_data.sources.base import Box, Sample, Source, SourceError, Unit, check_wnid, stem
+from imnet_data.sources.boxes import load_voc_archive
+from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name, window
+
+TRAIN = "ILSVRC2012_img_train.tar"
+VAL = "ILSVRC2012_img_val.tar"
+BBOX = {"train": "ILSVRC2012_bbox_train_v2.tar.gz", "val": "ILSVRC2012_bbox_val_v3.tgz"}
+VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
+VAL_UNIT = 2000  # val members per unit: small enough to spread over workers, large enough to amortise
+
+
+def index_tar(path: Path, offset: int = 0, size: int | None = None, origin: str = "") -> list[tarfile.TarInfo]:
+    """The regular-file headers of an uncompressed tar, names checked and normalised (``safe_name``); reads
+    headers only, seeking past the data (unbuffered, so no data is read ahead).
+
+    ``offset``/``size`` select an inner tar stored in ``path`` (offsets in the result stay absolute). A member
+    reaching past the tar's end raises: a cut-off download is found without reading it.
+    """
+    origin = origin or str(path)
+    out = []
+    try:
+        with open(path, "rb", buffering=0) as f:
+            end = offset + size if size is not None else os.fstat(f.fileno()).st_size
+            f.seek(offset)
+            with tarfile.open(fileobj=f, mode="r:") as tf:
+                for ti in tf:
+                    ti.name = safe_name(ti.name, origin)
+                    if ti.isdir():
+                        continue
+                    if not ti.isreg():
+                        raise UnsafeArchiveError(f"{origin}: member {ti.name!r} is a link or special file; refused")
+                    if ti.offset_data + ti.size > end:
+                        raise SourceError(f"{origin}: member {ti.name!r} is cut off (needs {ti.size:,} bytes, "
+                                          f"{max(0, end - ti.offset_data):,} left): truncated download?")
+                    out.append(ti)
+    except tarfile.TarError as e:
+        raise SourceError(f"{origin}: not a readable tar archive ({e})") from e
+    return out
+
+
+def read_inner_tar(path: Path, offset: int, size: int, origin: str) -> Iterator[tuple[str, bytes]]:
+    """``(name, bytes)`` of every file in the inner tar stored at ``offset`` of ``path``."""
+    with open(path, "rb") as f:
+        for info, reader in iter_tar(window(f, offset, size), origin):
+            yield safe_name(info.name, origin), read_member(reader, info, origin)
+
+
+class IlsvrcArchives(Source):
+    """A folder holding the official archives (any of train / val; the devkit labels val)."""
+
+    layout = "ilsvrc2012"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """A folder with the official train or val tar."""
+        return path.is_dir() and any((path / n).is_file() for n in (TRAIN, VAL))
+
+    def splits(self) -> list[str]:
+        return [s for s, name in (("train", TRAIN), ("val", VAL)) if (self.root / name).is_file()]
+
+    @cached_property
+    def devkit(self) -> devkit.Devkit | None:
+        """The devkit in the folder, or None."""
+        return devkit.load(self.root)
+
+    @cached_property
+    def _boxes(self) -> dict[str, dict[str, tuple[Box, ...]]]:
+        return {split: load_voc_archive(self.root / name) if (self.root / name).is_file() else {}
+                for split, name in BBOX.items()}
+
+    def boxes(self, split: str, key: str) -> tuple[Box, ...]:
+        """The bbox-archive boxes of one image (empty where the archive is absent or has none)."""
+        return self._boxes[split].get(key, ())
+
+    def units(self, split: str) -> list[Unit]:
+        if split == "train":
+            path = self.root / TRAIN
+            units = []
+            for ti in index_tar(path):
+                if not ti.name.endswith(".tar") or "/" in ti.name:
+                    raise SourceError(f"{path}: unexpected member {ti.name!r} (expected <wnid>.tar)")
+                wnid = check_wnid(ti.name[:-4], f"{path}:{ti.name}")
+                if ti.size > DEFAULT_LIMITS.max_inner_tar_bytes:
+                    raise UnsafeArchiveError(f"{path}: member {ti.name!r} is over the inner-tar size cap")
+                units.append(Unit("train", wnid, (str(path), ti.offset_data, ti.size), ti.size))
+            return sorted(units, key=lambda u: u.name)
+        if split == "val":
+            path = self.root / VAL
+            members = []
+            for ti in index_tar(path):
+                if not VAL_NAME.match(ti.name):
+                    raise SourceError(f"{path}: unexpected member {ti.name!r} (expected ILSVRC2012_val_%08d.JPEG)")
+                if ti.size > DEFAULT_LIMITS.max_image_bytes:
+                    raise UnsafeArchiveError(f"{path}: member {ti.name!r} is over the image size cap")
+                members.append((ti.name, ti.offset_data, ti.size))
+            members.sort()
+            return [Unit("val", f"val[{i}:{i + len(chunk)}]", (str(path), tuple(chunk)), sum(m[2] for m in chunk))
+                    for i in range(0, len(members), VAL_UNIT) for chunk in [members[i:i + VAL_UNIT]]]
+        raise SourceError(f"{self.root}: no split {split!r} in the official archives (have {self.splits()})")
+
+    def read(self, unit: Unit) -> Iterator[Sample]:
+        if unit.split == "train":
+            path, offset, size = unit.ref
+            origin = f"{path}:{unit.name}.tar"
+            for name, data in read_inner_tar(Path(path), offset, size, origin):
+                key = stem(self._train_member(unit, name, origin))
+                yield Sample("train", key, unit.name, name, data, f"{origin}:{name}", self.boxes("train", key))
+            return
+        path, members = unit.ref
+        with open(path, "rb") as f:
+            for name, offset, size in members:
+                origin = f"{path}:{name}"
+                f.seek(offset)
+                data = f.read(size)
+                if len(data) != size:
+                    raise SourceError(f"{origin}: truncated ({len(data):,} of {size:,} bytes)")
+                key = stem(name)
+                yield Sample("val", key, self._val_wnid(name, origin), name, data, origin, self.boxes("val", key))
+
+    def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
+        """Like :meth:`read` without the image bytes: a class tar's headers (seeking past the data), or the
+        val members indexed by :meth:`units`."""
+        if unit.split == "train":
+            path, offset, size = unit.ref
+            origin = f"{path}:{unit.name}.tar"
+            for ti in index_tar(Path(path), offset, size, origin):
+                yield self._train_member(unit, ti.name, origin), unit.name, ti.size
+            return
+        path, members = unit.ref
+        for name, _, size in members:
+            yield name, self._val_wnid(name, f"{path}:{name}"), size
+
+    @staticmethod
+    def _train_member(unit: Unit, name: str, origin: str) -> str:
+        """``name`` if the class tar of ``unit`` may hold it (``<wnid>_<n>.JPEG`` at the top), else SourceError."""
+        if "/" in name or not name.startswith(unit.name + "_"):
+            raise SourceError(f"{origin}: unexpected member {name!r} (expected {unit.name}_<n>.JPEG)")
+        return name
+
+    def _val_wnid(self, name: str, origin: str) -> str | None:
+        """The devkit label of a val member (None without a devkit)."""
+        number = int(VAL_NAME.match(name).group(1))  # type: ignore[union-attr]  # checked in units()
+        return self.devkit.val_wnid(number, origin) if self.devkit else None

@@ -1,0 +1,144 @@
+"""ImageNet-21k: ``fall11_whole.tar`` / ``winter21_whole.tar.gz``, a tar of ``<wnid>.tar`` inner tars holding
+``<wnid>_<n>.JPEG`` (train only), or a folder where it was extracted (``<wnid>.tar`` files or ``<wnid>/`` folders).
+
+An uncompressed archive is read like the official train tar: each inner tar is a unit streamed from its offset.
+A gzipped one has no random access, so it is a single unit that streams the outer tar and each inner tar in turn.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import tarfile
+import zlib
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from imnet_data.sources.base import WNID, Sample, Source, SourceError, Unit, stem
+from imnet_data.sources.folders import entries, files_unit, read_files, regular_files
+from imnet_data.sources.ilsvrc import index_tar, read_inner_tar
+from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name
+
+ARCHIVES = ("winter21_whole.tar.gz", "fall11_whole.tar")
+INNER = re.compile(r"^(?:[^/]+/)?(n\d{8})\.tar$")  # an optional top folder, as some repacks have
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def find_archive(path: Path) -> Path | None:
+    """The 21k archive ``path`` names or holds, or None."""
+    if path.is_file():
+        return path if path.name in ARCHIVES else None
+    return next((path / n for n in ARCHIVES if (path / n).is_file()), None)
+
+
+def _is_extracted(path: Path) -> bool:
+    """A folder of ``<wnid>.tar`` files or ``<wnid>/`` folders (stops at the first)."""
+    with os.scandir(path) as it:
+        return any(INNER.match(e.name) or (e.is_dir(follow_symlinks=False) and WNID.match(e.name)) for e in it)
+
+
+def inner_wnid(name: str, origin: str) -> str:
+    """The WNID of an outer member ``<wnid>.tar``, or SourceError naming it."""
+    match = INNER.match(name)
+    if not match:
+        raise SourceError(f"{origin}: unexpected member {name!r} (expected <wnid>.tar)")
+    return match.group(1)
+
+
+def class_member(wnid: str, name: str, origin: str) -> str:
+    """``name`` if the class tar of ``wnid`` may hold it (``<wnid>_<n>.JPEG`` at its top), else SourceError."""
+    if "/" in name or not name.startswith(wnid + "_"):
+        raise SourceError(f"{origin}: unexpected member {name!r} (expected {wnid}_<n>.JPEG)")
+    return name
+
+
+def class_samples(wnid: str, files: Iterable[tuple[str, bytes]], origin: str) -> Iterator[Sample]:
+    """The samples of the class tar of ``wnid``, given its ``(name, bytes)``."""
+    for name, data in files:
+        yield Sample("train", stem(class_member(wnid, name, origin)), wnid, name, data, f"{origin}:{name}")
+
+
+class ImageNet21k(Source):
+    """The 21k archive (a file, or a folder holding it), or the folder it was extracted into."""
+
+    layout = "imagenet21k"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """The archive, a folder holding it, or a folder of ``<wnid>.tar`` / ``<wnid>/`` entries."""
+        return find_archive(path) is not None or (path.is_dir() and _is_extracted(path))
+
+    @cached_property
+    def archive(self) -> Path | None:
+        """The archive read, or None for an extracted folder."""
+        return find_archive(self.root)
+
+    def splits(self) -> list[str]:
+        return ["train"]
+
+    def units(self, split: str) -> list[Unit]:
+        if split != "train":
+            raise SourceError(f"{self.root}: ImageNet-21k has only a train split, not {split!r}")
+        path = self.archive
+        if path is None:
+            return [self._extracted_unit(Path(e.path)) for e in entries(self.root)]
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == GZIP_MAGIC
+        if gzipped:
+            return [Unit("train", path.name, ("stream", str(path)), path.stat().st_size)]
+        units = []
+        for ti in index_tar(path):
+            wnid = inner_wnid(ti.name, str(path))
+            if ti.size > DEFAULT_LIMITS.max_inner_tar_bytes:
+                raise UnsafeArchiveError(f"{path}: member {ti.name!r} is over the inner-tar size cap")
+            origin = f"{path}:{ti.name}"
+            units.append(Unit("train", wnid, ("tar", str(path), ti.offset_data, ti.size, origin), ti.size))
+        return sorted(units, key=lambda u: u.name)
+
+    def _extracted_unit(self, path: Path) -> Unit:
+        """The unit of one entry of an extracted folder: a ``<wnid>.tar`` file or a ``<wnid>/`` folder."""
+        if path.is_dir() and WNID.match(path.name):
+            unit = files_unit("train", path.name, path, regular_files(path))
+            return Unit(unit.split, unit.name, ("folder", *unit.ref), unit.size)
+        if not INNER.match(path.name):
+            raise SourceError(f"{path}: unexpected entry (expected <wnid>.tar files or <wnid>/ folders)")
+        size = path.stat().st_size
+        return Unit("train", inner_wnid(path.name, str(path)), ("tar", str(path), 0, size, str(path)), size)
+
+    def read(self, unit: Unit) -> Iterator[Sample]:
+        kind, *ref = unit.ref
+        if kind == "folder":
+            for name, data, path in read_files(*ref):
+                yield Sample("train", stem(name), unit.name, name, data, path)
+        elif kind == "tar":
+            path, offset, size, origin = ref
+            yield from class_samples(unit.name, read_inner_tar(Path(path), offset, size, origin), origin)
+        else:
+            yield from self._stream(Path(ref[0]))
+
+    def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
+        """Class folders and class tars are listed from the folder listing or the tar headers (no image is
+        read); the gzipped archive can only be read through."""
+        kind, *ref = unit.ref
+        if kind == "folder":
+            yield from ((name, unit.name, size) for name, size in ref[1])
+        elif kind == "tar":
+            path, offset, size, origin = ref
+            for ti in index_tar(Path(path), offset, size, origin):
+                yield class_member(unit.name, ti.name, origin), unit.name, ti.size
+        else:
+            yield from super().list(unit)
+
+    @staticmethod
+    def _stream(path: Path) -> Iterator[Sample]:
+        """Every sample of a gzipped archive, inner tar after inner tar, in archive order."""
+        try:
+            with open(path, "rb") as f:
+                for info, reader in iter_tar(f, str(path), max_member=DEFAULT_LIMITS.max_inner_tar_bytes):
+                    wnid, origin = inner_wnid(info.name, str(path)), f"{path}:{info.name}"
+                    yield from class_samples(wnid, ((safe_name(i.name, origin), read_member(r, i, origin))
+                                                    for i, r in iter_tar(reader, origin)), origin)
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            # the stream ended or broke while an image was read (iter_tar covers only the headers)
+            raise SourceError(f"{path}: truncated or corrupt archive ({e})") from e

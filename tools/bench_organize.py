@@ -1,0 +1,108 @@
+"""Benchmark ``organize`` against plain ``tar -x`` of the same official train archive, on the same disk.
+
+(a) what a typical extraction script does: ``tar -xf ILSVRC2012_img_train.tar -C OUT``, then for each inner
+    ``<wnid>.tar`` in turn: ``mkdir OUT/<wnid>``, ``tar -xf <wnid>.tar -C OUT/<wnid>``, ``rm <wnid>.tar``;
+(b) ``organize --splits train`` with ``--jobs 1`` and with all cores.
+
+The archive is read once beforehand so every run reads it from the page cache, outputs are deleted (and synced)
+between runs, and each run is timed twice: until it returns, and until a following ``sync`` has put its writes
+on the disk. Throughput is archive MB/s and images/s; the ratio is organize's throughput over tar's (target
+>= 0.70). The fake is made on the first run (minutes, for the default ~2 GB) and reused with ``--src``:
+
+    python tools/bench_organize.py --src /tmp/imnet-bench/src
+    python tools/bench_organize.py --src /tmp/small --classes 20 --per-class 100 --repeat 3
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from imnet_data.fake import FakeOptions, make_fake
+from imnet_data.organize import organize
+from imnet_data.parallel import default_jobs
+from imnet_data.sources.ilsvrc import TRAIN
+
+TARGET = 0.70
+
+
+def ensure_fake(src: Path, classes: int, per_class: int) -> Path:
+    """The train archive in ``src``, made there first (imagenet profile, no val) when missing."""
+    if not (src / TRAIN).is_file():
+        print(f"making a fake download in {src}: {classes} classes x {per_class} images (takes minutes)")
+        make_fake(src, FakeOptions(classes=classes, train_per_class=per_class, val_images=0, profile="imagenet"))
+    return src / TRAIN
+
+
+def tar_extract(archive: Path, out: Path) -> None:
+    """The typical script: outer tar, then each inner tar into its class folder, deleting the inner tar."""
+    out.mkdir(parents=True)
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(out)], check=True)
+    for inner in sorted(out.glob("*.tar")):
+        folder = out / inner.name[:-4]
+        folder.mkdir()
+        subprocess.run(["tar", "-xf", str(inner), "-C", str(folder)], check=True)
+        inner.unlink()
+
+
+def timed(run: Callable[[], None], out: Path) -> tuple[float, float]:
+    """(seconds until ``run`` returns, seconds until a sync after it returns); ``out`` is cleared first."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()
+    start = time.perf_counter()
+    run()
+    returned = time.perf_counter()
+    os.sync()
+    return returned - start, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", type=Path, default=Path("/tmp/imnet-bench/src"),
+                        help="fake download to use, made there if missing (default /tmp/imnet-bench/src)")
+    parser.add_argument("--work", type=Path, help="output folder, on the disk to test (default: beside --src)")
+    parser.add_argument("--classes", type=int, default=100, help="classes of a new fake (default 100)")
+    parser.add_argument("--per-class", type=int, default=195,
+                        help="train images per class of a new fake (default 195: ~2 GB with 100 classes)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each method; the median is shown")
+    args = parser.parse_args()
+    archive = ensure_fake(args.src, args.classes, args.per_class)
+    out = args.work or args.src.parent / "bench-out"
+    with open(archive, "rb") as f:  # into the page cache, for every method alike
+        while f.read(16 << 20):
+            pass
+    cores = default_jobs(0)
+    methods: dict[str, Callable[[], object]] = {
+        "tar -x (outer, then each inner)": lambda: tar_extract(archive, out),
+        "organize --jobs 1": lambda: organize(args.src, out, splits=["train"], jobs=1, quiet=True),
+        f"organize --jobs {cores} (all cores)": lambda: organize(args.src, out, splits=["train"], jobs=cores,
+                                                                 quiet=True)}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
+    for _ in range(args.repeat):
+        for name, run in methods.items():
+            times[name].append(timed(run, out))  # type: ignore[arg-type]
+    images = organize(args.src, out, splits=["train"], quiet=True).counts["train"]  # the last run, resumed
+    shutil.rmtree(out)
+    report(archive.stat().st_size, images, {k: tuple(map(statistics.median, zip(*v))) for k, v in times.items()},
+           out)
+
+
+def report(size: int, images: int, times: dict[str, tuple[float, float]], out: Path) -> None:
+    """Print the table: seconds, MB/s and images/s with and without the final sync, and ratios to tar."""
+    print(f"train archive {size / 1e9:.2f} GB, {images:,} images; output on {out} ({os.cpu_count()} cores)")
+    print(f"{'method':<34} {'s':>7} {'MB/s':>7} {'img/s':>7} {'ratio':>6}   {'s+sync':>7} {'MB/s':>7} "
+          f"{'img/s':>7} {'ratio':>6}")
+    base = next(iter(times.values()))
+    for name, pair in times.items():
+        cells = [f"{s:>7.2f} {size / 1e6 / s:>7.0f} {images / s:>7.0f} {b / s:>6.2f}" for s, b in zip(pair, base)]
+        print(f"{name:<34} {cells[0]}   {cells[1]}")
+    print(f"ratio = organize throughput / tar throughput; target >= {TARGET:.2f}")
+
+
+if __name__ == "__main__":
+    main()
