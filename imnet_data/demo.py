@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from imnet_data import catalog, fake, wordnet
+from imnet_data import catalog, fake, organize, validate, wordnet
 
 DEMO_OPTIONS = fake.FakeOptions(classes=10, train_per_class=8, val_images=40, seed=0,
                                 with_quirks=True, with_faults=True, bbox=True, kaggle=True)
@@ -88,9 +88,39 @@ def stage_catalog(ctx: Context) -> tuple[bool, str]:
     return True, f"WordNet backend: {tree.backend}; class, name and group at depth 6:\n" + "\n".join(lines)
 
 
+def stage_validate(ctx: Context) -> tuple[bool, str]:
+    """Validate the fake deeply against its own devkit: the quirks are known, the planted faults are damage."""
+    assert ctx.download is not None
+    report = validate.validate(ctx.download.out, expect="self", deep=True, quiet=ctx.quiet)
+    report.save(ctx.workdir / "validate-report.json")
+    tally = report.tally()
+    found = {kind for kinds in tally.values() for kind in kinds}
+    planted = {"truncated", "empty", "not_image", "duplicate"}
+    caught = all(any(p in k for k in found) for p in planted)
+    summary = "; ".join(f"{sev}: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+                        for sev, kinds in sorted(tally.items()))
+    return caught and not report.ok, (f"{summary}\nplanted faults {'all' if caught else 'NOT all'} found, so the "
+                                      f"verdict is 'damaged' (exit 1), as it should be; report: validate-report.json")
+
+
+def stage_organize(ctx: Context) -> tuple[bool, str]:
+    """Organize the fake into train/<wnid>/ and val/<wnid>/ with --fix (quirks re-encoded, faults skipped)."""
+    assert ctx.download is not None
+    report = organize.organize(ctx.download.out, ctx.workdir / "organized", fix=True, quiet=ctx.quiet)
+    truth = ctx.download.truth
+    wrong = [name for split in ("val",) for name, entry in truth[split].items()
+             if entry["kind"] not in ("truncated", "empty", "not_image")
+             and not (ctx.workdir / "organized" / split / entry["wnid"] / name).is_file()]
+    return not wrong, (f"{ctx.workdir / 'organized'}: " + ", ".join(f"{s} {n} files" for s, n in report.counts.items())
+                       + f"; {len(report.changed)} re-encoded, {len(report.skipped)} skipped as undecodable; "
+                       f"val images in their true class folder: {len(truth['val']) - len(wrong)} checked")
+
+
 STAGES: list[tuple[str, Callable[[Context], tuple[bool, str]]]] = [
     ("fake download", stage_fake),
     ("catalog", stage_catalog),
+    ("validate --deep", stage_validate),
+    ("organize --fix", stage_organize),
 ]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import run_cli
 
-SUBCOMMANDS = ["demo", "classes", "fake", "doctor", "wordnet"]
+SUBCOMMANDS = ["demo", "validate", "organize", "classes", "fake", "doctor", "wordnet"]
 
 
 def test_help_lists_commands_and_each_has_an_example() -> None:
@@ -74,8 +74,11 @@ def test_demo_runs_every_stage(tmp_path: Path) -> None:
     r = run_cli("demo", str(tmp_path / "demo"), "--quiet", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
-    assert report["ok"] and [s["name"] for s in report["stages"]][:2] == ["fake download", "catalog"]
+    assert report["ok"] and [s["name"] for s in report["stages"]] == ["fake download", "catalog", "validate --deep",
+                                                                 "organize --fix"]
     assert (tmp_path / "demo" / "download" / "ILSVRC2012_img_train.tar").is_file()
+    assert json.loads((tmp_path / "demo" / "validate-report.json").read_text())["problems"]
+    assert any((tmp_path / "demo" / "organized" / "val").iterdir())
 
 
 @pytest.mark.parametrize("argv", [["classes", "--depth", "x"], ["fake"], ["nosuchcommand"]])
