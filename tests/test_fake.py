@@ -303,7 +303,7 @@ def test_imagenet_profile_without_scikit_image_says_what_to_install(tmp_path: Pa
 
 
 def test_torchvision_imagenet_accepts_the_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("torchvision", reason="checks compatibility with torchvision.datasets.ImageNet")
+    pytest.importorskip("torchvision", reason="torchvision is not installed (optional: pip install torch==2.14.1 torchvision==0.29.1)")
     from torchvision.datasets import ImageNet, imagenet
 
     monkeypatch.setattr(imagenet, "_verify_archive", lambda *args, **kwargs: None)  # fake md5s differ, only that
