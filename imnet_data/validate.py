@@ -29,7 +29,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError
-from imnet_data.parallel import map_units
+from imnet_data.parallel import default_jobs, map_units
 from imnet_data.progress import progress
 from imnet_data.sources import Source, SourceError, Unit, detect_layout, open_source
 from imnet_data.sources.base import WNID
@@ -43,6 +43,8 @@ SEVERITIES = ("error", "warning", "known")
 MIN_SIDE, MAX_SIDE, MAX_PIXELS = 16, 10_000, 50_000_000   # outside these an image is "extreme"
 TINY_TRAIN_PER_CLASS = 500
 HASH_BLOCK = 8 << 20
+PIECES_PER_JOB = 8    # deep: big units cut (where the reader can) into pieces of ~1/(jobs x this) of the bytes ...
+MIN_PIECE = 1 << 20   # ... and no smaller than this: a short tail, without re-indexing most class tars
 UNREADABLE = (SourceError, OSError)   # a malformed download, or a file the disk cannot give back: reported
 _RUNS = itertools.count()   # tells validate() runs apart in the per-process reader cache
 
@@ -427,6 +429,9 @@ def _scan(src: Source, by_split: dict[str, list[Unit]], run: int, deep: bool, ke
     """Run :func:`_check_unit` over every unit in worker processes, largest first (no straggler at the end);
     totals by split, and the unit results (entries dropped once counted) in unit order."""
     units = [u for split_units in by_split.values() for u in split_units]
+    if deep and hasattr(src, "pieces"):   # decoding dominates: cut big units so no worker is left alone at the end
+        target = max(MIN_PIECE, sum(u.size for u in units) // (default_jobs(jobs) * PIECES_PER_JOB))
+        units = [p for u in units for p in src.pieces(u, -(-u.size // target))]
     order = sorted(range(len(units)), key=lambda i: -units[i].size)
     results = [UnitResult()] * len(units)
     tallies = {split: _Tally() for split in by_split}
@@ -511,7 +516,8 @@ def validate(path: Path | str, *, layout: str | None = None, expect: str = "offi
     units, more = _units(src, expected)
     keep = set(expected.names) | set(expected.labels)
     tallies, results = _scan(src, units, run, deep, keep, jobs, quiet)
-    report.problems += problems + more + [p for r in results for p in r.problems]
+    # dict.fromkeys: pieces of one unit that fail alike (a damaged class tar) report it once
+    report.problems += problems + more + list(dict.fromkeys(p for r in results for p in r.problems))
     for split, tally in tallies.items():
         report.splits[split] = tally.summary()
         report.problems += _check_split(split, tally, expected, _home(src, split))

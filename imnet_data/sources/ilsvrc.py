@@ -23,12 +23,14 @@ VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
 VAL_UNIT = 2000  # val members per unit: small enough to spread over workers, large enough to amortise
 
 
-def index_tar(path: Path, offset: int = 0, size: int | None = None, origin: str = "") -> list[tarfile.TarInfo]:
+def index_tar(path: Path, offset: int = 0, size: int | None = None, origin: str = "",
+              max_member: int | None = None) -> list[tarfile.TarInfo]:
     """The regular-file headers of an uncompressed tar, names checked and normalised (``safe_name``); reads
     headers only, seeking past the data (unbuffered, so no data is read ahead).
 
     ``offset``/``size`` select an inner tar stored in ``path`` (offsets in the result stay absolute). A member
-    reaching past the tar's end raises: a cut-off download is found without reading it.
+    reaching past the tar's end raises: a cut-off download is found without reading it. A member over
+    ``max_member`` bytes (when given) raises :class:`UnsafeArchiveError` before anything is read.
     """
     origin = origin or str(path)
     out = []
@@ -43,6 +45,9 @@ def index_tar(path: Path, offset: int = 0, size: int | None = None, origin: str 
                         continue
                     if not ti.isreg():
                         raise UnsafeArchiveError(f"{origin}: member {ti.name!r} is a link or special file; refused")
+                    if max_member is not None and ti.size > max_member:
+                        raise UnsafeArchiveError(f"{origin}: member {ti.name!r} is {ti.size:,} bytes, over the "
+                                                 f"{max_member:,}-byte cap")
                     if ti.offset_data + ti.size > end:
                         raise SourceError(f"{origin}: member {ti.name!r} is cut off (needs {ti.size:,} bytes, "
                                           f"{max(0, end - ti.offset_data):,} left): truncated download?")
@@ -52,11 +57,31 @@ def index_tar(path: Path, offset: int = 0, size: int | None = None, origin: str 
     return out
 
 
-def read_inner_tar(path: Path, offset: int, size: int, origin: str) -> Iterator[tuple[str, bytes]]:
-    """``(name, bytes)`` of every file in the inner tar stored at ``offset`` of ``path``."""
-    with open(path, "rb") as f:
-        for info, reader in iter_tar(window(f, offset, size), origin):
-            yield safe_name(info.name, origin), read_member(reader, info, origin)
+def read_inner_tar(path: Path, offset: int, size: int, origin: str,
+                   part: tuple[int, int] = (0, 1)) -> Iterator[tuple[str, bytes]]:
+    """``(name, bytes)`` of every file in the inner tar stored at ``offset`` of ``path``: its headers are indexed
+    first (names, types and the per-member cap checked before any data is read), then each member is read with
+    one seek and one read. ``part=(i, k)``: only the ``i``-th of ``k`` contiguous slices of the members."""
+    members = index_tar(path, offset, size, origin, max_member=DEFAULT_LIMITS.max_image_bytes)
+    if any(ti.issparse() for ti in members):   # never in the real set: let tarfile reassemble the holes
+        with open(path, "rb") as f:
+            found = [(safe_name(info.name, origin), read_member(reader, info, origin))
+                     for info, reader in iter_tar(window(f, offset, size), origin)]
+        yield from _slice(found, part)
+        return
+    with open(path, "rb", buffering=0) as f:
+        for ti in _slice(members, part):
+            f.seek(ti.offset_data)
+            data = f.read(ti.size)
+            if len(data) != ti.size:
+                raise SourceError(f"{origin}: member {ti.name!r} is truncated ({len(data):,} of {ti.size:,} bytes)")
+            yield ti.name, data
+
+
+def _slice(items: list, part: tuple[int, int]) -> list:
+    """The ``i``-th of ``k`` contiguous, near-equal slices of ``items`` (``part=(i, k)``)."""
+    i, k = part
+    return items[len(items) * i // k:len(items) * (i + 1) // k]
 
 
 class IlsvrcArchives(Source):
@@ -112,11 +137,32 @@ class IlsvrcArchives(Source):
                     for i in range(0, len(members), VAL_UNIT) for chunk in [members[i:i + VAL_UNIT]]]
         raise SourceError(f"{self.root}: no split {split!r} in the official archives (have {self.splits()})")
 
+    def pieces(self, unit: Unit, parts: int) -> list[Unit]:
+        """``unit`` cut into up to ``parts`` units that together read exactly its members, in order (a class tar:
+        contiguous slices of its members, found when read; val: slices of its member list)."""
+        if parts <= 1:
+            return [unit]
+        if unit.split == "train":
+            path, offset, size, (i, k) = (*unit.ref, (0, 1))[:4]
+            if k != 1:
+                return [unit]
+            return [Unit("train", unit.name, (path, offset, size, (j, parts)), unit.size // parts)
+                    for j in range(parts)]
+        path, members = unit.ref
+        start = int(unit.name[4:].split(":")[0])
+        out = []
+        for j in range(parts):
+            a, b = len(members) * j // parts, len(members) * (j + 1) // parts
+            if a < b:
+                chunk = members[a:b]
+                out.append(Unit("val", f"val[{start + a}:{start + b}]", (path, chunk), sum(m[2] for m in chunk)))
+        return out
+
     def read(self, unit: Unit) -> Iterator[Sample]:
         if unit.split == "train":
-            path, offset, size = unit.ref
+            path, offset, size, part = (*unit.ref, (0, 1))[:4]
             origin = f"{path}:{unit.name}.tar"
-            for name, data in read_inner_tar(Path(path), offset, size, origin):
+            for name, data in read_inner_tar(Path(path), offset, size, origin, part):
                 key = stem(self._train_member(unit, name, origin))
                 yield Sample("train", key, unit.name, name, data, f"{origin}:{name}", self.boxes("train", key))
             return
@@ -135,9 +181,9 @@ class IlsvrcArchives(Source):
         """Like :meth:`read` without the image bytes: a class tar's headers (seeking past the data), or the
         val members indexed by :meth:`units`."""
         if unit.split == "train":
-            path, offset, size = unit.ref
+            path, offset, size, part = (*unit.ref, (0, 1))[:4]
             origin = f"{path}:{unit.name}.tar"
-            for ti in index_tar(Path(path), offset, size, origin):
+            for ti in _slice(index_tar(Path(path), offset, size, origin), part):
                 yield self._train_member(unit, ti.name, origin), unit.name, ti.size
             return
         path, members = unit.ref
