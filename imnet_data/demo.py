@@ -108,12 +108,13 @@ def stage_organize(ctx: Context) -> tuple[bool, str]:
     assert ctx.download is not None
     report = organize.organize(ctx.download.out, ctx.workdir / "organized", fix=True, quiet=ctx.quiet)
     truth = ctx.download.truth
-    wrong = [name for split in ("val",) for name, entry in truth[split].items()
-             if entry["kind"] not in ("truncated", "empty", "not_image")
-             and not (ctx.workdir / "organized" / split / entry["wnid"] / name).is_file()]
-    return not wrong, (f"{ctx.workdir / 'organized'}: " + ", ".join(f"{s} {n} files" for s, n in report.counts.items())
-                       + f"; {len(report.changed)} re-encoded, {len(report.skipped)} skipped as undecodable; "
-                       f"val images in their true class folder: {len(truth['val']) - len(wrong)} checked")
+    decodable = {name: e["wnid"] for name, e in truth["val"].items()
+                 if e["kind"] not in ("truncated", "empty", "not_image")}
+    placed = sum((ctx.workdir / "organized" / "val" / wnid / name).is_file() for name, wnid in decodable.items())
+    return placed == len(decodable), (
+        f"{ctx.workdir / 'organized'}: " + ", ".join(f"{s} {n} files" for s, n in report.counts.items())
+        + f"; {len(report.changed)} re-encoded, {len(report.skipped)} skipped as undecodable; "
+        f"val images in their true class folder: {placed} of {len(decodable)}")
 
 
 STAGES: list[tuple[str, Callable[[Context], tuple[bool, str]]]] = [
