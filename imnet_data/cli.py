@@ -285,8 +285,95 @@ def add_organize(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.set_defaults(func=cmd_organize)
 
 
+# ---- shard ---------------------------------------------------------------------------------------------------
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from imnet_data import organize, shards
+    from imnet_data.cluster import node_of
+
+    if args.merge:
+        if len(args.paths) != 1:
+            raise ValueError("--merge takes one path: the shard output folder DEST")
+        manifests = shards.merge(args.paths[0], args.splits, check_sha256=args.verify)
+        _emit(args, [{k: m[k] for k in ("split", "pattern", "num_samples", "num_bytes")} for m in manifests],
+              "\n".join(f"{m['split']}: {m['num_samples']:,} samples, {len(m['shards'])} shards, manifest "
+                        f"written ({m['pattern']})" for m in manifests))
+        return 0
+    if len(args.paths) != 2:
+        raise ValueError("expected SRC DEST (or --merge DEST)")
+    rank, count = node_of(args.node_rank, args.num_nodes)
+    classes = tuple(sorted(organize.parse_classes(args.classes))) if args.classes else None
+    options = shards.ShardOptions(
+        name=args.name, seed=args.seed, shuffle=args.shuffle, samples_per_shard=args.samples_per_shard,
+        shard_size=args.shard_size, max_size=args.max_size, short_side=args.short_side, quality=args.quality,
+        classes=classes, subset=args.subset, fix=not args.no_fix)
+    report = shards.shard(args.paths[0], args.paths[1], options, layout=args.layout, splits=args.splits,
+                          jobs=args.jobs, node_rank=rank, num_nodes=count, overwrite=args.overwrite,
+                          quiet=args.quiet)
+    _emit(args, report.as_dict(), report.render())
+    return 0
+
+
+def _size(text: str) -> int:
+    """Bytes from ``1000000``, ``500MB``, ``1GB``, ``2GiB``."""
+    units = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30, "b": 1}
+    low = text.strip().lower()
+    for suffix, factor in sorted(units.items(), key=lambda u: -len(u[0])):
+        if low.endswith(suffix):
+            return int(float(low[:-len(suffix)]) * factor)
+    return int(low)
+
+
+def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "shard", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="write WebDataset shards (+ DALI indexes, manifest) straight from the download",
+        description="Write DEST/<split>/<name>-<split>-%%06d.tar WebDataset shards (<key>.jpg, .cls, .json) from "
+                    "any download layout, read in place. Train is shuffled across the whole split with --seed; "
+                    "val keeps file order. The plan (sample -> shard) is computed first and stored as "
+                    "plan.json.gz; each shard gets a DALI index (.idx); manifest.json, wids.json and "
+                    "DEST/_info.json are written last. Same source and options give byte-identical output. "
+                    "Re-run to resume. Multi-node: --num-nodes/--node-rank (or SLURM / torchrun variables) "
+                    "on every node, then 'imnet-data shard --merge DEST' once.",
+        epilog="examples:\n  imnet-data shard /data/downloads /data/shards --jobs 8\n"
+               "  imnet-data shard /data/downloads /data/shards-160 --short-side 160 --quality 90\n"
+               "  imnet-data shard /data/downloads /data/sub --subset 10percent --splits train\n"
+               "  srun --array=0-3 imnet-data shard /data/downloads /data/shards   # then:\n"
+               "  imnet-data shard --merge /data/shards")
+    p.add_argument("paths", nargs="+", type=Path, metavar="SRC DEST", help="the download and the output folder "
+                                                                           "(with --merge: only DEST)")
+    p.add_argument("--merge", action="store_true", help="after a multi-node run: check all shards, write manifests")
+    p.add_argument("--verify", action="store_true", help="with --merge: also recompute every shard's sha256")
+    p.add_argument("--layout", metavar="NAME", help="ilsvrc2012, folders, kaggle, imagenet21k or tiny "
+                                                    "(default: detected)")
+    p.add_argument("--splits", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], metavar="LIST",
+                   help="comma-separated splits, e.g. train,val (default: all in the download)")
+    p.add_argument("--name", help="shard file prefix (default imagenet-1k; tiny-imagenet-200, imagenet-21k)")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,
+                   help="shuffle across the split (default: train yes, val no)")
+    p.add_argument("--samples-per-shard", type=int, metavar="N", help="samples per shard (default: by --shard-size)")
+    p.add_argument("--shard-size", type=_size, default=10**9, metavar="BYTES",
+                   help="target shard size, e.g. 500MB, 1GB (default 1GB; shards get near-equal sample counts)")
+    p.add_argument("--max-size", type=int, metavar="PX", help="shrink so the longer side is at most PX")
+    p.add_argument("--short-side", type=int, metavar="PX", help="shrink so the shorter side is at most PX")
+    p.add_argument("--quality", type=int, metavar="Q", help="JPEG quality of re-encodes (default 90 with a resize; "
+                                                             "alone: re-encode every image)")
+    p.add_argument("--classes", metavar="SPEC", help="only these classes: WNIDs, a file of WNIDs, or imagenet-a, "
+                                                      "imagenet-r, tiny-imagenet")
+    p.add_argument("--subset", metavar="NAME|FILE", help="train subset: 1percent, 10percent, or a file of train "
+                                                          "file names (val is kept whole)")
+    p.add_argument("--no-fix", action="store_true", help="keep CMYK JPEGs and the PNG as they are (default: "
+                                                         "re-encode them to RGB JPEG q95)")
+    p.add_argument("--num-nodes", type=int, metavar="N", help="nodes sharing the work (default: from SLURM/torchrun, else 1)")
+    p.add_argument("--node-rank", type=int, metavar="K", help="this node's rank, 0..N-1")
+    p.add_argument("--overwrite", action="store_true", help="replace shards of a different earlier plan in DEST")
+    p.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default 0: all cores)")
+    p.set_defaults(func=cmd_shard)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
-    add_demo, add_validate, add_organize, add_classes, add_fake, add_doctor, add_wordnet]
+    add_demo, add_validate, add_organize, add_shard, add_classes, add_fake, add_doctor, add_wordnet]
 
 
 def build_parser() -> argparse.ArgumentParser:

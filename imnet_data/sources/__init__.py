@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imnet_data.sources.base import Box, Sample, Source, SourceError, Unit
+from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit
 from imnet_data.sources.folders import Folders
 from imnet_data.sources.ilsvrc import IlsvrcArchives
 from imnet_data.sources.imagenet21k import ImageNet21k
@@ -44,4 +44,4 @@ def open_source(path: Path, layout: str | None = None) -> Source:
     return READERS[name](Path(path))
 
 
-__all__ = ["Box", "Sample", "Source", "SourceError", "Unit", "detect_layout", "open_source", "READERS"]
+__all__ = ["Box", "Entry", "Sample", "Source", "SourceError", "Unit", "detect_layout", "open_source", "READERS"]

@@ -52,6 +52,20 @@ class Unit:
     size: int = 0              # bytes, for progress and load balancing
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One sample as listed, with a locator to read its bytes later by random access (what a global shuffle
+    needs): ``loc`` is ``("range", path, offset, size)`` (a file, or a member stored in an uncompressed tar) or
+    ``("zip", path, member)``; :func:`imnet_data.sources.access.fetch` reads it."""
+
+    name: str                  # original file name
+    wnid: str | None
+    size: int
+    loc: tuple
+    boxes: tuple[Box, ...] = ()
+    origin: str = ""           # where it is, for messages
+
+
 def check_wnid(wnid: str, origin: str) -> str:
     """Return ``wnid`` if it is shaped like a WordNet noun ID, else raise naming where it came from."""
     if not WNID.match(wnid):
@@ -93,11 +107,20 @@ class Source:
     def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
         """``(name, wnid, size)`` of every sample of ``unit``, as and in the order :meth:`read` yields them.
 
-        For counting without decoding (``validate`` without ``--deep``): readers that can list members from
-        headers override it so no image byte is read; this default reads the samples.
+        For counting without decoding (``validate`` without ``--deep``): taken from :meth:`locate`, so no image
+        byte is read.
         """
-        for sample in self.read(unit):
-            yield sample.name, sample.wnid, len(sample.data)
+        for entry in self.locate(unit):
+            yield entry.name, entry.wnid, entry.size
+
+    def locate(self, unit: Unit) -> Iterator[Entry]:
+        """Every sample of ``unit`` as an :class:`Entry` (no image byte read), in :meth:`read` order.
+
+        Layouts that store samples where they can be read by offset (files, uncompressed tars, zips) override it;
+        a compressed stream cannot be read out of order, so this default raises.
+        """
+        raise SourceError(f"{self.describe()}: {unit.name} is a compressed stream without random access; extract "
+                          "the outer archive first (its inner tars are then read in place)")
 
     def samples(self, split: str, classes: set[str] | None = None) -> Iterator[Sample]:
         """Every sample of a split (optionally only ``classes``), unit by unit."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from imnet_data.sources import devkit
-from imnet_data.sources.base import WNID, Sample, Source, SourceError, Unit, check_wnid, stem
+from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.ilsvrc import VAL_NAME, VAL_UNIT
 
 SPLITS = ("train", "val")
@@ -73,6 +73,12 @@ def read_files(folder: str, files: Iterable[tuple[str, int]]) -> Iterator[tuple[
             raise SourceError(f"{path}: cannot read ({e.strerror})") from e
 
 
+def file_locs(folder: str, files: Iterable[tuple[str, int]]) -> Iterator[tuple[str, int, str]]:
+    """``(name, size, path)`` of ``files`` (``(name, size)``) of ``folder``: what ``locate`` builds entries of."""
+    for name, size in files:
+        yield name, size, os.path.join(folder, name)
+
+
 def _holds_images(folder: Path) -> bool:
     """Whether ``folder`` has a ``<wnid>/`` subfolder or an official val file (stops at the first)."""
     if not folder.is_dir():
@@ -116,11 +122,10 @@ class Folders(Source):
         for name, data, path in read_files(*unit.ref):
             yield Sample(unit.split, stem(name), self._wnid(unit, name), name, data, path)
 
-    def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
+    def locate(self, unit: Unit) -> Iterator[Entry]:
         """The unit's files as listed by :meth:`units`: no image is opened."""
-        folder, files = unit.ref
-        for name, size in files:
-            yield name, self._wnid(unit, name), size
+        for name, size, path in file_locs(*unit.ref):
+            yield Entry(name, self._wnid(unit, name), size, ("range", path, 0, size), (), path)
 
     def _wnid(self, unit: Unit, name: str) -> str | None:
         """The class folder's WNID, or for a flat val file its devkit label (None without a devkit)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from imnet_data.sources import devkit
-from imnet_data.sources.base import Box, Sample, Source, SourceError, Unit, check_wnid, stem
+from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.boxes import load_voc_archive
 from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name, window
 
@@ -177,18 +177,24 @@ class IlsvrcArchives(Source):
                 key = stem(name)
                 yield Sample("val", key, self._val_wnid(name, origin), name, data, origin, self.boxes("val", key))
 
-    def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
-        """Like :meth:`read` without the image bytes: a class tar's headers (seeking past the data), or the
-        val members indexed by :meth:`units`."""
+    def locate(self, unit: Unit) -> Iterator[Entry]:
+        """A class tar's headers (seeking past the data), or the val members indexed by :meth:`units`."""
         if unit.split == "train":
             path, offset, size, part = (*unit.ref, (0, 1))[:4]
             origin = f"{path}:{unit.name}.tar"
-            for ti in _slice(index_tar(Path(path), offset, size, origin), part):
-                yield self._train_member(unit, ti.name, origin), unit.name, ti.size
+            for ti in _slice(index_tar(Path(path), offset, size, origin,
+                                                    max_member=DEFAULT_LIMITS.max_image_bytes), part):
+                if ti.issparse():
+                    raise SourceError(f"{origin}: member {ti.name!r} is a sparse file; extract the class tar")
+                name = self._train_member(unit, ti.name, origin)
+                yield Entry(name, unit.name, ti.size, ("range", path, ti.offset_data, ti.size),
+                            self.boxes("train", stem(name)), f"{origin}:{name}")
             return
         path, members = unit.ref
-        for name, _, size in members:
-            yield name, self._val_wnid(name, f"{path}:{name}"), size
+        for name, offset, size in members:
+            origin = f"{path}:{name}"
+            yield Entry(name, self._val_wnid(name, origin), size, ("range", path, offset, size),
+                        self.boxes("val", stem(name)), origin)
 
     @staticmethod
     def _train_member(unit: Unit, name: str, origin: str) -> str:

@@ -15,8 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from imnet_data.sources.base import WNID, Sample, Source, SourceError, Unit, stem
-from imnet_data.sources.folders import entries, files_unit, read_files, regular_files
+from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, stem
+from imnet_data.sources.folders import entries, file_locs, files_unit, read_files, regular_files
 from imnet_data.sources.ilsvrc import index_tar, read_inner_tar
 from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name
 
@@ -118,17 +118,26 @@ class ImageNet21k(Source):
             yield from self._stream(Path(ref[0]))
 
     def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
-        """Class folders and class tars are listed from the folder listing or the tar headers (no image is
-        read); the gzipped archive can only be read through."""
+        """From :meth:`locate`, except the gzipped archive, which can only be read through."""
+        if unit.ref[0] != "stream":
+            yield from super().list(unit)
+            return
+        for sample in self.read(unit):
+            yield sample.name, sample.wnid, len(sample.data)
+
+    def locate(self, unit: Unit) -> Iterator[Entry]:
+        """Class folders and class tars, from the folder listing or the tar headers (no image is read)."""
         kind, *ref = unit.ref
         if kind == "folder":
-            yield from ((name, unit.name, size) for name, size in ref[1])
+            for name, size, path in file_locs(*ref):
+                yield Entry(name, unit.name, size, ("range", path, 0, size), (), path)
         elif kind == "tar":
             path, offset, size, origin = ref
-            for ti in index_tar(Path(path), offset, size, origin):
-                yield class_member(unit.name, ti.name, origin), unit.name, ti.size
+            for ti in index_tar(Path(path), offset, size, origin, max_member=DEFAULT_LIMITS.max_image_bytes):
+                name = class_member(unit.name, ti.name, origin)
+                yield Entry(name, unit.name, ti.size, ("range", path, ti.offset_data, ti.size), (), f"{origin}:{name}")
         else:
-            yield from super().list(unit)
+            yield from super().locate(unit)
 
     @staticmethod
     def _stream(path: Path) -> Iterator[Sample]:

@@ -5,14 +5,13 @@
 from __future__ import annotations
 
 import csv
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-from imnet_data.sources.base import Box, Sample, Source, SourceError, Unit, check_wnid, stem
+from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.boxes import parse_loc
-from imnet_data.sources.folders import SPLITS, chunk_units, class_units, read_files, regular_files
+from imnet_data.sources.folders import SPLITS, chunk_units, class_units, file_locs, read_files, regular_files
 
 CLS_LOC = Path("ILSVRC", "Data", "CLS-LOC")
 SOLUTION = {"train": "LOC_train_solution.csv", "val": "LOC_val_solution.csv"}
@@ -73,12 +72,12 @@ class Kaggle(Source):
             boxes = self._boxes(unit.split, solution, name, path)
             yield Sample(unit.split, stem(name), self._label(unit, boxes), name, data, path, boxes)
 
-    def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
+    def locate(self, unit: Unit) -> Iterator[Entry]:
         """The unit's files as listed by :meth:`units`, labelled: no image is opened."""
         solution = self._solution(unit.split)
-        folder, files = unit.ref
-        for name, size in files:
-            yield name, self._label(unit, self._boxes(unit.split, solution, name, os.path.join(folder, name))), size
+        for name, size, path in file_locs(*unit.ref):
+            boxes = self._boxes(unit.split, solution, name, path)
+            yield Entry(name, self._label(unit, boxes), size, ("range", path, 0, size), boxes, path)
 
     def _solution(self, split: str) -> dict[str, tuple[Box, ...]]:
         return load_solution(self.root / SOLUTION[split])

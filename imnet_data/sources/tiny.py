@@ -7,15 +7,15 @@ Zip members are read in place; every member is checked (name, type, size, compre
 """
 from __future__ import annotations
 
-import os
 import re
 import zipfile
 import zlib
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
-from imnet_data.sources.base import Box, Sample, Source, SourceError, Unit, check_wnid, stem
+from imnet_data.sources.access import open_zip
+from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.folders import entries, read_files
 from imnet_data.sources.ilsvrc import VAL_UNIT
 from imnet_data.sources.safety import check_zip_member
@@ -35,21 +35,6 @@ def find(path: Path) -> Path | None:
         if (candidate / "wnids.txt").is_file() and any((candidate / s).is_dir() for s in ("train", "val")):
             return candidate
     return None
-
-
-@lru_cache(maxsize=4)
-def _open_zip(path: str, pid: int, mtime_ns: int) -> zipfile.ZipFile:
-    """The open zip, once per process (``pid``: a forked worker must not share its parent's file offset).
-    The real zip's central directory (120k entries) takes about a second to parse: too slow per unit."""
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise SourceError(f"{path}: not a readable zip archive ({e})") from e
-
-
-def open_zip(path: Path) -> zipfile.ZipFile:
-    """This process's open handle of the zip at ``path``."""
-    return _open_zip(str(path), os.getpid(), path.stat().st_mtime_ns)
 
 
 def parse_annotations(data: bytes, origin: str, wnid: str | None = None) -> dict[str, Box]:
@@ -151,12 +136,14 @@ class TinyImageNet(Source):
             yield Sample(unit.split, stem(file), box.wnid if box else unit.name, file, data, origin,
                          (box,) if box else ())
 
-    def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
+    def locate(self, unit: Unit) -> Iterator[Entry]:
         """The unit's files from the index, labelled: no image is read."""
         labels = self._annotations(unit)
         for name, size in unit.ref[1]:
             file, box = self._label(unit, labels, name)
-            yield file, box.wnid if box else unit.name, size
+            loc = (("zip", str(self.base), f"{FOLDER}/{name}") if self.base.is_file()
+                   else ("range", str(self.base / name), 0, size))
+            yield Entry(file, box.wnid if box else unit.name, size, loc, (box,) if box else (), self._origin(name))
 
     def _label(self, unit: Unit, labels: dict[str, Box], name: str) -> tuple[str, Box | None]:
         """The file name of member ``name`` and its box; a val image without one raises (it has no label)."""

@@ -1,0 +1,248 @@
+"""The shard plan: which sample goes into which shard, computed before any shard is written.
+
+The plan is plain data derived only from the source listing (headers, no image bytes) and the options: sort
+every sample by key, shuffle the split with ``seed`` (train; val keeps key order), cut it into near-equal
+shards. Workers, resume, multi-node runs and ``--merge`` all read the same plan, which is what makes N nodes
+give byte-identical output to one. It is stored as ``DEST/<split>/plan.json.gz``.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+from imnet_data import __version__, catalog
+from imnet_data.parallel import map_units
+from imnet_data.sources import Entry, Source, SourceError, Unit
+from imnet_data.sources.base import stem
+from imnet_data.tario import atomic_file
+
+PLAN = "plan.json.gz"
+FORMAT_VERSION = 1
+TAR_OVERHEAD = 3 * 512 + 3 * 256 + 400   # headers, mean padding and the .cls/.json bodies of one sample
+DEFAULT_NAMES = {"tiny": "tiny-imagenet-200", "imagenet21k": "imagenet-21k"}
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    """Everything that decides the shards' bytes (recorded in the plan and the manifest)."""
+
+    name: str | None = None               # file name prefix; default by layout (imagenet-1k, ...)
+    seed: int = 0
+    shuffle: bool | None = None           # None: shuffle train, keep val in key order
+    samples_per_shard: int | None = None  # else cut by shard_size
+    shard_size: int = 1_000_000_000       # target bytes per shard
+    max_size: int | None = None           # resize so the longer side is at most this
+    short_side: int | None = None         # resize so the shorter side is at most this
+    quality: int | None = None            # re-encode quality (default 90 when resizing)
+    classes: tuple[str, ...] | None = None
+    subset: str | None = None             # 1percent, 10percent, or a file of train file names
+    fix: bool = True                      # CMYK / PNG / other formats -> RGB JPEG
+
+    def shuffles(self, split: str) -> bool:
+        return self.shuffle if self.shuffle is not None else split == "train"
+
+    def reencodes(self) -> bool:
+        return bool(self.max_size or self.short_side or self.quality)
+
+
+@dataclass(frozen=True)
+class PlannedSample:
+    """A sample's place in the plan: its shard key, label, where to read it, and what the JSON carries."""
+
+    key: str
+    label: int
+    entry: Entry
+
+
+@dataclass
+class ShardPlan:
+    """One shard: its file name and samples in write order; ``digest`` names exactly what it will hold."""
+
+    index: int
+    name: str
+    samples: list[PlannedSample]
+    digest: str = ""
+
+
+@dataclass
+class SplitPlan:
+    """The whole split's plan."""
+
+    split: str
+    name: str
+    options: dict
+    source: dict
+    label_space: str
+    classes: tuple[str, ...]
+    shards: list[ShardPlan] = field(default_factory=list)
+
+    @property
+    def pattern(self) -> str:
+        """The brace pattern of the shard files, e.g. ``imagenet-1k-train-{000000..000127}.tar``."""
+        return f"{self.name}-{self.split}-{{{0:06d}..{len(self.shards) - 1:06d}}}.tar"
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(s.samples) for s in self.shards)
+
+    def header(self) -> dict:
+        """What the plan file stores besides the sample lists."""
+        return {"format": "imnet-data-shard-plan", "format_version": FORMAT_VERSION, "tool_version": __version__,
+                "split": self.split, "name": self.name, "pattern": self.pattern, "options": self.options,
+                "source": self.source, "label_space": self.label_space, "classes": list(self.classes)}
+
+    def as_dict(self) -> dict:
+        return {**self.header(), "shards": [
+            {"name": s.name, "digest": s.digest, "keys": [p.key for p in s.samples],
+             "labels": [p.label for p in s.samples]} for s in self.shards]}
+
+    @property
+    def digest(self) -> str:
+        return _sha256_json([self.header(), [s.digest for s in self.shards]])
+
+
+def _sha256_json(data: object) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _locate(source: Source, unit: Unit) -> list[Entry]:
+    return list(source.locate(unit))
+
+
+def list_split(source: Source, split: str, jobs: int | None = None, quiet: bool = False) -> list[Entry]:
+    """Every sample of the split as an :class:`Entry` (headers only), listed in parallel, in unit order."""
+    units = source.units(split)
+    found = map_units(partial(_locate, source), units, jobs=jobs, desc=f"list {split}", unit="unit", quiet=quiet)
+    return [e for entries in found for e in entries]
+
+
+def label_space(layout: str, entries: list[Entry]) -> tuple[str, tuple[str, ...]]:
+    """The class index space of the ``.cls`` labels: ImageNet-1k's sorted WNIDs (what timm and torchvision
+    use), Tiny ImageNet's 200 sorted WNIDs, or for 21k the sorted WNIDs found in the download."""
+    if layout == "tiny":
+        return "tiny-imagenet-200", tuple(sorted(catalog.subset("tiny-imagenet")[1]))
+    if layout == "imagenet21k":
+        return "imagenet-21k-found", tuple(sorted({e.wnid for e in entries if e.wnid}))
+    return "imagenet-1k", catalog.ilsvrc2012().wnids
+
+
+def select(entries: list[Entry], split: str, options: ShardOptions) -> list[Entry]:
+    """The entries kept by ``--classes`` and ``--subset`` (subset lists name train files; val is kept whole)."""
+    kept = entries
+    if options.classes is not None:
+        wanted = set(options.classes)
+        kept = [e for e in kept if e.wnid in wanted]
+    if options.subset and split == "train":
+        names = set(subset_files(options.subset))
+        kept = [e for e in kept if e.name in names]
+    return kept
+
+
+def subset_files(spec: str) -> list[str]:
+    """Train file names of ``1percent``/``10percent`` or of a file with one name per line."""
+    if spec in catalog.SUBSETS:
+        kind, items = catalog.subset(spec)
+        if kind != "files":
+            raise ValueError(f"--subset {spec}: a class subset; use --classes {spec}")
+        return items
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"--subset {spec}: neither 1percent, 10percent nor a file of train file names")
+    return [line.strip().rsplit("/", 1)[-1] for line in path.read_text().splitlines() if line.strip()]
+
+
+def sample_key(entry: Entry) -> str:
+    """The ``__key__``: the file stem, dots replaced (WebDataset splits a member name at its first dot)."""
+    key = stem(entry.name).replace(".", "_")
+    if not key or len(key) > 90:
+        raise SourceError(f"{entry.origin}: file name {entry.name!r} gives no usable sample key (1-90 characters)")
+    return key
+
+
+def cut(n: int, sizes: list[int], options: ShardOptions) -> list[tuple[int, int]]:
+    """``[start, end)`` of every shard over ``n`` samples: ``samples_per_shard`` each, or near-equal counts
+    with about ``shard_size`` bytes each (equal counts keep distributed loaders balanced)."""
+    if n == 0:
+        return []
+    if options.samples_per_shard:
+        per = options.samples_per_shard
+        return [(i, min(n, i + per)) for i in range(0, n, per)]
+    count = max(1, math.ceil(sum(s + TAR_OVERHEAD for s in sizes) / options.shard_size))
+    count = min(count, n)
+    return [(n * i // count, n * (i + 1) // count) for i in range(count)]
+
+
+def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | None = None,
+              quiet: bool = False) -> SplitPlan:
+    """The plan of one split of ``source``: list, label, select, sort by key, shuffle, cut."""
+    entries = list_split(source, split, jobs, quiet)
+    space, classes = label_space(source.layout, entries)
+    index = {w: i for i, w in enumerate(classes)}
+    planned = []
+    for e in select(entries, split, options):
+        if e.wnid is None:
+            raise SourceError(f"{e.origin}: no label (a flat val folder needs the devkit beside it)")
+        if e.wnid not in index:
+            raise SourceError(f"{e.origin}: class {e.wnid} is not one of the {len(classes)} {space} classes")
+        planned.append(PlannedSample(sample_key(e), index[e.wnid], e))
+    planned.sort(key=lambda p: p.key)
+    for a, b in zip(planned, planned[1:]):
+        if a.key == b.key:
+            raise SourceError(f"{b.entry.origin}: sample key {b.key!r} also used by {a.entry.origin}")
+    if options.shuffles(split):
+        random.Random(options.seed).shuffle(planned)
+    name = options.name or DEFAULT_NAMES.get(source.layout, "imagenet-1k")
+    plan = SplitPlan(split, name, recorded_options(options, split), source_identity(source, split, entries),
+                     space, classes)
+    for i, (a, b) in enumerate(cut(len(planned), [p.entry.size for p in planned], options)):
+        shard = ShardPlan(i, f"{name}-{split}-{i:06d}.tar", planned[a:b])
+        shard.digest = _sha256_json([plan.options, [(p.key, p.label, p.entry.size) for p in shard.samples]])
+        plan.shards.append(shard)
+    return plan
+
+
+def recorded_options(options: ShardOptions, split: str) -> dict:
+    """The options as the plan and manifest record them (a subset file by its content digest)."""
+    out = asdict(options)
+    out["shuffle"] = options.shuffles(split)
+    out["quality"] = options.quality or (90 if options.reencodes() else None)
+    if options.classes is not None:
+        out["classes"] = sorted(options.classes)
+    if options.subset and options.subset not in catalog.SUBSETS:
+        out["subset"] = {"file": Path(options.subset).name,
+                         "sha256": hashlib.sha256(Path(options.subset).read_bytes()).hexdigest()}
+    return out
+
+
+def source_identity(source: Source, split: str, entries: list[Entry]) -> dict:
+    """What the shards were made from: the layout, the archive files' names and sizes, and a digest of the
+    split's full listing (names, labels, sizes), so a changed download is noticed."""
+    listing = "".join(f"{e.name}\t{e.wnid}\t{e.size}\n" for e in entries)
+    paths = sorted({e.loc[1] for e in entries if e.loc[0] == "zip" or e.loc[1].endswith(".tar")})
+    return {"layout": source.layout, "samples": len(entries),
+            "archives": [{"name": Path(p).name, "bytes": Path(p).stat().st_size} for p in paths],
+            "listing_sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+
+def write_plan(plan: SplitPlan, folder: Path) -> Path:
+    """Store the plan as ``folder/plan.json.gz`` (deterministic bytes, written atomically)."""
+    path = folder / PLAN
+    data = json.dumps(plan.as_dict(), sort_keys=True, separators=(",", ":")).encode()
+    with atomic_file(path) as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as gz:
+        gz.write(data)
+    return path
+
+
+def read_plan(folder: Path) -> dict | None:
+    """The stored plan of ``folder`` as plain data, or None."""
+    path = folder / PLAN
+    if not path.is_file():
+        return None
+    with gzip.open(path, "rt") as f:
+        return json.load(f)
