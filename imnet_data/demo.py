@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from imnet_data import catalog, fake, organize, validate, wordnet
+import webdataset as wds
+
+from imnet_data import catalog, fake, organize, shards, validate, wordnet
 
 DEMO_OPTIONS = fake.FakeOptions(classes=10, train_per_class=8, val_images=40, seed=0,
                                 with_quirks=True, with_faults=True, bbox=True, kaggle=True)
@@ -117,11 +119,30 @@ def stage_organize(ctx: Context) -> tuple[bool, str]:
         f"val images in their true class folder: {placed} of {len(decodable)}")
 
 
+def stage_shard(ctx: Context) -> tuple[bool, str]:
+    """Shard the organized copy (faults gone, quirks fixed) into WebDataset tars; every val label checked."""
+    assert ctx.download is not None
+    dest = ctx.workdir / "shards"
+    report = shards.shard(ctx.workdir / "organized", dest, shards.ShardOptions(samples_per_shard=32),
+                          quiet=ctx.quiet)
+    manifest = shards.read_manifest(dest / "val")
+    truth = {Path(name).stem: e["wnid"] for name, e in ctx.download.truth["val"].items()}
+    wnids = [c["wnid"] for c in manifest["classes"]]
+    right = sum(wnids[int(s["cls"])] == truth[s["__key__"]]
+                for s in wds.WebDataset([str(dest / "val" / x["name"]) for x in manifest["shards"]],
+                                        shardshuffle=False))
+    return right == manifest["num_samples"] > 0, (
+        "; ".join(f"{s.split}: {s.samples} samples in {s.shards} shards ({s.split}/{s.pattern})"
+                  for s in report.splits)
+        + f"\nread back with webdataset: {right} of {manifest['num_samples']} val labels match the devkit")
+
+
 STAGES: list[tuple[str, Callable[[Context], tuple[bool, str]]]] = [
     ("fake download", stage_fake),
     ("catalog", stage_catalog),
     ("validate --deep", stage_validate),
     ("organize --fix", stage_organize),
+    ("shard", stage_shard),
 ]
 
 

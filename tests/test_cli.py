@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import run_cli
 
-SUBCOMMANDS = ["demo", "validate", "organize", "classes", "fake", "doctor", "wordnet"]
+SUBCOMMANDS = ["demo", "validate", "organize", "shard", "classes", "fake", "doctor", "wordnet"]
 
 
 def test_help_lists_commands_and_each_has_an_example() -> None:
@@ -75,7 +75,7 @@ def test_demo_runs_every_stage(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["ok"] and [s["name"] for s in report["stages"]] == ["fake download", "catalog", "validate --deep",
-                                                                 "organize --fix"]
+                                                                 "organize --fix", "shard"]
     assert (tmp_path / "demo" / "download" / "ILSVRC2012_img_train.tar").is_file()
     assert json.loads((tmp_path / "demo" / "validate-report.json").read_text())["problems"]
     assert any((tmp_path / "demo" / "organized" / "val").iterdir())

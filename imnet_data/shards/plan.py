@@ -51,7 +51,7 @@ class ShardOptions:
         return bool(self.max_size or self.short_side or self.quality)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedSample:
     """A sample's place in the plan: its shard key, label, where to read it, and what the JSON carries."""
 

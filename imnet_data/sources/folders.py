@@ -125,7 +125,7 @@ class Folders(Source):
     def locate(self, unit: Unit) -> Iterator[Entry]:
         """The unit's files as listed by :meth:`units`: no image is opened."""
         for name, size, path in file_locs(*unit.ref):
-            yield Entry(name, self._wnid(unit, name), size, ("range", path, 0, size), (), path)
+            yield Entry(name, self._wnid(unit, name), size, ("range", path, 0, size))
 
     def _wnid(self, unit: Unit, name: str) -> str | None:
         """The class folder's WNID, or for a flat val file its devkit label (None without a devkit)."""

@@ -188,13 +188,13 @@ class IlsvrcArchives(Source):
                     raise SourceError(f"{origin}: member {ti.name!r} is a sparse file; extract the class tar")
                 name = self._train_member(unit, ti.name, origin)
                 yield Entry(name, unit.name, ti.size, ("range", path, ti.offset_data, ti.size),
-                            self.boxes("train", stem(name)), f"{origin}:{name}")
+                            self.boxes("train", stem(name)))
             return
         path, members = unit.ref
         for name, offset, size in members:
             origin = f"{path}:{name}"
             yield Entry(name, self._val_wnid(name, origin), size, ("range", path, offset, size),
-                        self.boxes("val", stem(name)), origin)
+                        self.boxes("val", stem(name)))
 
     @staticmethod
     def _train_member(unit: Unit, name: str, origin: str) -> str:

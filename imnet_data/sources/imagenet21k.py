@@ -130,12 +130,12 @@ class ImageNet21k(Source):
         kind, *ref = unit.ref
         if kind == "folder":
             for name, size, path in file_locs(*ref):
-                yield Entry(name, unit.name, size, ("range", path, 0, size), (), path)
+                yield Entry(name, unit.name, size, ("range", path, 0, size))
         elif kind == "tar":
             path, offset, size, origin = ref
             for ti in index_tar(Path(path), offset, size, origin, max_member=DEFAULT_LIMITS.max_image_bytes):
                 name = class_member(unit.name, ti.name, origin)
-                yield Entry(name, unit.name, ti.size, ("range", path, ti.offset_data, ti.size), (), f"{origin}:{name}")
+                yield Entry(name, unit.name, ti.size, ("range", path, ti.offset_data, ti.size))
         else:
             yield from super().locate(unit)
 

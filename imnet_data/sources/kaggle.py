@@ -77,7 +77,7 @@ class Kaggle(Source):
         solution = self._solution(unit.split)
         for name, size, path in file_locs(*unit.ref):
             boxes = self._boxes(unit.split, solution, name, path)
-            yield Entry(name, self._label(unit, boxes), size, ("range", path, 0, size), boxes, path)
+            yield Entry(name, self._label(unit, boxes), size, ("range", path, 0, size), boxes)
 
     def _solution(self, split: str) -> dict[str, tuple[Box, ...]]:
         return load_solution(self.root / SOLUTION[split])

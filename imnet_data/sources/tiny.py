@@ -143,7 +143,7 @@ class TinyImageNet(Source):
             file, box = self._label(unit, labels, name)
             loc = (("zip", str(self.base), f"{FOLDER}/{name}") if self.base.is_file()
                    else ("range", str(self.base / name), 0, size))
-            yield Entry(file, box.wnid if box else unit.name, size, loc, (box,) if box else (), self._origin(name))
+            yield Entry(file, box.wnid if box else unit.name, size, loc, (box,) if box else ())
 
     def _label(self, unit: Unit, labels: dict[str, Box], name: str) -> tuple[str, Box | None]:
         """The file name of member ``name`` and its box; a val image without one raises (it has no label)."""

@@ -1,0 +1,266 @@
+"""Tests of ``imnet-data shard`` on real bytes: fake downloads sharded, then read back with the plain
+``webdataset`` library and DALI's own reader and index tool, and compared with the archives read here."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from imnet_data import catalog
+from imnet_data.fake import FakeOptions, make_fake
+from imnet_data.fake.imagenet21k import make_fake_imagenet21k
+from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
+from imnet_data.shards import ShardOptions, merge, shard
+from imnet_data.sources import SourceError
+from tests.helpers import ROOT, run_cli
+from tests.test_organize import source_images
+
+WNIDS = catalog.ilsvrc2012().wnids
+
+
+def files(dest: Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every file under ``dest`` (the whole output, records included)."""
+    return {str(p.relative_to(dest)): p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file()}
+
+
+def read_back(folder: Path) -> list[dict]:
+    """Every sample of the split folder's shards, in shard order, read with the plain webdataset library."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    urls = [str(folder / s["name"]) for s in manifest["shards"]]
+    return list(wds.WebDataset(urls, shardshuffle=False))
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory):
+    """A fake download with the quirks (CMYK, PNG) and bbox archives, and its shards (6 per shard)."""
+    root = tmp_path_factory.mktemp("shard")
+    result = make_fake(root / "src", FakeOptions(classes=12, train_per_class=5, val_images=30, with_quirks=True,
+                                                 bbox=True, seed=3), quiet=True)
+    report = shard(result.out, root / "dest", ShardOptions(samples_per_shard=7), jobs=2, quiet=True)
+    return result, root / "dest", report
+
+
+def test_every_sample_reads_back_with_its_label_and_bytes(fake) -> None:
+    result, dest, report = fake
+    images = source_images(result)
+    for split in ("train", "val"):
+        samples = read_back(dest / split)
+        manifest = json.loads((dest / split / "manifest.json").read_text())
+        fixed = dict(manifest["fixed"])
+        assert len(samples) == len(images[split]) == manifest["num_samples"]
+        assert sorted(s["__key__"] for s in samples) == sorted(n[:-5] for n in images[split])
+        for s in samples:
+            wnid, data = images[split][s["__key__"] + ".JPEG"]
+            meta = json.loads(s["json"])
+            assert int(s["cls"]) == WNIDS.index(wnid) == meta["label"]
+            assert (meta["wnid"], meta["file"], meta["class"]) == (wnid, s["__key__"] + ".JPEG",
+                                                                    catalog.ilsvrc2012().by_wnid(wnid).name)
+            if s["__key__"] in fixed:
+                with Image.open(io.BytesIO(s["jpg"])) as img:
+                    assert (img.format, img.mode) == ("JPEG", "RGB")
+            else:
+                assert s["jpg"] == data
+            with Image.open(io.BytesIO(s["jpg"])) as img:
+                assert img.size == (meta["width"], meta["height"])
+        assert sorted(fixed.values()) == sorted(k for k in ("cmyk", "png")
+                                                if any(result.truth[split][n].get("kind") == k for n in images[split]))
+    assert sum(1 for s in read_back(dest / "train") if json.loads(s["json"])["boxes"]) > 0
+    assert [s.split for s in report.splits] == ["train", "val"]
+
+
+def test_train_is_shuffled_across_the_split_and_val_keeps_file_order(fake) -> None:
+    _, dest, _ = fake
+    train = json.loads((dest / "train" / "manifest.json").read_text())
+    assert all(len(s["histogram"]) >= 3 for s in train["shards"][:-1])    # a class mix in every full shard
+    keys = [s["__key__"] for s in read_back(dest / "val")]
+    assert keys == sorted(keys)
+    assert train["pattern"] == "imagenet-1k-train-{000000..000008}.tar"
+    assert sum(train["class_counts"]) == train["num_samples"] == 60
+
+
+def test_manifest_wids_and_info_describe_the_shards(fake) -> None:
+    _, dest, _ = fake
+    folder = dest / "train"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["options"]["seed"] == 0 and manifest["options"]["shuffle"] is True
+    assert manifest["source"]["layout"] == "ilsvrc2012"
+    assert [a["name"] for a in manifest["source"]["archives"]] == ["ILSVRC2012_img_train.tar"]
+    assert len(manifest["classes"]) == 1000 and manifest["classes"][0] == {"index": 0, "wnid": "n01440764",
+                                                                            "name": "tench"}
+    for s in manifest["shards"]:
+        data = (folder / s["name"]).read_bytes()
+        assert len(data) == s["bytes"] and __import__("hashlib").sha256(data).hexdigest() == s["sha256"]
+    wids = json.loads((folder / "wids.json").read_text())
+    assert wids["wids_version"] == 1
+    assert [(x["url"], x["nsamples"]) for x in wids["shardlist"]] == [(s["name"], s["samples"])
+                                                                      for s in manifest["shards"]]
+    info = json.loads((dest / "_info.json").read_text())
+    assert info["splits"]["train"]["filenames"][0] == "train/" + manifest["shards"][0]["name"]
+    assert sum(info["splits"]["val"]["shard_lengths"]) == info["splits"]["val"]["num_samples"] == 30
+    with gzip.open(folder / "plan.json.gz", "rt") as f:
+        plan = json.load(f)
+    assert [len(s["keys"]) for s in plan["shards"]] == [s["samples"] for s in manifest["shards"]]
+
+
+def test_index_files_equal_dalis_wds2idx(fake, tmp_path: Path) -> None:
+    tool = shutil.which("wds2idx") or str(Path(sys.executable).parent / "wds2idx")
+    if not Path(tool).exists():
+        pytest.skip("DALI's wds2idx is not installed (pip install nvidia-dali-cuda130)")
+    _, dest, _ = fake
+    for tar in sorted((dest / "train").glob("*.tar")) + sorted((dest / "val").glob("*.tar")):
+        subprocess.run([tool, str(tar), str(tmp_path / "ref.idx")], check=True, capture_output=True)
+        assert tar.with_suffix(".idx").read_bytes() == (tmp_path / "ref.idx").read_bytes(), tar.name
+
+
+def test_dali_reader_reads_the_shards_with_their_indexes(fake) -> None:
+    dali = pytest.importorskip("nvidia.dali", reason="DALI not installed (pip install nvidia-dali-cuda130)")
+    from nvidia.dali import fn, types
+
+    _, dest, _ = fake
+    folder = dest / "val"
+    tars = sorted(str(p) for p in folder.glob("*.tar"))
+
+    @dali.pipeline_def(batch_size=30, num_threads=1, device_id=None)
+    def pipe():
+        jpg, cls = fn.readers.webdataset(paths=tars, index_paths=[t[:-4] + ".idx" for t in tars],
+                                         ext=["jpg", "cls"], missing_component_behavior="error")
+        return fn.decoders.image(jpg, device="cpu", output_type=types.RGB), cls
+
+    p = pipe()
+    p.build()
+    images, labels = p.run()
+    got = sorted(int(bytes(labels.at(i)).decode()) for i in range(30))
+    want = sorted(int(s["cls"]) for s in read_back(folder))
+    assert got == want and images.at(0).shape[2] == 3
+
+
+def test_same_source_and_options_give_identical_bytes(fake, tmp_path: Path) -> None:
+    result, dest, _ = fake
+    shard(result.out, tmp_path / "again", ShardOptions(samples_per_shard=7), jobs=1, quiet=True)
+    assert files(tmp_path / "again") == files(dest)
+    shard(result.out, tmp_path / "seed1", ShardOptions(samples_per_shard=7, seed=1), splits=["train"], quiet=True)
+    assert files(tmp_path / "seed1")["train/manifest.json"] != files(dest)["train/manifest.json"]
+
+
+def test_n_nodes_then_merge_equal_one_node(fake, tmp_path: Path) -> None:
+    result, dest, _ = fake
+    out = tmp_path / "nodes"
+    for rank in range(3):
+        env = {"SLURM_ARRAY_TASK_ID": str(rank), "SLURM_ARRAY_TASK_COUNT": "3"}
+        args = ["shard", str(result.out), str(out), "--samples-per-shard", "7", "-q", "--json"]
+        proc = run_cli(*args, env=env) if rank else run_cli(*args, "--node-rank", "0", "--num-nodes", "3")
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["num_nodes"] == 3 and report["splits"][0]["manifest"] is None
+        if rank == 1:
+            early = run_cli("shard", "--merge", str(out))
+            assert early.returncode == 1 and "missing or incomplete" in early.stderr
+    assert not (out / "train" / "manifest.json").exists()
+    proc = run_cli("shard", "--merge", str(out), "--verify")
+    assert proc.returncode == 0, proc.stderr
+    assert files(out) == files(dest)
+
+
+def test_killed_run_resumes_and_ends_identical(tmp_path: Path) -> None:
+    src = make_fake(tmp_path / "src", FakeOptions(classes=30, train_per_class=100, val_images=0, seed=5),
+                    quiet=True)
+    dest = tmp_path / "dest"
+    cmd = [sys.executable, "-m", "imnet_data", "shard", str(src.out), str(dest), "--samples-per-shard", "60",
+           "--jobs", "1", "-q"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = dest / "train" / ".imnet-shard"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(records.glob("*.tar.json"))) < 3:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"finished before it could be killed: {proc.stderr.read()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.name[:-5] for p in records.glob("*.tar.json"))
+    assert 3 <= len(done) < 50 and not (dest / "train" / "manifest.json").exists()
+    kept = {n: os.stat(dest / "train" / n).st_mtime_ns for n in done}
+    (dest / "train" / "imagenet-1k-train-000049.tar.partial").write_bytes(b"half")   # as if killed mid-write
+    proc = run_cli("shard", str(src.out), str(dest), "--samples-per-shard", "60", "-q", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)["splits"][0]
+    assert report["kept"] == len(done) and len(report["written"]) == 50 - len(done)
+    assert {n: os.stat(dest / "train" / n).st_mtime_ns for n in done} == kept
+    assert not list((dest / "train").glob("*.partial"))
+    shard(src.out, tmp_path / "fresh", ShardOptions(samples_per_shard=60), quiet=True)
+    assert files(dest) == files(tmp_path / "fresh")
+
+
+def test_a_different_plan_needs_overwrite(fake, tmp_path: Path) -> None:
+    result, _, _ = fake
+    out = tmp_path / "d"
+    assert run_cli("shard", str(result.out), str(out), "--samples-per-shard", "7", "-q").returncode == 0
+    proc = run_cli("shard", str(result.out), str(out), "--samples-per-shard", "9", "-q")
+    assert proc.returncode == 1 and "different plan" in proc.stderr and "options" in proc.stderr
+    proc = run_cli("shard", str(result.out), str(out), "--samples-per-shard", "9", "-q", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((out / "train").glob("*.tar"))) == 7 and len(list((out / "train").glob("*.idx"))) == 7
+
+
+def test_classes_subset_resize_and_shard_size(fake, tmp_path: Path) -> None:
+    result, _, _ = fake
+    wnids = sorted({w for w, _ in source_images(result)["train"].values()})[:2]
+    out = tmp_path / "sub"
+    listed = tmp_path / "files.txt"
+    names = sorted(n for n, (w, _) in source_images(result)["train"].items() if w == wnids[0])[:3]
+    listed.write_text("\n".join(names) + "\n")
+    proc = run_cli("shard", str(result.out), str(out), "--classes", ",".join(wnids), "--subset", str(listed),
+                   "--short-side", "24", "--quality", "80", "-q")
+    assert proc.returncode == 0, proc.stderr
+    train = read_back(out / "train")
+    assert sorted(s["__key__"] + ".JPEG" for s in train) == names
+    val = read_back(out / "val")
+    assert val and {json.loads(s["json"])["wnid"] for s in val} <= set(wnids)
+    for s in train + val:
+        meta = json.loads(s["json"])
+        with Image.open(io.BytesIO(s["jpg"])) as img:
+            assert min(img.size) <= 24 and img.size == (meta["width"], meta["height"])
+        if meta["original_size"]:
+            assert min(meta["original_size"]) > 24
+    manifest = json.loads((out / "train" / "manifest.json").read_text())
+    assert manifest["options"]["short_side"] == 24 and manifest["options"]["subset"]["file"] == "files.txt"
+    sized = shard(result.out, tmp_path / "sized", ShardOptions(shard_size=20_000), splits=["train"], quiet=True)
+    counts = [s["samples"] for s in json.loads((tmp_path / "sized/train/manifest.json").read_text())["shards"]]
+    assert sized.splits[0].shards == len(counts) > 1 and max(counts) - min(counts) <= 1
+
+
+def test_every_layout_shards(tmp_path: Path) -> None:
+    zipped = make_fake_tiny_imagenet(tmp_path / "tiny", classes=3, train_per_class=4, val_images=6)
+    shard(zipped, tmp_path / "t", ShardOptions(), quiet=True)
+    tiny = read_back(tmp_path / "t" / "train")
+    space = sorted(catalog.subset("tiny-imagenet")[1])
+    assert len(tiny) == 12 and all(space[int(s["cls"])] == json.loads(s["json"])["wnid"] for s in tiny)
+    assert (tmp_path / "t" / "val" / "tiny-imagenet-200-val-000000.tar").is_file()
+    fall11 = make_fake_imagenet21k(tmp_path / "21k", classes=3, per_class=4)
+    shard(fall11.parent, tmp_path / "w", ShardOptions(), quiet=True)
+    manifest = json.loads((tmp_path / "w" / "train" / "manifest.json").read_text())
+    assert manifest["num_samples"] == 12 and len(manifest["classes"]) == 3
+    gz = make_fake_imagenet21k(tmp_path / "21kgz", classes=2, per_class=2, compressed=True)
+    with pytest.raises(SourceError, match="compressed stream"):
+        shard(gz.parent, tmp_path / "g", ShardOptions(), quiet=True)
+    kaggle = make_fake(tmp_path / "k", FakeOptions(classes=3, train_per_class=2, val_images=4, kaggle=True),
+                       quiet=True)
+    shard(kaggle.archives["kaggle"], tmp_path / "kd", ShardOptions(), quiet=True)
+    images = source_images(kaggle)
+    for split in ("train", "val"):
+        got = {s["__key__"] + ".JPEG": (WNIDS[int(s["cls"])], s["jpg"]) for s in read_back(tmp_path / "kd" / split)}
+        assert got == images[split]
+
+
+def test_merge_of_a_folder_without_plan_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a shard output folder"):
+        merge(tmp_path)
