@@ -1,0 +1,177 @@
+"""What every backend shares: the settings, the per-epoch batch schedule, and reading a batch of JPEG bytes.
+
+The schedule is plain data computed from (seed, epoch, rank): the rank's samples (fixed, see ``assign``) in a
+per-epoch permutation (train) or in order (val), cut into exactly ``len(loader)`` batches on every rank:
+
+* ``remainder="drop"`` (train default): every rank yields ``(total // world) // batch`` full batches; the samples
+  past that are left out this epoch (a different few each epoch, as the order changes).
+* ``remainder="pad"`` (val default): every rank yields ``ceil(ceil(total / world) / batch)`` full batches; the slots
+  past a rank's own samples repeat its first samples with label ``-1`` (mask them out: ``labels >= 0``), so every
+  sample is seen exactly once across ranks and no rank waits in a collective.
+* ``remainder="partial"``: each rank yields its samples once, the last batch smaller (ranks may differ by one
+  batch: not for code that synchronises every step).
+
+Mid-epoch resume: ``state_dict()`` holds epoch and step; after ``load_state_dict`` the next iteration starts at
+that step of that epoch's order, so a resumed run sees exactly the batches it had not seen.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from imnet_data.loader.shardset import Located, ShardError, ShardSet, read_sample
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+REMAINDERS = ("drop", "pad", "partial")
+LAYOUTS = ("NCHW", "NHWC", "channels_last")
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """Every setting of a loader (both backends honour all of them)."""
+
+    split: str = "train"
+    batch_size: int = 256
+    image_size: int = 224
+    resize_size: int | None = None          # val: shorter side before the centre crop (default size * 256/224)
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    train: bool | None = None               # augment and shuffle; default: split == "train"
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cuda"
+    dtype: str = "float32"                  # float32, float16, bfloat16 (uint8: raw pixels, no normalisation)
+    layout: str = "NCHW"                    # NHWC: [B,H,W,3]; channels_last: [B,3,H,W] in channels_last memory
+    mean: tuple[float, float, float] = MEAN
+    std: tuple[float, float, float] = STD
+    num_threads: int = 4
+    prefetch: int = 2
+    remainder: str | None = None            # drop (train default), pad (val default), partial
+    on_error: str = "raise"                 # or "skip": replace a corrupt sample by the next good one, counted
+    hw_decoder_load: float = 0.75           # DALI: share of JPEGs sent to the hardware decoder (A100/H100)
+
+    @property
+    def training(self) -> bool:
+        return self.train if self.train is not None else self.split == "train"
+
+    @property
+    def policy(self) -> str:
+        return self.remainder or ("drop" if self.training else "pad")
+
+    @property
+    def val_resize(self) -> int:
+        return self.resize_size or round(self.image_size * 256 / 224)
+
+    def check(self) -> None:
+        """ValueError naming the bad setting."""
+        if self.policy not in REMAINDERS:
+            raise ValueError(f"remainder must be one of {REMAINDERS}, got {self.policy!r}")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.dtype not in ("float32", "float16", "bfloat16", "uint8"):
+            raise ValueError(f"dtype must be float32, float16, bfloat16 or uint8, got {self.dtype!r}")
+        if self.batch_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"bad batch size {self.batch_size} or rank {self.rank} of {self.world_size}")
+
+
+@dataclass
+class Schedule:
+    """The batches of one rank, epoch by epoch (plain data: the same inputs give the same order)."""
+
+    options: LoaderOptions
+    total: int            # samples of the split, all ranks
+    mine: int             # samples of this rank
+    batches: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        o, w = self.options, self.options.world_size
+        per_rank = {"drop": self.total // w, "pad": -(-self.total // w), "partial": self.mine}[o.policy]
+        self.batches = per_rank // o.batch_size if o.policy == "drop" else -(-per_rank // o.batch_size)
+        if self.batches == 0:
+            raise ValueError(f"{self.total} samples over {w} ranks make no full batch of {o.batch_size} "
+                             "(use a smaller batch or remainder='pad')")
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Positions into the rank's samples for the whole epoch; ``-1 - i`` marks a pad slot repeating ``i``."""
+        o = self.options
+        base = (np.random.default_rng([o.seed, epoch, o.rank]).permutation(self.mine) if o.training
+                else np.arange(self.mine))
+        want = self.mine if o.policy == "partial" else self.batches * o.batch_size
+        if want <= self.mine:
+            return base[:want]
+        extra = np.resize(base, want - self.mine) if self.mine else np.zeros(want - self.mine, np.int64)
+        return np.concatenate([base, -1 - extra])
+
+    def batch(self, order: np.ndarray, step: int) -> np.ndarray:
+        b = self.options.batch_size
+        return order[step * b:(step + 1) * b]
+
+
+class BatchReader:
+    """Reads a batch's JPEG bytes and labels from the shards (picklable: DALI or DataLoader workers use it)."""
+
+    def __init__(self, shards: ShardSet, located: Located, on_error: str) -> None:
+        self.paths = [str(p) for p in shards.paths]
+        self.located, self.on_error = located, on_error
+        self.skipped: list[str] = []
+
+    def sample(self, i: int) -> tuple[np.ndarray, int]:
+        loc = self.located
+        return read_sample(self.paths[loc.shard[i]], int(loc.cls_offset[i]), int(loc.jpg_offset[i]),
+                           int(loc.jpg_size[i]), int(loc.cls_size[i]), loc.keys[i])
+
+    def read(self, positions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """JPEG arrays and int64 labels (``-1`` for pad slots) of ``positions`` (see :meth:`Schedule.order`)."""
+        images, labels = [], np.empty(len(positions), np.int64)
+        for j, p in enumerate(positions):
+            i = int(p) if p >= 0 else int(-1 - p)
+            data, label = self.good_sample(i)
+            images.append(data)
+            labels[j] = label if p >= 0 else -1
+        return images, labels
+
+    def good_sample(self, i: int) -> tuple[np.ndarray, int]:
+        """Sample ``i``; a corrupt one raises (naming shard and key) or, with ``on_error="skip"``, is replaced by
+        the next good sample of the rank and recorded in ``skipped``."""
+        n = len(self.located)
+        for attempt in range(n):
+            j = (i + attempt) % n
+            data, label = self.sample(j)
+            problem = jpeg_problem(data)
+            if problem is None:
+                return data, label
+            message = f"{self.paths[self.located.shard[j]]}: sample {self.located.keys[j]}: {problem}"
+            if self.on_error == "raise":
+                raise ShardError(message + " (on_error='skip' skips and counts such samples)")
+            if message not in self.skipped:   # a pad slot may repeat it: count each sample once
+                self.skipped.append(message)
+        raise ShardError(f"no readable sample among the rank's {n} samples")
+
+
+def jpeg_problem(data: np.ndarray) -> str | None:
+    """Why ``data`` cannot be a whole JPEG (no start marker, or cut off before the end marker), or None."""
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return "not a JPEG (no start-of-image marker)"
+    tail = data[-16:]
+    if not any(tail[k] == 0xFF and tail[k + 1] == 0xD9 for k in range(len(tail) - 1)):
+        return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Rank and world size: given, else from torch.distributed when initialised, else RANK/WORLD_SIZE, else 0/1."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    try:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except ImportError:
+        pass
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

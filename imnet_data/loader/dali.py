@@ -1,0 +1,171 @@
+"""The DALI backend: JPEG bytes read from the shards by index, decoded and augmented by DALI.
+
+On a GPU (``device="cuda"``) decoding runs on nvJPEG through the ``mixed`` decoder (``hw_decoder_load`` of the
+JPEGs go to the hardware JPEG engine of A100/H100-class GPUs), crop-aware for training (``image_random_crop``
+decodes only the crop), then resize and a fused crop/flip/normalise/cast/transposition on the GPU. Outputs are
+copied into torch tensors on the current CUDA stream: no host synchronisation per batch. On a CPU
+(``device="cpu"``) the same graph runs with DALI's CPU operators (``device_id=None``).
+
+The host side stays small: a thread reads the next batches' bytes (one ``pread`` per sample) while DALI works on
+earlier ones; ``prefetch`` batches are in flight.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import numpy as np
+
+from imnet_data.loader.base import LoaderOptions
+from imnet_data.loader.loader import Loader
+from imnet_data.loader.shardset import ShardSet
+
+INSTALL = "pip install 'imnet-data[dali]' (nvidia-dali-cuda130; CUDA 12: nvidia-dali-cuda120)"
+
+
+def import_dali():
+    """DALI's modules, or ImportError saying how to install it."""
+    try:
+        import nvidia.dali as dali
+        from nvidia.dali.plugin import pytorch as dali_torch
+    except ImportError as e:
+        raise ImportError(f"the DALI backend needs NVIDIA DALI: {INSTALL}; or use backend='torch' ({e})") from e
+    return dali, dali_torch
+
+
+def cuda_device(options: LoaderOptions) -> int | None:
+    """The CUDA device to decode on (LOCAL_RANK's, else the current one), None for ``device="cpu"``; a clear
+    error when a GPU was asked for and none is visible."""
+    if options.device == "cpu":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' asked but no CUDA GPU is visible; use device='cpu' (DALI CPU-only)")
+    if options.device.startswith("cuda:"):
+        return int(options.device.split(":", 1)[1])
+    return int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+
+
+class BatchSource:
+    """DALI's external source: batch ``info.iteration`` of the current pass (JPEG arrays, labels), read ahead by
+    a thread; StopIteration after the last batch ends DALI's epoch."""
+
+    def __init__(self, reader, ahead: int) -> None:
+        self.reader, self.ahead = reader, ahead
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="imnet-read")
+        self.batches: list[np.ndarray] = []
+        self.reads: dict = {}
+
+    def start(self, batches: list[np.ndarray]) -> None:
+        """Serve ``batches`` from iteration 0 on."""
+        for future in self.reads.values():
+            future.cancel()
+        self.batches, self.reads = batches, {}
+
+    def __call__(self, info) -> tuple[list[np.ndarray], np.ndarray]:
+        i = info.iteration
+        if i >= len(self.batches):
+            raise StopIteration
+        for j in range(i, min(i + self.ahead + 1, len(self.batches))):
+            if j not in self.reads:
+                self.reads[j] = self.pool.submit(self.reader.read, self.batches[j])
+        return self.reads.pop(i).result()
+
+
+def build_pipeline(options: LoaderOptions, device_id: int | None, source: BatchSource):
+    """The DALI pipeline: JPEG bytes + labels from ``source``, augmented images + labels out."""
+    dali, _ = import_dali()
+    fn, types = dali.fn, dali.types
+    gpu = device_id is not None
+    decode_device, op_device = ("mixed", "gpu") if gpu else ("cpu", "cpu")
+    size = options.image_size
+    out_dtype = {"float16": types.FLOAT16, "uint8": types.UINT8}.get(options.dtype, types.FLOAT)
+    normalise = options.dtype != "uint8"
+    mean = [m * 255 for m in options.mean] if normalise else [0.0, 0.0, 0.0]
+    std = [s * 255 for s in options.std] if normalise else [1.0, 1.0, 1.0]
+    hw = {"hw_decoder_load": options.hw_decoder_load} if gpu else {}
+
+    @dali.pipeline_def(batch_size=options.batch_size, num_threads=options.num_threads, device_id=device_id,
+                       prefetch_queue_depth=options.prefetch, seed=options.seed * 1009 + options.rank)
+    def pipeline():
+        jpegs, labels = fn.external_source(source=source, num_outputs=2, batch=True, batch_info=True,
+                                           dtype=[types.UINT8, types.INT64])
+        if options.training:
+            images = fn.decoders.image_random_crop(jpegs, device=decode_device, output_type=types.RGB,
+                                                   random_area=list(options.scale),
+                                                   random_aspect_ratio=list(options.ratio), num_attempts=10, **hw)
+            images = fn.resize(images, device=op_device, resize_x=size, resize_y=size,
+                               interp_type=types.INTERP_LINEAR, antialias=False)
+            mirror = fn.random.coin_flip(probability=0.5)
+            crop = {}
+        else:
+            images = fn.decoders.image(jpegs, device=decode_device, output_type=types.RGB, **hw)
+            images = fn.resize(images, device=op_device, resize_shorter=options.val_resize,
+                               interp_type=types.INTERP_TRIANGULAR)
+            mirror, crop = 0, {"crop": (size, size)}
+        images = fn.crop_mirror_normalize(images, device=op_device, dtype=out_dtype, mean=mean, std=std,
+                                          output_layout="CHW" if options.layout == "NCHW" else "HWC",
+                                          mirror=mirror, **crop)
+        return images, labels
+
+    pipe = pipeline()
+    pipe.build()
+    return pipe
+
+
+class DaliLoader(Loader):
+    """The loader on DALI (GPU or CPU-only)."""
+
+    backend = "dali"
+
+    def __init__(self, shards: ShardSet, options: LoaderOptions) -> None:
+        super().__init__(shards, options)
+        self.device_id = cuda_device(options)
+        self.source = BatchSource(self.reader, options.prefetch + 1)
+        self.pipe = None
+        self._, self.dali_torch = import_dali()
+
+    def _run(self, batches: list[np.ndarray]) -> Iterator[tuple]:
+        """One pass: DALI pulls ``batches`` from the source; a pass left early leaves prefetched work behind,
+        so the pipeline is rebuilt for the next one (DALI cannot reset mid-epoch)."""
+        if self.pipe is None:
+            self.source.start(batches)
+            self.pipe = build_pipeline(self.options, self.device_id, self.source)
+        else:
+            self.source.start(batches)
+        finished = False
+        try:
+            for _ in range(len(batches)):
+                yield self._to_torch(self.pipe.run())
+            try:
+                self.pipe.run()
+            except StopIteration:
+                self.pipe.reset()
+                finished = True
+        finally:
+            if not finished:
+                self.pipe = None
+
+    def _to_torch(self, outputs) -> tuple:
+        """Copy the pipeline outputs into torch tensors (on the decoding GPU's current stream, no sync)."""
+        import torch
+
+        tensors = []
+        for out in outputs:
+            dense = out.as_tensor()
+            if self.device_id is None:
+                tensors.append(torch.from_numpy(np.array(dense)))
+                continue
+            dtype = {"FLOAT": torch.float32, "FLOAT16": torch.float16, "UINT8": torch.uint8,
+                     "INT64": torch.int64}[str(dense.dtype).rsplit(".", 1)[-1]]
+            target = torch.empty(dense.shape(), dtype=dtype, device=f"cuda:{self.device_id}")
+            self.dali_torch.feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream(self.device_id))
+            tensors.append(target)
+        images, labels = tensors
+        if self.options.dtype == "bfloat16":
+            images = images.to(torch.bfloat16)
+        if self.options.layout == "channels_last":   # decoded as HWC: the NCHW view has channels_last strides
+            images = images.permute(0, 3, 1, 2)
+        return images, labels.reshape(-1)

@@ -1,0 +1,202 @@
+"""Tests of the loader on real shards of a fake download: DALI CPU-only pipelines (``device="cpu"``, DALI's own
+CPU decoders) and the torch fallback, checked sample by sample against the shards read with webdataset."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+from imnet_data.fake import FakeOptions, make_fake
+from imnet_data.loader import ShardError, build_loader
+from imnet_data.shards import ShardOptions, shard
+
+torch = pytest.importorskip("torch", reason="the loader yields torch tensors: pip install torch")
+BACKENDS = ["dali", "torch"]
+
+
+def needs(backend: str) -> None:
+    if backend == "dali":
+        pytest.importorskip("nvidia.dali", reason="DALI not installed: pip install nvidia-dali-cuda130")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("loader")
+    src = make_fake(root / "src", FakeOptions(classes=8, train_per_class=9, val_images=29, seed=4,
+                                              with_quirks=True), quiet=True)
+    shard(src.out, root / "shards", ShardOptions(samples_per_shard=10), quiet=True)
+    return root / "shards"
+
+
+def truth(folder: Path) -> dict[str, int]:
+    """Sample key -> label, read from the shards with the plain webdataset library."""
+    names = [str(folder / s["name"]) for s in json.loads((folder / "manifest.json").read_text())["shards"]]
+    return {s["__key__"]: int(s["cls"]) for s in wds.WebDataset(names, shardshuffle=False)}
+
+
+def keys_of(loader) -> list[list[str]]:
+    """The keys the loader's schedule puts in each remaining batch (pad slots as None)."""
+    keys = loader.located.keys
+    return [[keys[p] if p >= 0 else None for p in batch] for batch in loader.positions()]
+
+
+def run(loader) -> tuple[list[list[str]], list[torch.Tensor], list[torch.Tensor]]:
+    expected = keys_of(loader)
+    images, labels = [], []
+    for x, y in loader:
+        images.append(x)
+        labels.append(y)
+    return expected, images, labels
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_label_matches_its_sample_for_a_whole_epoch(shards: Path, backend: str) -> None:
+    needs(backend)
+    for split, settings in (("val", {"remainder": "partial"}), ("train", {"remainder": "drop"})):
+        want = truth(shards / split)
+        loader = build_loader(shards / split, batch_size=8, backend=backend, device="cpu", num_threads=2,
+                              **settings)
+        keys, images, labels = run(loader)
+        assert len(labels) == len(loader) == len(keys)
+        for batch_keys, y in zip(keys, labels):
+            assert y.tolist() == [want[k] for k in batch_keys]
+        seen = [k for batch in keys for k in batch]
+        assert len(set(seen)) == len(seen)
+        assert len(seen) == (len(want) if split == "val" else len(want) // 8 * 8)
+        assert images[0].shape == (8, 3, 224, 224) and images[0].dtype == torch.float32
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layouts_dtypes_and_normalisation(shards: Path, backend: str) -> None:
+    needs(backend)
+    common = {"batch_size": 6, "backend": backend, "device": "cpu", "num_threads": 1, "image_size": 64,
+              "remainder": "partial"}
+    raw = next(iter(build_loader(shards / "val", dtype="uint8", layout="NHWC", **common)))[0]
+    assert raw.shape == (6, 64, 64, 3) and raw.dtype == torch.uint8
+    norm = next(iter(build_loader(shards / "val", dtype="float32", layout="NHWC", **common)))[0]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(norm, (raw.float() / 255 - mean) / std, atol=2e-2)
+    for dtype, want in (("float16", torch.float16), ("bfloat16", torch.bfloat16)):
+        x = next(iter(build_loader(shards / "val", dtype=dtype, **common)))[0]
+        assert x.shape == (6, 3, 64, 64) and x.dtype == want
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_order_is_deterministic_per_seed_and_changes_per_epoch(shards: Path, backend: str) -> None:
+    needs(backend)
+
+    def labels(seed: int, epoch: int) -> list[int]:
+        loader = build_loader(shards / "train", batch_size=8, backend=backend, device="cpu", seed=seed,
+                              num_threads=1, image_size=32)
+        loader.set_epoch(epoch)
+        return [v for _, y in loader for v in y.tolist()]
+
+    first = labels(1, 0)
+    assert first == labels(1, 0)
+    assert first != labels(1, 1) and first != labels(2, 0)
+    assert sorted(first) != first
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ranks_get_equal_batch_counts_and_val_covers_every_sample_once(shards: Path, backend: str) -> None:
+    needs(backend)
+    want = truth(shards / "val")
+    seen: list[str] = []
+    lengths = set()
+    for rank in range(3):
+        loader = build_loader(shards / "val", batch_size=4, backend=backend, device="cpu", rank=rank,
+                              world_size=3, num_threads=1, image_size=32)
+        keys, _, labels = run(loader)
+        lengths.add(len(loader))
+        for batch_keys, y in zip(keys, labels):
+            assert y.tolist() == [want[k] if k else -1 for k in batch_keys]
+            seen += [k for k in batch_keys if k]
+    assert len(lengths) == 1 and sorted(seen) == sorted(want)
+    train = [len(build_loader(shards / "train", batch_size=5, backend=backend, device="cpu", rank=r,
+                              world_size=3, num_threads=1)) for r in range(3)]
+    assert len(set(train)) == 1 and train[0] == len(truth(shards / "train")) // 3 // 5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mid_epoch_resume_yields_exactly_the_rest(shards: Path, backend: str) -> None:
+    needs(backend)
+    settings = {"batch_size": 8, "backend": backend, "device": "cpu", "num_threads": 1, "image_size": 32, "seed": 3}
+    full = [y.tolist() for _, y in build_loader(shards / "train", **settings)]
+    first = build_loader(shards / "train", **settings)
+    it = iter(first)
+    head = [next(it)[1].tolist() for _ in range(3)]
+    it.close()
+    state = first.state_dict()
+    assert state["step"] == 3
+    resumed = build_loader(shards / "train", **settings)
+    resumed.load_state_dict(state)
+    assert head + [y.tolist() for _, y in resumed] == full
+    assert resumed.state_dict()["epoch"] == 1 and resumed.state_dict()["step"] == 0
+
+
+def corrupt(folder: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the val split with one JPEG's end-of-image marker zeroed (same size, manifest still matches)."""
+    copy = tmp_path / "val"
+    copy.mkdir()
+    for p in folder.iterdir():
+        if p.is_file():
+            (copy / p.name).write_bytes(p.read_bytes())
+    index = (copy / "imagenet-1k-val-000000.idx").read_text().splitlines()[1].split()
+    parts = {index[i]: (int(index[i + 1]), int(index[i + 2]), index[i + 3]) for i in range(0, len(index), 4)}
+    offset, size, name = parts["jpg"]
+    tar = copy / "imagenet-1k-val-000000.tar"
+    data = bytearray(tar.read_bytes())
+    data[offset + size - 16:offset + size] = bytes(16)
+    tar.write_bytes(bytes(data))
+    return copy, name.split(".")[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_errors_name_what_is_wrong(shards: Path, backend: str, tmp_path: Path) -> None:
+    needs(backend)
+    copy, key = corrupt(shards / "val", tmp_path)
+    loader = build_loader(copy, batch_size=5, backend=backend, device="cpu", num_threads=1, image_size=32)
+    with pytest.raises(ShardError, match=f"imagenet-1k-val-000000.tar: sample {key}: truncated JPEG"):
+        list(loader)
+    skipping = build_loader(copy, batch_size=5, backend=backend, device="cpu", num_threads=1, image_size=32,
+                            on_error="skip")
+    batches = list(skipping)
+    assert len(batches) == len(skipping) and len(skipping.skipped) == 1 and key in skipping.skipped[0]
+    (copy / "imagenet-1k-val-000001.tar").write_bytes(b"short")
+    with pytest.raises(ShardError, match="imagenet-1k-val-000001.tar: 5 bytes, the manifest says"):
+        build_loader(copy, batch_size=5, backend=backend, device="cpu")
+    (copy / "imagenet-1k-val-000001.tar").unlink()
+    with pytest.raises(ShardError, match="imagenet-1k-val-000001.tar: shard missing"):
+        build_loader(copy, batch_size=5, backend=backend, device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU is visible"):
+            build_loader(shards / "val", batch_size=5, backend=backend, device="cuda")
+    with pytest.raises(TypeError, match="unknown loader settings: colour"):
+        build_loader(shards / "val", batch_size=5, backend=backend, colour="red")
+
+
+def test_pattern_source_without_manifest_reads_the_index_files(shards: Path, tmp_path: Path) -> None:
+    needs("dali")
+    for p in (shards / "val").glob("imagenet-1k-val-*"):
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    loader = build_loader(str(tmp_path / "imagenet-1k-val-{000000..000002}.tar"), "val", batch_size=29,
+                          backend="dali", device="cpu", remainder="partial", image_size=32)
+    assert loader.shards.manifest is None and loader.num_samples == 29
+    labels = [v for _, y in loader for v in y.tolist()]
+    assert sorted(labels) == sorted(truth(shards / "val").values())
+
+
+@pytest.mark.gpu
+def test_gpu_pipeline_matches_the_labels(shards: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here (run on the lent GPU machine)")
+    want = truth(shards / "val")
+    loader = build_loader(shards / "val", batch_size=8, backend="dali", device="cuda", remainder="partial",
+                          dtype="bfloat16", layout="NHWC")
+    keys, images, labels = run(loader)
+    assert images[0].is_cuda and images[0].dtype == torch.bfloat16 and images[0].shape == (8, 224, 224, 3)
+    assert [v for y in labels for v in y.tolist()] == [want[k] for b in keys for k in b]
+    assert np.isfinite(images[0].float().cpu().numpy()).all()
