@@ -372,8 +372,114 @@ def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.set_defaults(func=cmd_shard)
 
 
+# ---- verify / preview ----------------------------------------------------------------------------------------
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from imnet_data.shards.verify import verify
+
+    report = verify(args.dest, splits=args.splits, deep=args.deep, jobs=args.jobs, quiet=args.quiet)
+    _emit(args, report.as_dict(), report.render())
+    return 0 if report.ok else 1
+
+
+def add_verify(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "verify", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="check written shards against their manifests (size, sha256, samples, classes; --deep: decode)",
+        description="Check every shard listed in DEST/<split>/manifest.json, in parallel: the file is present "
+                    "with its recorded size and sha256, the tar parses to its end (a truncated or corrupt tar is "
+                    "reported, not fatal), the sample count and class histogram recomputed from the .cls members "
+                    "match, and the DALI .idx is present with its recorded sha256. --deep also decodes every "
+                    ".jpg fully and checks .cls against the .json label. Problems name split, shard and sample "
+                    "key.\n\nExit status: 0 every shard sound, 1 a problem found (or DEST holds no manifest).",
+        epilog="examples:\n  imnet-data verify /data/shards                  # all splits\n"
+               "  imnet-data verify /data/shards --splits val --deep --jobs 16\n"
+               "  imnet-data verify /data/shards/train --json     # one split folder")
+    p.add_argument("dest", type=Path, metavar="DEST", help="the shard output folder (holding <split>/manifest.json) "
+                                                           "or one split folder")
+    p.add_argument("--splits", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], metavar="LIST",
+                   help="comma-separated splits, e.g. train,val (default: every split with a manifest)")
+    p.add_argument("--deep", action="store_true", help="also decode every image and compare .cls with .json")
+    p.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default 0: all cores)")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from imnet_data.shards.preview import preview
+
+    out = preview(args.source, args.out, n=args.n, per_class=args.per_class, columns=args.columns)
+    with Image.open(out) as img:
+        size = img.size
+    _emit(args, {"out": str(out), "width": size[0], "height": size[1]},
+          f"wrote {out} ({size[0]}x{size[1]} px)")
+    return 0
+
+
+def add_preview(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "preview", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="write a PNG contact sheet of shard samples with their class index and name",
+        description="Read samples from one shard .tar, or from a split folder's shards in manifest order, and "
+                    "write a PNG grid of 160 px cells, each captioned with the class index and name (from the "
+                    "sample's .json). --per-class: the first sample of each class met, until N classes, sorted "
+                    "by class index. The same input gives the same PNG bytes.",
+        epilog="examples:\n  imnet-data preview /data/shards/val --out val.png\n"
+               "  imnet-data preview /data/shards/train/imagenet-1k-train-000000.tar --out s.png --n 64\n"
+               "  imnet-data preview /data/shards/train --out classes.png --per-class --n 100 --columns 10")
+    p.add_argument("source", type=Path, metavar="SHARD_OR_FOLDER", help="a shard .tar or a split folder")
+    p.add_argument("--out", type=Path, required=True, metavar="PNG", help="the contact sheet to write")
+    p.add_argument("--n", type=int, default=16, help="samples (with --per-class: classes) to show (default 16)")
+    p.add_argument("--per-class", action="store_true", help="one cell per class: its first sample")
+    p.add_argument("--columns", type=int, metavar="C", help="grid columns (default: a near-square grid)")
+    p.set_defaults(func=cmd_preview)
+
+
+# ---- bench ---------------------------------------------------------------------------------------------------
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from imnet_data.loader.bench import bench
+
+    report = bench(args.dest, backend=args.backend, device=args.device, batch_size=args.batch_size,
+                   image_size=args.image_size, batches=args.batches, num_threads=args.threads,
+                   imagefolder=args.imagefolder, workers=args.workers, model=args.model, model_steps=args.steps,
+                   progress=(lambda s: None) if args.quiet else (lambda s: print(f"... {s}", file=sys.stderr)))
+    _emit(args, report.as_dict(), report.render())
+    return 0
+
+
+def add_bench(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "bench", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="loader images/s vs DALI decode alone, PIL decode and torchvision ImageFolder, in one run",
+        description="Measure on the same shards in one run: the loader's train and val pipelines, DALI decode "
+                    "alone (hardware and CUDA decoder on a GPU; CPU decoder otherwise), PIL decode on all cores, "
+                    "and with --imagefolder torchvision ImageFolder + DataLoader on an organized copy. --model adds "
+                    "end to end: training steps fed by the loader vs on one GPU-resident batch. Prints images/s, "
+                    "CPU cores busy and the ratios.",
+        epilog="examples:\n  imnet-data bench /data/shards\n"
+               "  imnet-data bench /data/shards --imagefolder /data/imagenet --workers 16\n"
+               "  imnet-data bench /data/shards --model resnet50 --steps 200\n"
+               "  imnet-data bench /data/shards --backend torch --device cpu --batch-size 64")
+    p.add_argument("dest", type=Path, help="shard output folder (holding train/ and/or val/ with manifest.json)")
+    p.add_argument("--backend", choices=["dali", "torch"], default="dali", help="loader backend (default dali)")
+    p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when a GPU is visible, else cpu")
+    p.add_argument("--batch-size", type=int, default=256, help="default 256")
+    p.add_argument("--image-size", type=int, default=224, help="default 224")
+    p.add_argument("--batches", type=int, default=50, help="timed batches per pipeline (default 50)")
+    p.add_argument("--threads", type=int, help="loader CPU threads (default: all cores)")
+    p.add_argument("--imagefolder", type=Path, metavar="DIR", help="organized copy (DIR/train/<wnid>/) for the "
+                                                                   "torchvision ImageFolder baseline")
+    p.add_argument("--workers", type=int, help="ImageFolder DataLoader workers (default: all cores)")
+    p.add_argument("--model", metavar="NAME", help="end to end with a torchvision model, e.g. resnet50 (GPU)")
+    p.add_argument("--steps", type=int, default=100, help="timed training steps with --model (default 100)")
+    p.set_defaults(func=cmd_bench)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
-    add_demo, add_validate, add_organize, add_shard, add_classes, add_fake, add_doctor, add_wordnet]
+    add_demo, add_validate, add_organize, add_shard, add_verify, add_preview, add_bench, add_classes, add_fake,
+    add_doctor, add_wordnet]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,10 +44,9 @@ class ShardSet:
 
     def __init__(self, source: str | os.PathLike) -> None:
         self.manifest, self.paths = resolve(source)
-        if self.manifest is not None:
-            self.counts = check_against_manifest(self.manifest, self.paths)
-        else:
-            self.counts = [index_count(p) for p in self.paths]
+        self.entries = manifest_entries(self.manifest, self.paths) if self.manifest else None
+        self.counts = ([e["samples"] for e in self.entries] if self.entries
+                       else [index_count(p) for p in self.paths])
 
     @property
     def total(self) -> int:
@@ -61,6 +60,8 @@ class ShardSet:
         """The samples ``rank`` of ``world_size`` reads (see :mod:`imnet_data.loader.assign`), in shard order."""
         rows: list[tuple[int, int, int, int, int, str]] = []
         for piece in rank_pieces(self.counts, rank, world_size):
+            if self.entries:
+                check_shard(self.paths[piece.shard], self.entries[piece.shard])
             rows += [(piece.shard, *row) for row in index_rows(str(self.paths[piece.shard]))[piece.start:piece.stop]]
         columns = list(zip(*rows)) if rows else [()] * 6
         return Located(np.array(columns[0], np.int32), np.array(columns[1], np.int64), np.array(columns[2], np.int32),
@@ -82,22 +83,23 @@ def resolve(source: str | os.PathLike) -> tuple[dict | None, list[Path]]:
     return (read_manifest(beside) if beside.is_file() else None), paths
 
 
-def check_against_manifest(manifest: dict, paths: list[Path]) -> list[int]:
-    """The sample counts of ``paths`` from the manifest, after checking each is listed there and present with
-    the listed size (a full sha256 check is ``imnet-data verify``'s job); else ShardError naming the shard."""
+def manifest_entries(manifest: dict, paths: list[Path]) -> list[dict]:
+    """The manifest entry of each shard path (ShardError for a shard the manifest does not list)."""
     entries = {s["name"]: s for s in manifest["shards"]}
-    counts = []
-    for path in paths:
-        entry = entries.get(path.name)
-        if entry is None:
-            raise ShardError(f"{path}: not listed in the manifest beside it")
-        if not path.is_file():
-            raise ShardError(f"{path}: shard missing (listed in the manifest); stage or re-shard it")
-        if path.stat().st_size != entry["bytes"]:
-            raise ShardError(f"{path}: {path.stat().st_size:,} bytes, the manifest says {entry['bytes']:,}; "
-                             "re-stage it or run 'imnet-data verify'")
-        counts.append(entry["samples"])
-    return counts
+    missing = [p for p in paths if p.name not in entries]
+    if missing:
+        raise ShardError(f"{missing[0]}: not listed in the manifest beside it")
+    return [entries[p.name] for p in paths]
+
+
+def check_shard(path: Path, entry: dict) -> None:
+    """A shard a rank reads is present with the manifest's size (a full sha256 check is ``imnet-data verify``'s
+    and ``stage``'s job); else ShardError naming it. Shards other ranks read need not be here (staged subsets)."""
+    if not path.is_file():
+        raise ShardError(f"{path}: shard missing (listed in the manifest); stage or re-shard it")
+    if path.stat().st_size != entry["bytes"]:
+        raise ShardError(f"{path}: {path.stat().st_size:,} bytes, the manifest says {entry['bytes']:,}; "
+                         "re-stage it or run 'imnet-data verify'")
 
 
 def index_path(shard: Path) -> Path:

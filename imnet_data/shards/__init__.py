@@ -6,5 +6,8 @@
 from imnet_data.shards.build import ShardReport, merge, shard
 from imnet_data.shards.manifest import IncompleteError, read_manifest
 from imnet_data.shards.plan import ShardOptions
+from imnet_data.shards.preview import preview
+from imnet_data.shards.verify import VerifyReport, verify
 
-__all__ = ["IncompleteError", "ShardOptions", "ShardReport", "merge", "read_manifest", "shard"]
+__all__ = ["IncompleteError", "ShardOptions", "ShardReport", "VerifyReport", "merge", "preview", "read_manifest",
+           "shard", "verify"]

@@ -1,0 +1,217 @@
+"""``imnet-data verify``: check written shards against their manifests, in parallel.
+
+Per shard: the file is present with the recorded size and sha256, the tar parses to its end-of-archive marker,
+every sample has its ``.cls``/``.jpg``/``.json``, the sample count and class histogram recomputed from the
+``.cls`` members equal the manifest's, and the DALI index is present with its recorded sha256. ``deep`` also
+decodes every ``.jpg`` fully and checks that ``.cls`` equals the ``.json`` label. Problems are plain strings
+naming split, shard and sample key (at most :data:`MAX_PER_SHARD` per shard, then a count of the rest).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from imnet_data.imageio import probe
+from imnet_data.parallel import map_units
+from imnet_data.shards.manifest import MANIFEST, file_sha256, read_manifest
+from imnet_data.shards.writer import BLOCK
+
+MAX_PER_SHARD = 20            # problems listed per shard; a wrecked shard would otherwise flood the report
+PARTS = ("cls", "jpg", "json")
+
+
+@dataclass(frozen=True)
+class ShardCheck:
+    """What a worker needs to check one shard (picklable)."""
+
+    split: str
+    folder: str
+    shard: dict
+    num_classes: int
+    deep: bool = False
+
+
+@dataclass
+class ShardResult:
+    """What one shard's check found: samples and bytes read, and the problems (already named)."""
+
+    samples: int = 0
+    bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of :func:`verify`: what was checked and every problem found (``ok`` when none)."""
+
+    dest: str
+    splits: list[str]
+    deep: bool
+    shards: int = 0
+    samples: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, **asdict(self)}
+
+    def render(self) -> str:
+        rate = self.bytes / self.seconds / 1e6 if self.seconds else 0.0
+        head = (f"verified {self.shards} shards of {', '.join(self.splits) or 'no split'} in {self.dest}"
+                f"{' (deep: every image decoded)' if self.deep else ''}: {self.samples:,} samples, "
+                f"{self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s ({rate:,.0f} MB/s)")
+        if self.ok:
+            return head + "\n  OK: every shard matches its manifest"
+        return "\n".join([head, f"  {len(self.problems)} problems:"] + [f"  {p}" for p in self.problems])
+
+
+def check_shard(job: ShardCheck) -> ShardResult:
+    """Check one shard and its index against the manifest's entry (never raises for damaged files)."""
+    s, name = job.shard, f"{job.split}/{job.shard['name']}"
+    result, found = ShardResult(), []
+    tar, idx = Path(job.folder, s["name"]), Path(job.folder, s["index"]["name"])
+    if not idx.is_file():
+        result.problems.append(f"{job.split}/{idx.name}: missing (the DALI index of {s['name']})")
+    elif hashlib.sha256(idx.read_bytes()).hexdigest() != s["index"]["sha256"]:
+        result.problems.append(f"{job.split}/{idx.name}: sha256 differs from the manifest")
+    if not tar.is_file():
+        result.problems.insert(0, f"{name}: missing")
+        return result
+    result.bytes = tar.stat().st_size
+    if result.bytes != s["bytes"]:
+        found.append(f"size {result.bytes:,} bytes differs from the manifest's {s['bytes']:,}")
+    if file_sha256(tar) != s["sha256"]:
+        found.append("sha256 differs from the manifest")
+    labels: Counter[int] = Counter()
+    try:
+        read_samples(tar, job, result, labels, found)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        found.append(f"truncated/corrupt tar ({e})")
+    if result.samples != s["samples"]:
+        found.append(f"{result.samples} samples, the manifest says {s['samples']}")
+    if sorted(labels.items()) != [tuple(x) for x in s["histogram"]]:
+        found.append("class histogram (from the .cls members) differs from the manifest")
+    more = len(found) - MAX_PER_SHARD
+    result.problems[:0] = [f"{name}: {p}" for p in found[:MAX_PER_SHARD]] + \
+        ([f"{name}: ... and {more} more problems"] if more > 0 else [])
+    return result
+
+
+def read_samples(path: Path, job: ShardCheck, result: ShardResult, labels: Counter[int], found: list[str]) -> None:
+    """Walk the tar's members (headers only, unless ``deep``) grouped by key, counting samples into ``result``
+    and labels into ``labels``, adding problems to ``found``. Raises ``tarfile.TarError`` on a truncated or
+    corrupt archive (the samples before the damage stay counted)."""
+    with tarfile.open(path, "r:") as tar:
+        group: dict[str, tarfile.TarInfo] = {}
+        key = None
+        for info in tar:
+            k, _, ext = info.name.partition(".")
+            if k != key and group:
+                result.samples += 1
+                check_sample(tar, key, group, job, labels, found)
+                group = {}
+            key = k
+            if ext in group:
+                found.append(f"{k}: duplicate member .{ext}")
+            group[ext] = info
+        if group:
+            result.samples += 1
+            check_sample(tar, key, group, job, labels, found)
+        end = tar.offset
+    with open(path, "rb") as f:   # tarfile stops quietly at a damaged header: demand the end-of-archive marker
+        f.seek(end)
+        if f.read(2 * BLOCK) != b"\0" * 2 * BLOCK:
+            raise tarfile.ReadError(f"no end-of-archive marker after {result.samples} samples, at offset {end:,}")
+
+
+def check_sample(tar: tarfile.TarFile, key: str, group: dict[str, tarfile.TarInfo], job: ShardCheck,
+                 labels: Counter[int], found: list[str]) -> None:
+    """Check one sample's members: all parts present, a valid ``.cls`` (and with ``deep`` the image and
+    the ``.json`` label)."""
+    missing = [p for p in PARTS if p not in group]
+    if missing:
+        found.append(f"{key}: no {', '.join('.' + p for p in missing)}")
+    if "cls" not in group:
+        return
+    text = read_member(tar, group["cls"])
+    try:
+        label = int(text)
+    except ValueError:
+        found.append(f"{key}: .cls is not a class index ({text[:20]!r})")
+        return
+    labels[label] += 1
+    if not 0 <= label < job.num_classes:
+        found.append(f"{key}: .cls {label} is outside the manifest's {job.num_classes} classes")
+    if not job.deep:
+        return
+    if "jpg" in group:
+        image = probe(read_member(tar, group["jpg"]))
+        if image.kind == "undecodable":
+            found.append(f"{key}: .jpg does not decode ({image.error})")
+    if "json" in group:
+        try:
+            meta = json.loads(read_member(tar, group["json"]))
+            if meta.get("label") != label:
+                found.append(f"{key}: .cls {label} differs from the .json label {meta.get('label')}")
+        except (ValueError, AttributeError):
+            found.append(f"{key}: .json is not a JSON object")
+
+
+def read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    """A member's bytes (``tarfile.ReadError`` when the archive ends inside it)."""
+    f = tar.extractfile(info)
+    return f.read() if f is not None else b""
+
+
+def split_folders(dest: Path, splits: Iterable[str] | None) -> list[Path]:
+    """The split folders to check: ``dest`` itself when it holds a manifest, else ``dest/<split>``."""
+    dest = Path(dest)
+    if (dest / MANIFEST).is_file():
+        return [dest]
+    if splits:
+        return [dest / s for s in splits]
+    found = sorted(p.parent for p in dest.glob(f"*/{MANIFEST}"))
+    if not found:
+        raise ValueError(f"{dest}: no manifest.json nor <split>/manifest.json; not a shard output folder")
+    return found
+
+
+def verify(dest: Path, splits: Iterable[str] | None = None, deep: bool = False, jobs: int | None = None,
+           quiet: bool = False) -> VerifyReport:
+    """Check every shard of ``dest`` (a shard output folder, or one split folder) against its manifest;
+    ``jobs`` worker processes (0/None: all cores). Damage is reported, not raised."""
+    start = time.perf_counter()
+    report = VerifyReport(str(dest), [], deep)
+    for folder in split_folders(Path(dest), list(splits) if splits else None):
+        try:
+            manifest = read_manifest(folder)
+        except ValueError as e:
+            report.splits.append(folder.name)
+            report.problems.append(f"{folder.name}: {e}")
+            continue
+        split = manifest["split"]
+        report.splits.append(split)
+        checks = [ShardCheck(split, str(folder), s, len(manifest["classes"]), deep) for s in manifest["shards"]]
+        for result in map_units(check_shard, checks, jobs=jobs, desc=f"verify {split}", quiet=quiet,
+                                weights=[s["bytes"] for s in manifest["shards"]]):
+            report.shards += 1
+            report.samples += result.samples
+            report.bytes += result.bytes
+            report.problems += result.problems
+        listed = sum(s["samples"] for s in manifest["shards"])
+        if listed != manifest["num_samples"]:
+            report.problems.append(f"{split}: the manifest's shards hold {listed} samples, its num_samples "
+                                   f"says {manifest['num_samples']}")
+    report.seconds = time.perf_counter() - start
+    return report
