@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -136,22 +137,29 @@ class BatchReader:
             labels[j] = label if p >= 0 else -1
         return images, labels
 
-    def good_sample(self, i: int) -> tuple[np.ndarray, int]:
-        """Sample ``i``; a corrupt one raises (naming shard and key) or, with ``on_error="skip"``, is replaced by
-        the next good sample of the rank and recorded in ``skipped``."""
+    def good_sample(self, i: int, decode: Callable[[np.ndarray], Any] | None = None) -> tuple[Any, int]:
+        """Sample ``i`` (its bytes, or ``decode(bytes)``) and label. A corrupt one (damaged markers, or ``decode``
+        failing) raises ShardError naming shard and key or, with ``on_error="skip"``, is replaced by the next good
+        sample of the rank and recorded once in ``skipped``."""
         n = len(self.located)
         for attempt in range(n):
             j = (i + attempt) % n
             data, label = self.sample(j)
             problem = jpeg_problem(data)
             if problem is None:
-                return data, label
+                try:
+                    return (decode(data) if decode else data), label
+                except Exception as e:  # noqa: BLE001 -- PIL raises OSError, ValueError, SyntaxError... on bad data
+                    problem = f"cannot decode the JPEG ({type(e).__name__}: {e})"
             message = f"{self.paths[self.located.shard[j]]}: sample {self.located.keys[j]}: {problem}"
             if self.on_error == "raise":
                 raise ShardError(message + " (on_error='skip' skips and counts such samples)")
-            if message not in self.skipped:   # a pad slot may repeat it: count each sample once
-                self.skipped.append(message)
+            self.note_skipped([message])
         raise ShardError(f"no readable sample among the rank's {n} samples")
+
+    def note_skipped(self, messages: list[str]) -> None:
+        """Record skipped samples, each once (a pad slot, or a worker's report, may repeat one)."""
+        self.skipped += [m for m in dict.fromkeys(messages) if m not in self.skipped]
 
 
 def jpeg_problem(data: np.ndarray) -> str | None:

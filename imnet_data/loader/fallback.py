@@ -1,0 +1,146 @@
+"""The CPU / pure-Python backend: PIL decode and augment in ``torch.utils.data.DataLoader`` workers, the same
+batches, tensors and randomness rules as the DALI backend (no GPU or DALI needed; a GPU is used when asked).
+
+Each worker gets a whole batch's sample positions, reads the JPEG bytes with the loader's
+:class:`~imnet_data.loader.base.BatchReader`, decodes each image with PIL at reduced scale when the crop allows
+(``Image.draft``), crops, resizes (bilinear) and flips it, and returns a uint8 ``[B, H, W, 3]`` tensor. The main
+process moves it to the device (pinned memory, non-blocking for CUDA), then converts dtype, normalises and lays
+it out there. Augmentation draws come from ``default_rng([seed, epoch, rank, step, slot])``, so a batch is the
+same whichever worker makes it, and a resumed epoch repeats the batches it had not yet given.
+"""
+from __future__ import annotations
+
+import io
+import math
+from functools import partial
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from imnet_data.loader.base import BatchReader, LoaderOptions
+from imnet_data.loader.loader import Loader
+from imnet_data.loader.shardset import ShardSet
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "uint8": torch.uint8}
+Box = tuple[float, float, float, float]   # x, y, width, height in source pixels
+
+
+class TorchLoader(Loader):
+    """PIL + DataLoader backend (``options.num_threads`` worker processes, 0 decodes in this process)."""
+
+    backend = "torch"
+
+    def __init__(self, shards: ShardSet, options: LoaderOptions) -> None:
+        self.device = torch.device(options.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={options.device!r} asked but no CUDA GPU is visible; use device='cpu'")
+        super().__init__(shards, options)
+        # (x / 255 - mean) / std as x * scale + shift, per channel of the output layout
+        mean, std = torch.tensor(options.mean), torch.tensor(options.std)
+        shape = (3,) if options.layout == "NHWC" else (3, 1, 1)
+        self.scale = (1 / (255 * std)).view(shape).to(self.device)
+        self.shift = (-mean / std).view(shape).to(self.device)
+
+    def _run(self, batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``self.step``, ``self.step + 1``, ... of ``self.epoch`` (captured now, not when iterated)."""
+        tasks = [(self.step + k, positions) for k, positions in enumerate(batches)]
+        workers = self.options.num_threads
+        loader = DataLoader(BatchDecoder(self.reader, self.options, self.epoch), sampler=tasks, batch_size=None,
+                            num_workers=workers, prefetch_factor=self.options.prefetch if workers else None,
+                            persistent_workers=False, pin_memory=self.device.type == "cuda")
+        return self._tensors(loader)
+
+    def _tensors(self, loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels, skipped in loader:
+            self.reader.note_skipped(skipped)
+            yield self.convert(images), labels.to(self.device, non_blocking=True)
+
+    def convert(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B, H, W, 3]`` on the host to the options' device, dtype (normalised unless uint8) and layout."""
+        x = images.to(self.device, non_blocking=True)
+        if self.options.layout != "NHWC":   # channels_last: the NCHW view keeps the HWC memory order
+            x = x.permute(0, 3, 1, 2)
+        memory = torch.channels_last if self.options.layout == "channels_last" else torch.contiguous_format
+        if self.options.dtype == "uint8":
+            return x.contiguous(memory_format=memory)
+        x = x.to(torch.float32, memory_format=memory).mul_(self.scale).add_(self.shift)
+        return x.to(DTYPES[self.options.dtype])
+
+
+class BatchDecoder(Dataset):
+    """Turns one task ``(step, positions)`` into ``(uint8 images [B, H, W, 3], int64 labels, skipped)``;
+    picklable, so DataLoader workers of any start method can run it. A JPEG PIL cannot decode counts as corrupt
+    (see :meth:`BatchReader.good_sample`); ``skipped`` carries a worker's new entries back to the loader."""
+
+    def __init__(self, reader: BatchReader, options: LoaderOptions, epoch: int) -> None:
+        self.reader, self.options, self.epoch = reader, options, epoch
+
+    def __getitem__(self, task: tuple[int, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        step, positions = task
+        o, size = self.options, self.options.image_size
+        images = np.empty((len(positions), size, size, 3), np.uint8)
+        labels = np.empty(len(positions), np.int64)
+        before = len(self.reader.skipped)
+        for j, p in enumerate(positions):
+            rng = np.random.default_rng([o.seed, self.epoch, o.rank, step, j]) if o.training else None
+            images[j], label = self.reader.good_sample(int(p) if p >= 0 else int(-1 - p),
+                                                       partial(transform, options=o, rng=rng))
+            labels[j] = label if p >= 0 else -1
+        return torch.from_numpy(images), torch.from_numpy(labels), self.reader.skipped[before:]
+
+def transform(data: np.ndarray, options: LoaderOptions, rng: np.random.Generator | None) -> np.ndarray:
+    """JPEG bytes to a uint8 ``[size, size, 3]`` RGB array: a random resized crop and flip when ``rng`` is given
+    (training), else the shorter side resized to ``options.val_resize`` and the centre cropped."""
+    size = options.image_size
+    with Image.open(io.BytesIO(data)) as img:
+        w, h = img.size
+        if rng is not None:
+            x, y, cw, ch = random_resized_crop(w, h, options.scale, options.ratio, rng)
+            flip = bool(rng.random() < 0.5)
+        else:
+            x, y, cw, ch = centre_crop(w, h, size, options.val_resize)
+            flip = False
+        # Decode at 1/2, 1/4 or 1/8 scale when the crop still covers >= size pixels at that scale.
+        drafted = img.draft("RGB", (math.ceil(w * size / cw), math.ceil(h * size / ch)))
+        f = w / drafted[1][2] if drafted else 1.0
+        box = (x / f, y / f, (x + cw) / f, (y + ch) / f)
+        if rng is not None:  # RandomResizedCrop resizes the crop alone (its edges clamp), not a window of the image
+            left, top = math.floor(box[0]), math.floor(box[1])
+            img = img.crop((left, top, math.ceil(box[2]), math.ceil(box[3])))
+            box = (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
+        out = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, box=box)
+    if flip:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(out)
+
+
+def random_resized_crop(w: int, h: int, scale: tuple[float, float], ratio: tuple[float, float],
+                        rng: np.random.Generator) -> Box:
+    """torchvision's ``RandomResizedCrop.get_params``: 10 tries at a random area and log-uniform aspect ratio
+    that fits, else the whole image cropped to the nearest allowed ratio, centred."""
+    area, log_ratio = w * h, (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            return int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1)), cw, ch
+    if w / h < min(ratio):
+        cw, ch = w, round(w / min(ratio))
+    elif w / h > max(ratio):
+        cw, ch = round(h * max(ratio)), h
+    else:
+        cw, ch = w, h
+    return (w - cw) // 2, (h - ch) // 2, cw, ch
+
+
+def centre_crop(w: int, h: int, size: int, resize: int) -> Box:
+    """The source box of torchvision's ``Resize(resize)`` + ``CenterCrop(size)`` (shorter side to ``resize``, the
+    longer truncated; crop offsets rounded in resized pixels), so one resize of the box gives the same pixels."""
+    rw, rh = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
+    sx, sy = w / rw, h / rh
+    left, top = max(0, round((rw - size) / 2)), max(0, round((rh - size) / 2))
+    return left * sx, top * sy, min(size, rw) * sx, min(size, rh) * sy
