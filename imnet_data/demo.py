@@ -5,6 +5,7 @@ stage is a function of the shared context; later stages (validate, organize, sha
 """
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -137,12 +138,36 @@ def stage_shard(ctx: Context) -> tuple[bool, str]:
         + f"\nread back with webdataset: {right} of {manifest['num_samples']} val labels match the devkit")
 
 
+def stage_load(ctx: Context) -> tuple[bool, str]:
+    """Load the val shards as training batches would (DALI CPU-only, or the torch fallback without DALI) and
+    check every label against the devkit; says what to install when neither torch nor DALI is present."""
+    assert ctx.download is not None
+    if importlib.util.find_spec("torch") is None:
+        return True, "skipped: the loader yields torch tensors; pip install torch (and 'imnet-data[dali]')"
+    from imnet_data.loader import build_loader
+
+    backend = "dali" if importlib.util.find_spec("nvidia.dali") else "torch"
+    loader = build_loader(ctx.workdir / "shards" / "val", batch_size=16, backend=backend, device="cpu",
+                          num_threads=2, remainder="partial")
+    truth = {Path(name).stem: e["wnid"] for name, e in ctx.download.truth["val"].items()}
+    keys = [loader.located.keys[p] for batch in loader.positions() for p in batch]
+    wnids = [c["wnid"] for c in shards.read_manifest(ctx.workdir / "shards" / "val")["classes"]]
+    labels, shape = [], None
+    for images, batch_labels in loader:
+        labels += batch_labels.tolist()
+        shape = tuple(images.shape)
+    right = sum(wnids[label] == truth[key] for key, label in zip(keys, labels))
+    return right == len(keys) > 0, (f"backend {backend} (CPU): {len(loader)} batches of {shape} "
+                                    f"{images.dtype}; labels right: {right} of {len(keys)}")
+
+
 STAGES: list[tuple[str, Callable[[Context], tuple[bool, str]]]] = [
     ("fake download", stage_fake),
     ("catalog", stage_catalog),
     ("validate --deep", stage_validate),
     ("organize --fix", stage_organize),
     ("shard", stage_shard),
+    ("load", stage_load),
 ]
 
 

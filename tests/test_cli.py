@@ -76,7 +76,7 @@ def test_demo_runs_every_stage(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["ok"] and [s["name"] for s in report["stages"]] == ["fake download", "catalog", "validate --deep",
-                                                                 "organize --fix", "shard"]
+                                                                 "organize --fix", "shard", "load"]
     assert (tmp_path / "demo" / "download" / "ILSVRC2012_img_train.tar").is_file()
     assert json.loads((tmp_path / "demo" / "validate-report.json").read_text())["problems"]
     assert any((tmp_path / "demo" / "organized" / "val").iterdir())
