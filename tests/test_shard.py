@@ -264,3 +264,18 @@ def test_every_layout_shards(tmp_path: Path) -> None:
 def test_merge_of_a_folder_without_plan_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a shard output folder"):
         merge(tmp_path)
+
+
+def test_jpeg_header_fast_path_agrees_with_pil(fake) -> None:
+    from imnet_data.imageio import jpeg_header
+
+    result, _, _ = fake
+    seen = set()
+    for split in ("train", "val"):
+        for _, data in source_images(result)[split].values():
+            with Image.open(io.BytesIO(data)) as img:
+                want = (img.mode, img.size) if img.format in ("JPEG", "MPO") else None
+            assert jpeg_header(data) == want
+            seen.add(want[0] if want else "not jpeg")
+    assert seen == {"RGB", "L", "CMYK", "not jpeg"}
+    assert jpeg_header(b"\xff\xd8\xff\xda\x00\x02") is None and jpeg_header(b"GIF89a") is None

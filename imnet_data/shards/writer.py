@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import queue
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from imnet_data.imageio import FIXABLE, kind_of, to_rgb_jpeg
+from imnet_data.imageio import FIXABLE, jpeg_header, kind_of, to_rgb_jpeg
 from imnet_data.shards.plan import PlannedSample, ShardOptions, ShardPlan
 from imnet_data.sources.access import fetch
 from imnet_data.sources.base import SourceError
@@ -27,40 +29,71 @@ BLOCK = 512
 RECORD = 20 * BLOCK          # tar pads the archive to whole records, as GNU tar and Python's tarfile do
 RECORDS = ".imnet-shard"     # per-shard records, next to the shards
 INDEX_VERSION = "v1.2"       # DALI's wds2idx format
+_IDS = b"0000644\0" + b"0000000\0" * 2                               # mode, uid, gid
+_TAIL = (b"0" + b"\0" * 100 + b"ustar  \0").ljust(BLOCK - 156, b"\0")  # type, linkname, GNU magic, zeros
+_FIXED_SUM = sum(_IDS) + sum(b" " * 8) + sum(_TAIL)                   # the checksum of the fixed fields
 
 
 def tar_header(name: str, size: int, mtime: int = FIXED_MTIME) -> bytes:
     """The 512-byte GNU tar header of a regular file with fixed fields, byte-equal to what Python's tarfile
-    writes through :func:`imnet_data.tario.add_bytes` (built directly: this runs three times per sample)."""
+    writes through :func:`imnet_data.tario.add_bytes` (built directly from a template: this runs three times
+    per sample; the checksum is the fixed fields' sum plus that of the name, size and mtime)."""
     raw = name.encode("utf-8")
     if len(raw) >= 100:
         raise ValueError(f"tar member name {name!r} is too long for a plain header (100 bytes)")
-    head = (raw.ljust(100, b"\0") + b"0000644\0" + b"0000000\0" * 2 + b"%011o\0" % size + b"%011o\0" % mtime
-            + b" " * 8 + b"0" + b"\0" * 100 + b"ustar  \0" + b"\0" * 80)
-    head = head.ljust(BLOCK, b"\0")
-    return head[:148] + b"%06o\0" % sum(head) + head[155:]
+    fields = b"%011o\0%011o\0" % (size, mtime)
+    checksum = b"%06o\0 " % (_FIXED_SUM + sum(raw) + sum(fields))
+    return b"".join((raw.ljust(100, b"\0"), _IDS, fields, checksum, _TAIL))
 
 
 class HashingWriter:
-    """A file writer that counts bytes and computes the sha256 of everything written."""
+    """A file writer that counts bytes and computes the sha256 of everything written, both in a helper thread
+    (file writes and hashlib release the GIL), so reading and packing the next samples overlap them. Use as a
+    context manager: leaving it waits for the thread (and re-raises its error)."""
 
     def __init__(self, f: BinaryIO) -> None:
         self.f, self.sha256, self.pos = f, hashlib.sha256(), 0
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._drain, name="imnet-shard-write", daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while (data := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.f.write(data)
+                    self.sha256.update(data)
+                except BaseException as e:  # noqa: BLE001 -- handed to the producer on close
+                    self.error = e
 
     def write(self, data: bytes) -> None:
-        self.f.write(data)
-        self.sha256.update(data)
+        if self.error is not None:
+            raise self.error
+        self.queue.put(data)
         self.pos += len(data)
 
+    def __enter__(self) -> "HashingWriter":
+        return self
 
-def add_member(out: HashingWriter, name: str, data: bytes) -> int:
-    """Append one member; return the offset of its data (what the DALI index records)."""
-    out.write(tar_header(name, len(data)))
-    offset = out.pos
-    out.write(data)
-    if len(data) % BLOCK:
-        out.write(b"\0" * (BLOCK - len(data) % BLOCK))
-    return offset
+    def __exit__(self, *exc: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
+def add_sample(out: HashingWriter, key: str, parts: list[tuple[str, bytes]]) -> str:
+    """Append the members ``<key>.<ext>`` of one sample in one write; return its DALI index line (each
+    member's extension, data offset, size and name)."""
+    chunks, fields, pos = [], [], out.pos
+    for ext, data in parts:
+        name, pad = f"{key}.{ext}", -len(data) % BLOCK
+        chunks += (tar_header(name, len(data)), data, b"\0" * pad)
+        fields.append(f"{ext} {pos + BLOCK} {len(data)} {name}")
+        pos += BLOCK + len(data) + pad
+    out.write(b"".join(chunks))
+    return " ".join(fields)
 
 
 def finish_tar(out: HashingWriter) -> None:
@@ -83,11 +116,7 @@ class ShardJob:
 def encode(sample: PlannedSample, data: bytes, job: ShardJob) -> tuple[bytes, dict]:
     """The ``.jpg`` bytes and ``.json`` metadata of one sample (fixing or resizing where the options say)."""
     e = sample.entry
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, mode, (width, height) = img.format, img.mode, img.size
-    except Exception as err:  # noqa: BLE001 -- hostile bytes make PIL raise many types
-        raise SourceError(f"{e.origin}: not a readable image ({err}); run 'imnet-data validate --deep'") from err
+    fmt, mode, (width, height) = image_info(data, e.origin)
     kind, fixed, scale = kind_of(fmt, mode), None, 1.0
     if job.options.fix and kind in FIXABLE - {"gray"}:
         data, fixed = to_rgb_jpeg(data), kind
@@ -100,6 +129,19 @@ def encode(sample: PlannedSample, data: bytes, job: ShardJob) -> tuple[bytes, di
             "boxes": [{"wnid": b.wnid, "xmin": round(b.xmin * scale), "ymin": round(b.ymin * scale),
                        "xmax": round(b.xmax * scale), "ymax": round(b.ymax * scale)} for b in e.boxes]}
     return data, meta
+
+
+def image_info(data: bytes, origin: str) -> tuple[str, str, tuple[int, int]]:
+    """Format, mode and size of an image from its header (the JPEG fast path, else PIL); SourceError naming
+    ``origin`` when it is not a readable image."""
+    found = jpeg_header(data)
+    if found:
+        return "JPEG", found[0], found[1]
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.format, img.mode, img.size
+    except Exception as err:  # noqa: BLE001 -- hostile bytes make PIL raise many types
+        raise SourceError(f"{origin}: not a readable image ({err}); run 'imnet-data validate --deep'") from err
 
 
 def resize(data: bytes, width: int, height: int, options: ShardOptions) -> tuple[bytes, float]:
@@ -131,17 +173,16 @@ def write_shard(job: ShardJob) -> dict:
     idx_path = tar_path.with_suffix(".idx")
     lines, labels, fixed = [], Counter(), []
     with atomic_file(tar_path) as f:
-        out = HashingWriter(f)
-        for sample in shard.samples:
-            image, meta = encode(sample, fetch(sample.entry.loc, sample.entry.origin), job)
-            parts = [("cls", str(sample.label).encode()), ("jpg", image),
-                     ("json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())]
-            lines.append(" ".join(f"{ext} {add_member(out, f'{sample.key}.{ext}', data)} {len(data)} "
-                                  f"{sample.key}.{ext}" for ext, data in parts))
-            labels[sample.label] += 1
-            if meta["fixed"]:
-                fixed.append([sample.key, meta["fixed"]])
-        finish_tar(out)
+        with HashingWriter(f) as out:
+            for sample in shard.samples:
+                image, meta = encode(sample, fetch(sample.entry.loc, sample.entry.origin), job)
+                parts = [("cls", str(sample.label).encode()), ("jpg", image),
+                         ("json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())]
+                lines.append(add_sample(out, sample.key, parts))
+                labels[sample.label] += 1
+                if meta["fixed"]:
+                    fixed.append([sample.key, meta["fixed"]])
+            finish_tar(out)
         index = f"{INDEX_VERSION} {len(lines)}\n" + "".join(line + "\n" for line in lines)
         with atomic_file(idx_path) as fi:
             fi.write(index.encode())

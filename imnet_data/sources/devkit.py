@@ -10,7 +10,6 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import scipy.io
 
 from imnet_data.sources.base import SourceError
 from imnet_data.sources.safety import iter_tar, read_member
@@ -41,6 +40,8 @@ class Devkit:
 def parse(meta_mat: bytes, ground_truth: bytes, origin: str) -> Devkit:
     """Parse the two devkit files (bytes) into a :class:`Devkit`."""
     try:
+        import scipy.io  # here, not at the top: 0.2 s of import that only a devkit read needs
+
         synsets = scipy.io.loadmat(io.BytesIO(meta_mat), squeeze_me=True)["synsets"]
         leaves = [s for s in synsets if int(s["num_children"]) == 0]
         id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in leaves}
