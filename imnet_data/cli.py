@@ -19,6 +19,11 @@ def _emit(args: argparse.Namespace, data: object, text: str) -> None:
     print(json.dumps(data, indent=2, sort_keys=True) if getattr(args, "json", False) else text)
 
 
+def _csv(text: str) -> list[str]:
+    """A comma-separated option value as a list (``train,val`` -> ``["train", "val"]``)."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def _error(args: argparse.Namespace, error: Exception) -> None:
     """Print an error as every command does: ``imnet-data COMMAND: error: ...`` on stderr."""
     print(f"imnet-data {args.command}: error: {error}", file=sys.stderr)
@@ -273,7 +278,7 @@ def add_organize(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("dest", type=Path, help="output folder (created; re-run with the same DEST to resume)")
     p.add_argument("--layout", metavar="NAME", help="ilsvrc2012, folders, kaggle, imagenet21k or tiny "
                                                     "(default: detected)")
-    p.add_argument("--splits", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], metavar="LIST",
+    p.add_argument("--splits", type=_csv, metavar="LIST",
                    help="comma-separated splits, e.g. train,val (default: all in the download)")
     p.add_argument("--classes", metavar="SPEC", help="only these classes: comma-separated WNIDs, a file with one "
                                                       "WNID per line, or a class subset (imagenet-a, imagenet-r, "
@@ -346,7 +351,7 @@ def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("--verify", action="store_true", help="with --merge: also recompute every shard's sha256")
     p.add_argument("--layout", metavar="NAME", help="ilsvrc2012, folders, kaggle, imagenet21k or tiny "
                                                     "(default: detected)")
-    p.add_argument("--splits", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], metavar="LIST",
+    p.add_argument("--splits", type=_csv, metavar="LIST",
                    help="comma-separated splits, e.g. train,val (default: all in the download)")
     p.add_argument("--name", help="shard file prefix (default imagenet-1k; tiny-imagenet-200, imagenet-21k)")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
@@ -397,7 +402,7 @@ def add_verify(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                "  imnet-data verify /data/shards/train --json     # one split folder")
     p.add_argument("dest", type=Path, metavar="DEST", help="the shard output folder (holding <split>/manifest.json) "
                                                            "or one split folder")
-    p.add_argument("--splits", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], metavar="LIST",
+    p.add_argument("--splits", type=_csv, metavar="LIST",
                    help="comma-separated splits, e.g. train,val (default: every split with a manifest)")
     p.add_argument("--deep", action="store_true", help="also decode every image and compare .cls with .json")
     p.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default 0: all cores)")
@@ -477,9 +482,72 @@ def add_bench(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.set_defaults(func=cmd_bench)
 
 
+# ---- stage ---------------------------------------------------------------------------------------------------
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from imnet_data.cluster import node_of
+    from imnet_data.stage import node_selection, parse_ranks, stage
+
+    if args.ranks is not None:
+        if not args.world_size:
+            raise ValueError("--ranks needs --world-size")
+        ranks, world = parse_ranks(args.ranks), args.world_size
+    elif args.all:
+        ranks, world = None, None
+    else:
+        ranks, world = node_selection(*node_of(args.node_rank, args.num_nodes), args.world_size)
+    report = stage(args.source, args.dest, splits=args.splits, manifest=args.manifest, ranks=ranks, world_size=world,
+                   jobs=args.jobs, verify=args.verify, link=args.link, max_rate=args.max_rate, retries=args.retries,
+                   timeout=(10.0, args.timeout), quiet=args.quiet)
+    _emit(args, report.as_dict(), report.render())
+    return 0 if report.ok else 1
+
+
+def add_stage(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "stage", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="copy shards (all, or this node's) to local disk from a folder or http(s) URL, checked and resumable",
+        description="Copy the shards listed in the source's manifest.json (and their DALI .idx) into "
+                    "DEST/<split>/, then wids.json and, last, the manifest, so DEST/<split> is ready for the "
+                    "loader. SOURCE: a split folder or URL (holding manifest.json) or the shard root (holding "
+                    "<split>/manifest.json; every split, or --splits). Files stream to <name>.partial with their "
+                    "sha256 checked on the fly and are renamed when size and sha256 match; connection errors, "
+                    "timeouts, 5xx and checksum mismatches are retried with backoff, an interrupted download "
+                    "resumes with an HTTP Range request, 404/403 fail at once. Present files of the right size "
+                    "(--verify: and sha256) are skipped: re-run to finish. Only this node's shards: --node-rank/"
+                    "--num-nodes (default: SLURM or torchrun variables, else all) or --ranks/--world-size, by "
+                    "the loader's own assignment.\n\nExit status: 0 every selected shard staged, 1 some failed.",
+        epilog="examples:\n  imnet-data stage http://store:8080/shards /local/shards --jobs 8\n"
+               "  imnet-data stage /nfs/shards/train /local/shards --node-rank 3 --num-nodes 8\n"
+               "  imnet-data stage http://store/shards/train /local/shards --ranks 0-7 --world-size 64\n"
+               "  srun --ntasks-per-node=1 imnet-data stage http://store/shards /local/shards --splits train\n"
+               "  imnet-data stage /data/shards /scratch/shards --link            # same machine: no copy\n"
+               "  imnet-data stage http://store/shards /local/shards --max-rate 200MB --verify --json")
+    p.add_argument("source", metavar="SOURCE", help="a folder or http(s):// URL: a split folder or the shard root")
+    p.add_argument("dest", type=Path, metavar="DEST", help="local shard root (files go to DEST/<split>/)")
+    p.add_argument("--splits", type=_csv, metavar="LIST",
+                   help="comma-separated splits of a shard root (default: all it lists)")
+    p.add_argument("--manifest", metavar="PATH|URL", help="the manifest to follow (default: SOURCE's)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--all", action="store_true", help="every shard, whatever the SLURM/torchrun variables say")
+    g.add_argument("--ranks", metavar="LIST", help="only the shards these ranks read, e.g. 0-7 (with --world-size)")
+    p.add_argument("--world-size", type=int, metavar="W", help="ranks in the training job")
+    p.add_argument("--num-nodes", type=int, metavar="N", help="nodes in the job (default: from SLURM/torchrun, else 1)")
+    p.add_argument("--node-rank", type=int, metavar="K", help="this node's rank, 0..N-1")
+    p.add_argument("--jobs", "-j", type=int, default=4, help="parallel transfers (default 4)")
+    p.add_argument("--verify", action="store_true", help="also check the sha256 of files already present")
+    p.add_argument("--link", action="store_true", help="filesystem source on this machine: hard-link (across "
+                                                       "filesystems: symlink) instead of copying")
+    p.add_argument("--max-rate", type=_size, metavar="BYTES", help="bytes/s over all transfers, e.g. 200MB")
+    p.add_argument("--retries", type=int, default=5, help="retries per file after transient errors (default 5)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="seconds without data before an HTTP read is retried (default 60)")
+    p.set_defaults(func=cmd_stage)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
-    add_demo, add_validate, add_organize, add_shard, add_verify, add_preview, add_bench, add_classes, add_fake,
-    add_doctor, add_wordnet]
+    add_demo, add_validate, add_organize, add_shard, add_stage, add_verify, add_preview, add_bench, add_classes,
+    add_fake, add_doctor, add_wordnet]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,7 +111,7 @@ def build_pipeline(options: LoaderOptions, device_id: int | None, source: BatchS
         images = fn.crop_mirror_normalize(images, device=op_device, dtype=out_dtype, mean=mean, std=std,
                                           output_layout="CHW" if options.layout == "NCHW" else "HWC",
                                           mirror=mirror, **crop)
-        return images, labels
+        return images, (labels.gpu() if gpu else labels)   # both outputs on the device torch gets them on
 
     pipe = pipeline()
     pipe.build()
