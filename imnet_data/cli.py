@@ -498,7 +498,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         ranks, world = node_selection(*node_of(args.node_rank, args.num_nodes), args.world_size)
     report = stage(args.source, args.dest, splits=args.splits, manifest=args.manifest, ranks=ranks, world_size=world,
                    jobs=args.jobs, verify=args.verify, link=args.link, max_rate=args.max_rate, retries=args.retries,
-                   timeout=(10.0, args.timeout), quiet=args.quiet)
+                   timeout=(10.0, args.timeout), fsync=args.fsync, quiet=args.quiet)
     _emit(args, report.as_dict(), report.render())
     return 0 if report.ok else 1
 
@@ -542,6 +542,7 @@ def add_stage(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("--retries", type=int, default=5, help="retries per file after transient errors (default 5)")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S",
                    help="seconds without data before an HTTP read is retried (default 60)")
+    p.add_argument("--fsync", action="store_true", help="flush each file to disk before its rename (slower)")
     p.set_defaults(func=cmd_stage)
 
 

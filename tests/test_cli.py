@@ -8,8 +8,8 @@ import pytest
 
 from tests.helpers import run_cli
 
-SUBCOMMANDS = ["demo", "validate", "organize", "shard", "verify", "preview", "bench", "classes", "fake", "doctor",
-               "wordnet"]
+SUBCOMMANDS = ["demo", "validate", "organize", "shard", "verify", "preview", "stage", "bench", "classes", "fake",
+               "doctor", "wordnet"]
 
 
 def test_help_lists_commands_and_each_has_an_example() -> None:
