@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchvision.transforms.functional as TF
 import webdataset as wds
 from PIL import Image
 
@@ -149,6 +148,7 @@ def test_resume_mid_epoch_gives_the_remaining_batches(shards: Path, threads: int
 def test_transforms_match_torchvision(shards: Path) -> None:
     """Val is Resize(256) + CenterCrop(224), train is RandomResizedCrop + flip, also when a big JPEG is decoded at
     reduced scale (draft): only rounding (and the DCT scaling) differ, by < 0.05 (< 1 with draft) of 255 on average."""
+    TF = pytest.importorskip("torchvision.transforms.functional", reason="pip install torchvision")
     reader = loader(shards / "train").reader
     small = [reader.sample(i)[0] for i in range(0, 60, 6)]
     big = io.BytesIO()

@@ -1,0 +1,275 @@
+"""``imnet-data stage SOURCE DEST``: copy shards (and their DALI indexes) onto a node's local disk, checked.
+
+SOURCE is a folder (local or network filesystem) or an ``http(s)://`` base URL: a split folder holding
+``manifest.json``, or the shard root holding ``<split>/manifest.json`` (every split, or ``splits``; over HTTP the
+root's ``_info.json`` names them). The manifest (the source's, or ``manifest=``) is the authority. DEST mirrors the
+shard root: ``DEST/<split>/`` gets the selected shards and their ``.idx``, then ``wids.json`` and, last, the
+unchanged ``manifest.json`` (and ``DEST/_info.json``), so ``build_loader(DEST/<split>)`` reads it directly. When
+only some shards are staged (``ranks``/``world_size``: the shards those ranks read, by the loader's own rule in
+:mod:`imnet_data.loader.assign`), the loader of those ranks still works: it checks only the shards it reads;
+``DEST/<split>/.imnet-stage.json`` records which shards this run made present.
+
+Each file streams to ``<name>.partial`` with its sha256 computed on the fly and is renamed to its final name
+only when size and sha256 match the manifest (not fsynced, like curl and rsync, unless ``fsync``: after a
+machine crash, a re-run, with ``verify`` to be thorough, repairs what the disk lost). Connection errors,
+timeouts, 5xx and checksum mismatches are retried with exponential backoff; a partial download is resumed with
+an HTTP Range request (its bytes are hashed again first; a server that ignores Range makes it start over);
+401/403/404/410 fail at once. Present files with the right size (and sha256, with ``verify``) are skipped, so a
+re-run finishes what was interrupted. A lock file per split folder serializes concurrent runs on one node (e.g.
+every local rank calling :func:`stage`).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from imnet_data.progress import progress
+from imnet_data.shards.manifest import INFO, MANIFEST, WIDS, update_info, write_json
+from imnet_data.shards.verify import split_folders
+from imnet_data.stage.errors import Retry, StageError
+from imnet_data.stage.ranks import format_ranks, node_selection, parse_ranks, select
+from imnet_data.stage.sources import FileSource, HttpSource, Source, open_source
+from imnet_data.stage.transfer import (FileJob, RateLimit, ShardJob, Transfer, copy_hashed, hash_file, partial_size,
+                                       retrying)
+from imnet_data.tario import atomic_file
+
+__all__ = ["stage", "StageReport", "StageError", "Retry", "FileSource", "HttpSource", "Source", "open_source",
+           "Transfer", "FileJob", "ShardJob", "RateLimit", "retrying", "copy_hashed", "partial_size", "hash_file",
+           "select", "node_selection", "parse_ranks", "format_ranks"]
+
+RECORD = ".imnet-stage.json"
+
+
+@dataclass
+class StageReport:
+    """What :func:`stage` did (``ok`` when nothing failed); ``bytes`` counts what was transferred this run."""
+
+    source: str
+    dest: str
+    splits: list[str]
+    selection: str
+    fetched: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)   # {"shard", "reason"}
+    bytes: int = 0
+    seconds: float = 0.0
+    resumed: int = 0
+    retries: int = 0
+    linked: dict = field(default_factory=lambda: {"hardlink": 0, "symlink": 0})
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "mb_per_s": round(self.mb_per_s, 1), **asdict(self)}
+
+    def render(self) -> str:
+        lines = [f"staged {', '.join(self.splits)} ({self.selection}) from {self.source} into {self.dest}: "
+                 f"{len(self.fetched)} shards fetched, {len(self.skipped)} skipped, {len(self.failed)} failed",
+                 f"  {self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s ({self.mb_per_s:,.0f} MB/s); "
+                 f"{self.resumed} resumed, {self.retries} retries"]
+        if any(self.linked.values()):
+            lines.append(f"  linked instead of copied: {self.linked['hardlink']} hard links, "
+                         f"{self.linked['symlink']} symlinks (another filesystem)")
+        lines += [f"  FAILED {f['shard']}: {f['reason']}" for f in self.failed]
+        return "\n".join(lines)
+
+
+# ---- planning ------------------------------------------------------------------------------------------------
+
+@dataclass
+class SplitPlan:
+    """One split to stage: its source folder, manifest (parsed and verbatim) and the selected shard numbers."""
+
+    source: Source
+    raw: bytes
+    manifest: dict
+    folder: Path
+    shards: list[int]
+
+    @property
+    def split(self) -> str:
+        return self.manifest["split"]
+
+
+def parse_manifest(raw: bytes, where: str) -> dict:
+    """A manifest's content; ValueError naming ``where`` when it is not an imnet-data manifest or names files
+    outside its folder."""
+    try:
+        manifest = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"{where}: not a JSON manifest ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != "imnet-data-shards":
+        raise ValueError(f"{where}: not an imnet-data shard manifest")
+    names = [manifest["split"]] + [n for s in manifest["shards"] for n in (s["name"], s.get("index", {}).get("name"))
+                                   if n is not None]
+    bad = [n for n in names if not n or n in (".", "..") or "/" in n or "\\" in n]
+    if bad:
+        raise ValueError(f"{where}: unsafe file name {bad[0]!r} in the manifest")
+    return manifest
+
+
+def find_manifests(t: Transfer, src: Source, splits: list[str] | None, manifest: str | None,
+                   timeout: tuple[float, float]) -> list[tuple[Source, bytes, str]]:
+    """``(split source, manifest bytes, where)`` for each split to stage."""
+    if manifest is not None:
+        with open_source(os.path.dirname(manifest.rstrip("/")) or ".", 1, timeout) as parent:
+            raw = t.read(parent, os.path.basename(manifest.rstrip("/")))
+        if raw is None:
+            raise ValueError(f"{manifest}: manifest not found")
+        return [(src, raw, manifest)]
+    raw = t.read(src, MANIFEST)
+    if raw is not None:
+        return [(src, raw, src.url(MANIFEST))]
+    if isinstance(src, FileSource):
+        folders = split_folders(src.root, splits)
+        names = [f.name for f in folders]
+    elif splits:
+        names = splits
+    else:
+        info = t.read(src, INFO)
+        if info is None:
+            raise ValueError(f"{src}: no {MANIFEST}, no {INFO}; give a split URL or --splits")
+        names = sorted(json.loads(info).get("splits", {}))
+    found = []
+    for name in names:
+        sub = src.child(name)
+        raw = t.read(sub, MANIFEST)
+        if raw is None:
+            raise ValueError(f"{sub.url(MANIFEST)}: manifest not found")
+        found.append((sub, raw, sub.url(MANIFEST)))
+    return found
+
+
+def shard_jobs(plan: SplitPlan) -> list[ShardJob]:
+    jobs = []
+    for i in plan.shards:
+        s = plan.manifest["shards"][i]
+        files = [FileJob(s["name"], s["bytes"], s["sha256"], plan.folder / s["name"])]
+        if s.get("index"):
+            files.append(FileJob(s["index"]["name"], s["index"]["bytes"], s["index"]["sha256"],
+                                 plan.folder / s["index"]["name"]))
+        jobs.append(ShardJob(f"{plan.split}/{s['name']}", plan.source, tuple(files)))
+    return jobs
+
+
+def check_space(dest: Path, jobs: list[ShardJob], link: bool) -> int:
+    """The bytes still to transfer; StageError when DEST's filesystem has less free space than that."""
+    needed = sum(f.bytes - partial_size(f) for j in jobs for f in j.files
+                 if not (f.dest.is_file() and f.dest.stat().st_size == f.bytes))
+    if link:
+        return 0
+    free = shutil.disk_usage(dest).free
+    if needed > free:
+        raise StageError(f"{dest}: not enough free space: {needed / 1e9:,.2f} GB to stage, "
+                         f"{free / 1e9:,.2f} GB free")
+    return needed
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold the split folder's lock (another stage run into it waits)."""
+    with open(folder / ".imnet-stage.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def write_verbatim(path: Path, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+def finish(t: Transfer, plan: SplitPlan, dest: Path, selection: str) -> None:
+    """Write wids.json and, last, the manifest (unchanged) and DEST/_info.json; record the staged shards."""
+    wids = t.read(plan.source, WIDS)
+    if wids is not None:
+        write_verbatim(plan.folder / WIDS, wids)
+    write_verbatim(plan.folder / MANIFEST, plan.raw)
+    update_info(dest, plan.manifest)
+    staged = [plan.manifest["shards"][i]["name"] for i in plan.shards]
+    write_json(plan.folder / RECORD, {"source": str(plan.source), "selection": selection, "shards": staged,
+                                      "complete": len(staged) == len(plan.manifest["shards"])})
+
+
+def plan_splits(t: Transfer, src: Source, dest: Path, splits: list[str] | None, manifest: str | None,
+                ranks: list[int] | None, world_size: int | None, timeout: tuple[float, float]) -> list[SplitPlan]:
+    """Read the manifests and select the shards of every split to stage."""
+    plans = []
+    for sub, raw, where in find_manifests(t, src, splits, manifest, timeout):
+        m = parse_manifest(raw, where)
+        plans.append(SplitPlan(sub, raw, m, dest / m["split"],
+                               select([s["samples"] for s in m["shards"]], ranks, world_size)))
+    if isinstance(src, FileSource) and any(p.folder.resolve() == Path(str(p.source)).resolve() for p in plans):
+        raise ValueError(f"{dest}: is the source itself")
+    return plans
+
+
+# ---- the job -------------------------------------------------------------------------------------------------
+
+def stage(source: str | os.PathLike, dest: str | os.PathLike, *, splits: list[str] | None = None,
+          manifest: str | None = None, ranks: list[int] | None = None, world_size: int | None = None,
+          jobs: int = 4, verify: bool = False, link: bool = False, max_rate: float | None = None,
+          retries: int = 5, backoff: float = 0.2, timeout: tuple[float, float] = (10.0, 60.0),
+          fsync: bool = False, quiet: bool = False) -> StageReport:
+    """Stage the shards at ``source`` into ``dest/<split>/`` (see the module doc) and return what was done.
+
+    ``ranks``/``world_size``: only the shards those ranks read (e.g. ``ranks=[rank], world_size=world`` in a
+    training script, before building the loader; :func:`node_selection` for a node); ``jobs`` parallel transfers;
+    ``verify``: also check the sha256 of files already present (and of linked sources); ``link``: hard-link (or
+    symlink) a filesystem source's files instead of copying; ``max_rate``: bytes/s over all transfers; ``retries``
+    and ``backoff`` (seconds, doubling); ``timeout``: (connect, read) seconds for HTTP; ``fsync``: each file
+    before its rename. Raises StageError (free space) or ValueError (no manifest) before transferring anything;
+    failed shards are reported, not raised.
+    """
+    start, dest = time.monotonic(), Path(dest)
+    selection = "all shards" if ranks is None else f"shards of ranks {format_ranks(ranks)} of {world_size}"
+    with open_source(source, jobs, timeout) as src, contextlib.ExitStack() as held:
+        if link and not isinstance(src, FileSource):
+            raise ValueError("link (--link) needs a filesystem source")
+        t = Transfer(verify, link, retries, backoff, max_rate, fsync)
+        plans = plan_splits(t, src, dest, splits, manifest, ranks, world_size, timeout)
+        for plan in plans:
+            plan.folder.mkdir(parents=True, exist_ok=True)
+            held.enter_context(locked(plan.folder))
+            if (plan.folder / MANIFEST).is_file() and (plan.folder / MANIFEST).read_bytes() != plan.raw:
+                (plan.folder / MANIFEST).unlink()   # another shard set was here: not complete until the end
+        work = [j for p in plans for j in shard_jobs(p)]
+        needed = check_space(dest, work, link)
+        report = StageReport(str(source), str(dest), [p.split for p in plans], selection)
+        with progress(total=needed, desc="stage", unit="B", unit_scale=True, quiet=quiet) as t.bar:
+            with ThreadPoolExecutor(max(jobs, 1)) as pool:
+                for job, outcome in zip(work, pool.map(lambda j: attempt_shard(t, j), work)):
+                    if isinstance(outcome, str):
+                        report.failed.append({"shard": job.label, "reason": outcome})
+                        continue
+                    (report.fetched if outcome[0] else report.skipped).append(job.label)
+                    for kind, n in outcome[1].items():
+                        report.linked[kind] += n
+        failed = {f["shard"].split("/", 1)[0] for f in report.failed}
+        for plan in plans:
+            if plan.split not in failed:
+                finish(t, plan, dest, selection)
+    report.bytes, report.resumed, report.retries = t.moved, t.resumed, t.retried
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def attempt_shard(t: Transfer, job: ShardJob) -> tuple[bool, dict] | str:
+    """A worker's result: ``stage_shard``'s, or the reason it failed."""
+    try:
+        return t.stage_shard(job)
+    except (StageError, OSError) as e:
+        return str(e)

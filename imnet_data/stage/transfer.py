@@ -1,0 +1,249 @@
+"""Moving one file from a source to DEST, checked: retries with backoff, the rate limit, resumable ``.partial``
+files hashed while they are written, hard or symbolic links for a filesystem source; :class:`Transfer` stages a
+:class:`ShardJob` (a shard and its index)."""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, TypeVar
+
+import requests
+import urllib3
+
+from imnet_data.shards.manifest import file_sha256
+from imnet_data.stage.errors import Retry, StageError
+from imnet_data.stage.sources import FileSource, HttpSource, Source
+
+CHUNK = 256 << 10         # bytes per read, hash and write: reused buffers that stay in the CPU cache
+RING = 8                  # buffers in flight between the reading thread and its hashing helper
+BACKOFF_CAP = 30.0        # seconds: the longest wait between two attempts
+TRANSIENT = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError,
+             TimeoutError)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One file to stage: its name in the source folder, the manifest's size and sha256, where it goes."""
+
+    name: str
+    bytes: int
+    sha256: str
+    dest: Path
+
+    @property
+    def partial(self) -> Path:
+        return self.dest.with_name(self.dest.name + ".partial")
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """A shard and its index, staged together from one source folder."""
+
+    label: str                  # <split>/<shard name>
+    source: "FileSource | HttpSource"
+    files: tuple[FileJob, ...]
+
+
+def retrying(label: str, attempt: Callable[[], T], retries: int, backoff: float,
+             on_retry: Callable[[], None] = lambda: None) -> T:
+    """Run ``attempt`` until it succeeds, at most ``retries`` more times after transient failures, waiting
+    ``backoff * 2**n`` seconds (capped) in between; then StageError naming ``label`` and the last error."""
+    for n in range(retries + 1):
+        try:
+            return attempt()
+        except (Retry, *TRANSIENT) as e:
+            last = e
+            if n < retries:
+                on_retry()
+                time.sleep(min(backoff * 2 ** n, BACKOFF_CAP))
+    raise StageError(f"{label}: failed after {retries + 1} attempts; last: {type(last).__name__}: {last}")
+
+
+class RateLimit:
+    """A limit on the bytes per second all transfers together move (a shared schedule: each chunk books its
+    time slot, and its reader sleeps until then)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.lock, self.next = rate, threading.Lock(), time.monotonic()
+
+    def take(self, n: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            slot = max(self.next, now)
+            self.next = slot + n / self.rate
+            wait = slot - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+@dataclass
+class Transfer:
+    """What every worker thread shares: the settings, the rate limit, the progress bar and the counters."""
+
+    verify: bool = False
+    link: bool = False
+    retries: int = 5
+    backoff: float = 0.2
+    max_rate: float | None = None
+    fsync: bool = False
+    bar: object = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    moved: int = 0
+    resumed: int = 0
+    retried: int = 0
+
+    def __post_init__(self) -> None:
+        self.limit = RateLimit(self.max_rate) if self.max_rate else None
+        self.chunk = CHUNK if not self.max_rate else int(min(CHUNK, max(self.max_rate / 20, 1 << 12)))
+
+    def count(self, moved: int = 0, resumed: int = 0, retried: int = 0) -> None:
+        with self.lock:
+            self.moved, self.resumed, self.retried = self.moved + moved, self.resumed + resumed, self.retried + retried
+            if moved and self.bar is not None:
+                self.bar.update(moved)
+
+    def tick(self, n: int) -> None:
+        """``n`` more bytes arrived: obey the rate limit, count them."""
+        if self.limit:
+            self.limit.take(n)
+        self.count(moved=n)
+
+    def present(self, job: FileJob) -> bool:
+        """The file is at its final name with the manifest's size (and sha256, with ``verify``)."""
+        try:
+            if job.dest.stat().st_size != job.bytes:
+                return False
+        except FileNotFoundError:
+            return False
+        return not self.verify or file_sha256(job.dest) == job.sha256
+
+    def read(self, source: Source, name: str) -> bytes | None:
+        """A small file (a manifest) of the source, with retries; None when absent."""
+        return retrying(source.url(name), lambda: source.read(name), self.retries, self.backoff)
+
+    def fetch(self, source: Source, job: FileJob) -> None:
+        """Stream one file to its ``.partial`` (resuming one left by an earlier attempt), check it, rename it."""
+        retrying(source.url(job.name), lambda: self.attempt(source, job), self.retries, self.backoff,
+                 lambda: self.count(retried=1))
+
+    def attempt(self, source: Source, job: FileJob) -> None:
+        """One try; a Retry with ``restart`` deletes the partial file (its bytes are wrong)."""
+        try:
+            self.transfer(source, job)
+        except Retry as e:
+            if e.restart:
+                job.partial.unlink(missing_ok=True)
+            raise
+
+    def transfer(self, source: Source, job: FileJob) -> None:
+        h, have = hashlib.sha256(), partial_size(job)
+        if have:
+            hash_file(h, job.partial)
+        if have < job.bytes:
+            with source.open(job.name, have) as (offset, readinto):
+                if offset != have:          # the server sent the whole file: start over
+                    h, have = hashlib.sha256(), 0
+                self.count(resumed=bool(have))
+                with open(job.partial, "ab" if have else "wb") as f:
+                    try:
+                        have += copy_hashed(readinto, f, h, self.chunk, job.bytes - have, self.tick)
+                    except OverflowError:
+                        raise Retry(f"more than the manifest's {job.bytes:,} bytes", restart=True) from None
+                    if self.fsync:
+                        os.fsync(f.fileno())
+        if have != job.bytes:
+            raise Retry(f"got {have:,} of {job.bytes:,} bytes")
+        if h.hexdigest() != job.sha256:
+            raise Retry(f"sha256 {h.hexdigest()[:12]}... differs from the manifest's {job.sha256[:12]}...", True)
+        os.replace(job.partial, job.dest)
+
+    def link_file(self, source: FileSource, job: FileJob) -> str:
+        """Hard-link (or, across filesystems, symlink) the source file after checking it; the kind made."""
+        src = source.root / job.name
+        if not src.is_file():
+            raise StageError(f"{src}: not found")
+        if src.stat().st_size != job.bytes:
+            raise StageError(f"{src}: {src.stat().st_size:,} bytes, the manifest says {job.bytes:,}")
+        if self.verify and file_sha256(src) != job.sha256:
+            raise StageError(f"{src}: sha256 differs from the manifest")
+        job.partial.unlink(missing_ok=True)
+        try:
+            os.link(src, job.partial)
+            kind = "hardlink"
+        except OSError:
+            os.symlink(src.resolve(), job.partial)
+            kind = "symlink"
+        os.replace(job.partial, job.dest)
+        return kind
+
+    def stage_shard(self, shard: ShardJob) -> tuple[bool, dict]:
+        """Stage a shard's files: ``(transferred anything, link kinds made)``; StageError/OSError on failure."""
+        did, kinds = False, {"hardlink": 0, "symlink": 0}
+        for job in shard.files:
+            if self.present(job):
+                continue
+            did = True
+            if self.link:
+                kinds[self.link_file(shard.source, job)] += 1  # type: ignore[arg-type]
+            else:
+                self.fetch(shard.source, job)
+        return did, kinds
+
+
+def copy_hashed(readinto: Callable[[memoryview], int], out: BinaryIO, h: "hashlib._Hash", chunk: int,
+                room: int, tick: Callable[[int], None]) -> int:
+    """Copy to ``out`` until end of input, updating ``h``; returns the bytes copied (OverflowError past ``room``).
+
+    Blocks are read into a ring of buffers and written here, while a helper thread hashes them (hashlib releases
+    the GIL): hashing overlaps the next read and write, ~1.4x faster than doing all three in turn.
+    """
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    full: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(RING):
+        free.put(memoryview(bytearray(chunk)))
+
+    def hash_blocks() -> None:
+        while (item := full.get()) is not None:
+            h.update(item[0][:item[1]])
+            free.put(item[0])
+
+    helper = threading.Thread(target=hash_blocks, daemon=True)
+    helper.start()
+    done = 0
+    try:
+        while n := readinto(buf := free.get()):
+            done += n
+            if done > room:
+                raise OverflowError
+            out.write(buf[:n])
+            full.put((buf, n))
+            tick(n)
+    finally:
+        full.put(None)
+        helper.join()
+    return done
+
+
+def partial_size(job: FileJob) -> int:
+    """Bytes of a usable ``.partial`` (one longer than the file is deleted)."""
+    try:
+        size = job.partial.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size > job.bytes:
+        job.partial.unlink()
+        return 0
+    return size
+
+
+def hash_file(h: "hashlib._Hash", path: Path) -> None:
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
