@@ -160,6 +160,7 @@ def _pil_decode(blobs: list[bytes]) -> int:
 def pil_row(data: list, processes: int) -> Row:
     """Full PIL decode (to RGB) of the same JPEGs in ``processes`` worker processes."""
     blobs = [bytes(x) for images, _ in data for x in images]
+    blobs *= max(1, 3000 // len(blobs))         # a few seconds of work, so start-up noise does not count
     chunks = [blobs[i::processes] for i in range(processes)]
     with ProcessPoolExecutor(processes) as pool:
         list(pool.map(_pil_decode, [c[:8] for c in chunks]))   # start the workers

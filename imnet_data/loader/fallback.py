@@ -43,15 +43,19 @@ class TorchLoader(Loader):
         shape = (3,) if options.layout == "NHWC" else (3, 1, 1)
         self.scale = (1 / (255 * std)).view(shape).to(self.device)
         self.shift = (-mean / std).view(shape).to(self.device)
+        self.tasks, self.loader = Tasks(), None
 
     def _run(self, batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches ``self.step``, ``self.step + 1``, ... of ``self.epoch`` (captured now, not when iterated)."""
-        tasks = [(self.step + k, positions) for k, positions in enumerate(batches)]
-        workers = self.options.num_threads
-        loader = DataLoader(BatchDecoder(self.reader, self.options, self.epoch), sampler=tasks, batch_size=None,
-                            num_workers=workers, prefetch_factor=self.options.prefetch if workers else None,
-                            persistent_workers=False, pin_memory=self.device.type == "cuda")
-        return self._tensors(loader)
+        """Batches ``self.step``, ``self.step + 1``, ... of ``self.epoch`` (captured now, not when iterated).
+        The DataLoader and its worker processes are made once and kept across passes (a worker start costs
+        ~0.3 s); each pass hands them its tasks through :class:`Tasks`."""
+        self.tasks.items = [(self.epoch, self.step + k, positions) for k, positions in enumerate(batches)]
+        if self.loader is None:
+            workers = self.options.num_threads
+            self.loader = DataLoader(BatchDecoder(self.reader, self.options), sampler=self.tasks, batch_size=None,
+                                     num_workers=workers, prefetch_factor=self.options.prefetch if workers else None,
+                                     persistent_workers=workers > 0, pin_memory=self.device.type == "cuda")
+        return self._tensors(self.loader)
 
     def _tensors(self, loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels, skipped in loader:
@@ -70,22 +74,35 @@ class TorchLoader(Loader):
         return x.to(DTYPES[self.options.dtype])
 
 
+class Tasks:
+    """The DataLoader's sampler: the current pass's tasks ``(epoch, step, positions)``, replaced every pass."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, int, np.ndarray]] = []
+
+    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 class BatchDecoder(Dataset):
-    """Turns one task ``(step, positions)`` into ``(uint8 images [B, H, W, 3], int64 labels, skipped)``;
+    """Turns one task ``(epoch, step, positions)`` into ``(uint8 images [B, H, W, 3], int64 labels, skipped)``;
     picklable, so DataLoader workers of any start method can run it. A JPEG PIL cannot decode counts as corrupt
     (see :meth:`BatchReader.good_sample`); ``skipped`` carries a worker's new entries back to the loader."""
 
-    def __init__(self, reader: BatchReader, options: LoaderOptions, epoch: int) -> None:
-        self.reader, self.options, self.epoch = reader, options, epoch
+    def __init__(self, reader: BatchReader, options: LoaderOptions) -> None:
+        self.reader, self.options = reader, options
 
-    def __getitem__(self, task: tuple[int, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        step, positions = task
+    def __getitem__(self, task: tuple[int, int, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        epoch, step, positions = task
         o, size = self.options, self.options.image_size
         images = np.empty((len(positions), size, size, 3), np.uint8)
         labels = np.empty(len(positions), np.int64)
         before = len(self.reader.skipped)
         for j, p in enumerate(positions):
-            rng = np.random.default_rng([o.seed, self.epoch, o.rank, step, j]) if o.training else None
+            rng = np.random.default_rng([o.seed, epoch, o.rank, step, j]) if o.training else None
             images[j], label = self.reader.good_sample(int(p) if p >= 0 else int(-1 - p),
                                                        partial(transform, options=o, rng=rng))
             labels[j] = label if p >= 0 else -1
