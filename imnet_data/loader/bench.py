@@ -146,28 +146,41 @@ def dali_decode_row(name: str, data: list, device_id: int | None, hw_load: float
     return Row(name, rate, busy, f"hw_decoder_load={hw_load}" if device_id is not None else "")
 
 
-def _pil_decode(blobs: list[bytes]) -> int:
+def _pil_work(task: tuple[list[bytes], int | None]) -> int:
+    """Decode ``blobs`` fully with PIL (``image_size`` None), or decode and apply the fallback loader's train
+    transform (random resized crop + flip to ``image_size``); returns how many."""
     import io
 
     from PIL import Image
 
+    from imnet_data.loader.base import LoaderOptions
+    from imnet_data.loader.fallback import transform
+
+    blobs, size = task
+    options = LoaderOptions(image_size=size or 224)
+    rng = np.random.default_rng(0)
     for blob in blobs:
-        with Image.open(io.BytesIO(blob)) as img:
-            img.convert("RGB").load()
+        if size:
+            transform(np.frombuffer(blob, np.uint8), options, rng)
+        else:
+            with Image.open(io.BytesIO(blob)) as img:
+                img.convert("RGB").load()
     return len(blobs)
 
 
-def pil_row(data: list, processes: int) -> Row:
-    """Full PIL decode (to RGB) of the same JPEGs in ``processes`` worker processes."""
+def pil_row(data: list, processes: int, image_size: int | None = None) -> Row:
+    """PIL in ``processes`` worker processes on the same JPEGs: full decode (the CPU decode ceiling), or with
+    ``image_size`` decode + the train transform (what a PIL pipeline on these cores can do at best)."""
     blobs = [bytes(x) for images, _ in data for x in images]
     blobs *= max(1, 3000 // len(blobs))         # a few seconds of work, so start-up noise does not count
-    chunks = [blobs[i::processes] for i in range(processes)]
+    chunks = [(blobs[i::processes], image_size) for i in range(processes)]
     with ProcessPoolExecutor(processes) as pool:
-        list(pool.map(_pil_decode, [c[:8] for c in chunks]))   # start the workers
+        list(pool.map(_pil_work, [(c[:8], image_size) for c, _ in chunks]))   # start the workers
         t0, c0 = time.perf_counter(), cpu_seconds()
-        total = sum(pool.map(_pil_decode, chunks))
+        total = sum(pool.map(_pil_work, chunks))
         wall = time.perf_counter() - t0
-    return Row(f"PIL decode, {processes} processes", total / wall, (cpu_seconds() - c0) / wall, "the CPU ceiling")
+    name = f"PIL decode{' + train transform' if image_size else ''}, {processes} processes"
+    return Row(name, total / wall, (cpu_seconds() - c0) / wall, "no loader: the work alone")
 
 
 def imagefolder_row(folder: Path, batch_size: int, workers: int, batches: int, image_size: int) -> Row:
@@ -246,6 +259,7 @@ def bench(dest: Path, *, backend: str = "dali", device: str | None = None, batch
         rows["cpu_decode"] = dali_decode_row("DALI decode alone (CPU)", data, None, 0.0, threads, batches)
     progress("PIL decode")
     rows["pil"] = pil_row(data, cores)
+    rows["pil_transform"] = pil_row(data, cores, image_size)
     if imagefolder:
         progress("ImageFolder")
         rows["imagefolder"] = imagefolder_row(imagefolder, batch_size, workers or cores, batches, image_size)
@@ -254,6 +268,8 @@ def bench(dest: Path, *, backend: str = "dali", device: str | None = None, batch
     if "train" in rows:
         report.ratios["train / decode-alone ceiling"] = rows["train"].images_per_s / ceiling
         report.ratios["train / PIL decode on all cores"] = rows["train"].images_per_s / rows["pil"].images_per_s
+        report.ratios["train / PIL decode + train transform on all cores"] = (
+            rows["train"].images_per_s / rows["pil_transform"].images_per_s)
         if "imagefolder" in rows:
             report.ratios["train / ImageFolder"] = rows["train"].images_per_s / rows["imagefolder"].images_per_s
     if model:

@@ -98,15 +98,17 @@ class BatchDecoder(Dataset):
     def __getitem__(self, task: tuple[int, int, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         epoch, step, positions = task
         o, size = self.options, self.options.image_size
-        images = np.empty((len(positions), size, size, 3), np.uint8)
-        labels = np.empty(len(positions), np.int64)
+        batch = torch.empty((len(positions), size, size, 3), dtype=torch.uint8)
+        if torch.utils.data.get_worker_info() is not None:
+            batch.share_memory_()   # filled in place: no copy into shared memory when handed to the loader
+        images, labels = batch.numpy(), np.empty(len(positions), np.int64)
         before = len(self.reader.skipped)
         for j, p in enumerate(positions):
             rng = np.random.default_rng([o.seed, epoch, o.rank, step, j]) if o.training else None
             images[j], label = self.reader.good_sample(int(p) if p >= 0 else int(-1 - p),
                                                        partial(transform, options=o, rng=rng))
             labels[j] = label if p >= 0 else -1
-        return torch.from_numpy(images), torch.from_numpy(labels), self.reader.skipped[before:]
+        return batch, torch.from_numpy(labels), self.reader.skipped[before:]
 
 def transform(data: np.ndarray, options: LoaderOptions, rng: np.random.Generator | None) -> np.ndarray:
     """JPEG bytes to a uint8 ``[size, size, 3]`` RGB array: a random resized crop and flip when ``rng`` is given
