@@ -61,21 +61,33 @@ def timed(run: Callable[[], None], out: Path) -> tuple[float, float]:
     return returned - start, time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def fake_source_args(parser: argparse.ArgumentParser, classes: int, per_class: int, size: str) -> None:
+    """The options of a benchmark on a fake download: --src, --work, --classes, --per-class."""
     parser.add_argument("--src", type=Path, default=Path("/tmp/imnet-bench/src"),
                         help="fake download to use, made there if missing (default /tmp/imnet-bench/src)")
     parser.add_argument("--work", type=Path, help="output folder, on the disk to test (default: beside --src)")
-    parser.add_argument("--classes", type=int, default=100, help="classes of a new fake (default 100)")
-    parser.add_argument("--per-class", type=int, default=195,
-                        help="train images per class of a new fake (default 195: ~2 GB with 100 classes)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each method; the median is shown")
-    args = parser.parse_args()
+    parser.add_argument("--classes", type=int, default=classes, help=f"classes of a new fake (default {classes})")
+    parser.add_argument("--per-class", type=int, default=per_class,
+                        help=f"train images per class of a new fake (default {per_class}: ~{size} with {classes} "
+                             "classes)")
+
+
+def prepared(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The fake's train archive (made if missing, then read once into the page cache, for every method alike)
+    and the output folder."""
     archive = ensure_fake(args.src, args.classes, args.per_class)
-    out = args.work or args.src.parent / "bench-out"
-    with open(archive, "rb") as f:  # into the page cache, for every method alike
+    with open(archive, "rb") as f:
         while f.read(16 << 20):
             pass
+    return archive, args.work or args.src.parent / "bench-out"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fake_source_args(parser, 100, 195, "2 GB")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each method; the median is shown")
+    args = parser.parse_args()
+    archive, out = prepared(args)
     cores = default_jobs(0)
     methods: dict[str, Callable[[], object]] = {
         "tar -x (outer, then each inner)": lambda: tar_extract(archive, out),

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from bench_organize import ensure_fake, tar_extract, timed  # tools/ is on sys.path when run as a script
+from bench_organize import fake_source_args, prepared, tar_extract, timed  # tools/ is on sys.path when run as a script
 
 from imnet_data.parallel import default_jobs
 from imnet_data.sources.ilsvrc import index_tar
@@ -57,23 +57,14 @@ def count_images(archive: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=Path("/tmp/imnet-bench/src"),
-                        help="fake download to use, made there if missing (default /tmp/imnet-bench/src)")
-    parser.add_argument("--work", type=Path, help="output folder, on the disk to test (default: beside --src)")
-    parser.add_argument("--classes", type=int, default=40, help="classes of a new fake (default 40)")
-    parser.add_argument("--per-class", type=int, default=300,
-                        help="train images per class of a new fake (default 300: ~1.3 GB with 40 classes)")
+    fake_source_args(parser, 40, 300, "1.3 GB")
     parser.add_argument("--jobs", default=f"1,{default_jobs(0)}",
                         help="comma-separated shard --jobs values (default 1 and all cores)")
     parser.add_argument("--shard-size", default="256MB",
                         help="shard --shard-size (default 256MB: several shards per worker on the default fake)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each method; the best is shown")
     args = parser.parse_args()
-    archive = ensure_fake(args.src, args.classes, args.per_class)
-    out = args.work or args.src.parent / "bench-out"
-    with open(archive, "rb") as f:  # into the page cache, for every method alike
-        while f.read(16 << 20):
-            pass
+    archive, out = prepared(args)
     cli = [sys.executable, "-m", "imnet_data", "shard", str(args.src), str(out), "--splits", "train",
            "--shard-size", args.shard_size, "--quiet"]
     rss: dict[str, int] = {}
