@@ -3,9 +3,9 @@ batches, tensors and randomness rules as the DALI backend (no GPU or DALI needed
 
 Each worker gets a whole batch's sample positions, reads the JPEG bytes with the loader's
 :class:`~imnet_data.loader.base.BatchReader`, decodes each image with PIL at reduced scale when the crop allows
-(``Image.draft``), crops, resizes (bilinear) and flips it, and returns a uint8 ``[B, H, W, 3]`` tensor. The main
-process moves it to the device (pinned memory, non-blocking for CUDA), then converts dtype, normalises and lays
-it out there. Augmentation draws come from ``default_rng([seed, epoch, rank, step, slot])``, so a batch is the
+(``Image.draft``), crops, resizes (bilinear) and flips it into a uint8 ``[B, H, W, 3]`` batch. For CPU output the
+worker also converts dtype, normalises and lays it out; for a GPU the main process copies the uint8 batch (pinned,
+non-blocking) and converts it there. Augmentation draws come from ``default_rng([seed, epoch, rank, step, slot])``, so a batch is the
 same whichever worker makes it, and a resumed epoch repeats the batches it had not yet given.
 """
 from __future__ import annotations
@@ -38,40 +38,56 @@ class TorchLoader(Loader):
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device={options.device!r} asked but no CUDA GPU is visible; use device='cpu'")
         super().__init__(shards, options)
-        # (x / 255 - mean) / std as x * scale + shift, per channel of the output layout
-        mean, std = torch.tensor(options.mean), torch.tensor(options.std)
-        shape = (3,) if options.layout == "NHWC" else (3, 1, 1)
-        self.scale = (1 / (255 * std)).view(shape).to(self.device)
-        self.shift = (-mean / std).view(shape).to(self.device)
+        self.output = Output(options, self.device)
         self.tasks, self.loader = Tasks(), None
 
     def _run(self, batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``self.step``, ``self.step + 1``, ... of ``self.epoch`` (captured now, not when iterated).
         The DataLoader and its worker processes are made once and kept across passes (a worker start costs
-        ~0.3 s); each pass hands them its tasks through :class:`Tasks`."""
+        ~0.3 s); each pass hands them its tasks through :class:`Tasks`. For CPU output the workers also convert
+        (the main process only hands batches on); for a GPU the uint8 batch is copied and converted there."""
         self.tasks.items = [(self.epoch, self.step + k, positions) for k, positions in enumerate(batches)]
         if self.loader is None:
-            workers = self.options.num_threads
-            self.loader = DataLoader(BatchDecoder(self.reader, self.options), sampler=self.tasks, batch_size=None,
-                                     num_workers=workers, prefetch_factor=self.options.prefetch if workers else None,
-                                     persistent_workers=workers > 0, pin_memory=self.device.type == "cuda")
+            workers, on_host = self.options.num_threads, self.device.type == "cpu"
+            decoder = BatchDecoder(self.reader, self.options, self.output if on_host else None)
+            self.loader = DataLoader(decoder, sampler=self.tasks, batch_size=None, num_workers=workers,
+                                     prefetch_factor=self.options.prefetch if workers else None,
+                                     persistent_workers=workers > 0, pin_memory=not on_host)
         return self._tensors(self.loader)
 
     def _tensors(self, loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels, skipped in loader:
             self.reader.note_skipped(skipped)
-            yield self.convert(images), labels.to(self.device, non_blocking=True)
+            yield (images if self.device.type == "cpu" else self.output(images)), labels.to(self.device,
+                                                                                                non_blocking=True)
 
-    def convert(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[B, H, W, 3]`` on the host to the options' device, dtype (normalised unless uint8) and layout."""
+
+class Output:
+    """uint8 ``[B, H, W, 3]`` to the options' device, dtype (normalised unless uint8) and layout (picklable)."""
+
+    def __init__(self, options: LoaderOptions, device: torch.device) -> None:
+        self.options, self.device = options, device
+        # (x / 255 - mean) / std as x * scale + shift, per channel of the output layout
+        mean, std = torch.tensor(options.mean), torch.tensor(options.std)
+        shape = (3,) if options.layout == "NHWC" else (3, 1, 1)
+        self.scale = (1 / (255 * std)).view(shape).to(device)
+        self.shift = (-mean / std).view(shape).to(device)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """The converted batch; in a DataLoader worker it is made in shared memory, so handing it to the loader
+        copies nothing."""
         x = images.to(self.device, non_blocking=True)
         if self.options.layout != "NHWC":   # channels_last: the NCHW view keeps the HWC memory order
             x = x.permute(0, 3, 1, 2)
         memory = torch.channels_last if self.options.layout == "channels_last" else torch.contiguous_format
+        out = torch.empty_like(x, dtype=DTYPES[self.options.dtype], memory_format=memory)
+        if torch.utils.data.get_worker_info() is not None:
+            out.share_memory_()
         if self.options.dtype == "uint8":
-            return x.contiguous(memory_format=memory)
-        x = x.to(torch.float32, memory_format=memory).mul_(self.scale).add_(self.shift)
-        return x.to(DTYPES[self.options.dtype])
+            return out.copy_(x)
+        if out.dtype == torch.float32:
+            return out.copy_(x).mul_(self.scale).add_(self.shift)
+        return out.copy_(x.to(torch.float32, memory_format=memory).mul_(self.scale).add_(self.shift))
 
 
 class Tasks:
@@ -92,14 +108,14 @@ class BatchDecoder(Dataset):
     picklable, so DataLoader workers of any start method can run it. A JPEG PIL cannot decode counts as corrupt
     (see :meth:`BatchReader.good_sample`); ``skipped`` carries a worker's new entries back to the loader."""
 
-    def __init__(self, reader: BatchReader, options: LoaderOptions) -> None:
-        self.reader, self.options = reader, options
+    def __init__(self, reader: BatchReader, options: LoaderOptions, finish: Output | None = None) -> None:
+        self.reader, self.options, self.finish = reader, options, finish
 
     def __getitem__(self, task: tuple[int, int, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         epoch, step, positions = task
         o, size = self.options, self.options.image_size
         batch = torch.empty((len(positions), size, size, 3), dtype=torch.uint8)
-        if torch.utils.data.get_worker_info() is not None:
+        if self.finish is None and torch.utils.data.get_worker_info() is not None:
             batch.share_memory_()   # filled in place: no copy into shared memory when handed to the loader
         images, labels = batch.numpy(), np.empty(len(positions), np.int64)
         before = len(self.reader.skipped)
@@ -108,7 +124,7 @@ class BatchDecoder(Dataset):
             images[j], label = self.reader.good_sample(int(p) if p >= 0 else int(-1 - p),
                                                        partial(transform, options=o, rng=rng))
             labels[j] = label if p >= 0 else -1
-        return batch, torch.from_numpy(labels), self.reader.skipped[before:]
+        return (self.finish(batch) if self.finish else batch), torch.from_numpy(labels), self.reader.skipped[before:]
 
 def transform(data: np.ndarray, options: LoaderOptions, rng: np.random.Generator | None) -> np.ndarray:
     """JPEG bytes to a uint8 ``[size, size, 3]`` RGB array: a random resized crop and flip when ``rng`` is given
