@@ -321,3 +321,15 @@ def test_unknown_layout_names_what_was_looked_for(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="not a known ImageNet layout") as e:
         open_source(tmp_path)
     assert all(name in str(e.value) for name in READERS)
+
+
+def test_random_access_reads_keep_a_bounded_number_of_files_open(tmp_path: Path) -> None:
+    """A folder layout is read one file per sample (a million in the real set): descriptors must be closed."""
+    from imnet_data.sources.access import DESCRIPTORS, fetch
+
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(DESCRIPTORS.limit * 3):
+        path = tmp_path / f"f{i}.JPEG"
+        path.write_bytes(b"x" * i)
+        assert fetch(("range", str(path), 0, i)) == b"x" * i
+    assert len(os.listdir("/proc/self/fd")) <= before + DESCRIPTORS.limit

@@ -18,6 +18,7 @@ from webdataset.shardlists import expand_urls
 
 from imnet_data.loader.assign import rank_pieces
 from imnet_data.shards.manifest import MANIFEST, read_manifest
+from imnet_data.sources.access import read_range
 
 
 class ShardError(ValueError):
@@ -152,18 +153,13 @@ def scan_tar(path: Path) -> list[str]:
     return [f"v1.2 {len(samples)}"] + [" ".join(parts) for parts in samples.values()]
 
 
-@lru_cache(maxsize=256)
-def _fd(path: str, pid: int) -> int:
-    return os.open(path, os.O_RDONLY)
-
-
 def read_sample(path: str, cls_offset: int, jpg_offset: int, jpg_size: int, cls_size: int,
                 key: str) -> tuple[np.ndarray, int]:
     """The JPEG bytes (as a uint8 array) and the label of one sample, with one read; ShardError names the
     shard and key when the bytes are short or the label is not a number."""
     end = jpg_offset + jpg_size
     try:
-        buf = os.pread(_fd(path, os.getpid()), end - cls_offset, cls_offset)
+        buf = read_range(path, cls_offset, end - cls_offset)
     except OSError as e:
         raise ShardError(f"{path}: sample {key}: cannot read ({e.strerror})") from e
     if len(buf) != end - cls_offset:

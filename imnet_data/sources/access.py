@@ -1,14 +1,16 @@
 """Random access to single samples by their locator (:class:`~imnet_data.sources.base.Entry` ``loc``).
 
 The shard writer reads a globally shuffled plan, so consecutive samples come from anywhere in the download:
-one ``pread`` per sample from an uncompressed tar or a file, or one zip member. Open files are cached per
-process (a worker reads thousands of samples from the same train tar).
+one ``pread`` per sample from an uncompressed tar or a file, or one zip member. Open files are kept per process,
+a bounded number (a worker reads thousands of samples from the same train tar; the loader reads its shards).
 """
 from __future__ import annotations
 
 import os
+import threading
 import zipfile
 import zlib
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,10 +18,41 @@ from imnet_data.sources.base import SourceError
 from imnet_data.sources.safety import DEFAULT_LIMITS, check_zip_member
 
 
-@lru_cache(maxsize=64)
-def _fd(path: str, pid: int) -> int:
-    """A read-only descriptor of ``path`` for this process (``pid``: forked workers open their own)."""
-    return os.open(path, os.O_RDONLY)
+class Descriptors:
+    """Read-only descriptors kept open for repeated reads, at most ``limit``: the least recently used is closed
+    when another is needed (a folder layout reads a million files once each). A forked worker starts its own set
+    (the inherited descriptors are closed in the child only). Thread-safe."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.pid, self.lock = limit, os.getpid(), threading.Lock()
+        self.open: OrderedDict[str, int] = OrderedDict()
+
+    def read(self, path: str, size: int, offset: int) -> bytes:
+        """``size`` bytes at ``offset`` of ``path`` (fewer at its end); OSError as ``os.pread`` raises it."""
+        with self.lock:
+            if self.pid != os.getpid():
+                self._close_all()
+                self.pid = os.getpid()
+            fd = self.open.pop(path, None)
+            if fd is None:
+                fd = os.open(path, os.O_RDONLY)
+                while len(self.open) >= self.limit:
+                    os.close(self.open.popitem(last=False)[1])
+            self.open[path] = fd
+            return os.pread(fd, size, offset)
+
+    def _close_all(self) -> None:
+        for fd in self.open.values():
+            os.close(fd)
+        self.open.clear()
+
+
+DESCRIPTORS = Descriptors(64)
+
+
+def read_range(path: str, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of the file ``path`` through this process's descriptor cache."""
+    return DESCRIPTORS.read(path, size, offset) if size else b""
 
 
 @lru_cache(maxsize=4)
@@ -46,7 +79,7 @@ def fetch(loc: tuple, origin: str = "") -> bytes:
         if size > DEFAULT_LIMITS.max_image_bytes:
             raise SourceError(f"{origin}: {size:,} bytes, over the image size cap")
         try:
-            data = os.pread(_fd(path, os.getpid()), size, offset) if size else b""
+            data = read_range(path, offset, size)
         except OSError as e:
             raise SourceError(f"{origin}: cannot read ({e.strerror})") from e
         if len(data) != size:
