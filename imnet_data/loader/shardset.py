@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import tarfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +117,6 @@ def index_count(shard: Path) -> int:
         return len(index_rows(str(shard)))
 
 
-@lru_cache(maxsize=4096)
 def index_rows(shard: str) -> tuple[tuple[int, int, int, int, str], ...]:
     """``(cls offset, cls size, jpg offset, jpg size, key)`` of every sample of a shard, from its DALI index
     (or, without one, from the tar headers). The ``.cls`` must come right before the ``.jpg``, as the writer puts
