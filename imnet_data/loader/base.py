@@ -1,6 +1,6 @@
 """What every backend shares: the settings, the per-epoch batch schedule, and reading a batch of JPEG bytes.
 
-The schedule is plain data computed from (seed, epoch, rank): the rank's samples (fixed, see ``assign``) in a
+The schedule is plain data computed from (seed, epoch, rank): the rank's samples (fixed, see :mod:`imnet_data.assign`) in a
 per-epoch permutation (train) or in order (val), cut into exactly ``len(loader)`` batches on every rank:
 
 * ``remainder="drop"`` (train default): every rank yields ``(total // world) // batch`` full batches; the samples

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from webdataset.shardlists import expand_urls
 
-from imnet_data.loader.assign import rank_pieces
+from imnet_data.assign import rank_pieces
 from imnet_data.shards.manifest import MANIFEST, read_manifest
 from imnet_data.sources.access import read_range
 
@@ -57,7 +57,7 @@ class ShardSet:
         return len(self.manifest["classes"]) if self.manifest else None
 
     def locate(self, rank: int, world_size: int) -> Located:
-        """The samples ``rank`` of ``world_size`` reads (see :mod:`imnet_data.loader.assign`), in shard order."""
+        """The samples ``rank`` of ``world_size`` reads (see :mod:`imnet_data.assign`), in shard order."""
         rows: list[tuple[int, int, int, int, int, str]] = []
         for piece in rank_pieces(self.counts, rank, world_size):
             if self.entries:

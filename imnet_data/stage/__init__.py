@@ -6,7 +6,7 @@ root's ``_info.json`` names them). The manifest (the source's, or ``manifest=``)
 shard root: ``DEST/<split>/`` gets the selected shards and their ``.idx``, then ``wids.json`` and, last, the
 unchanged ``manifest.json`` (and ``DEST/_info.json``), so ``build_loader(DEST/<split>)`` reads it directly. When
 only some shards are staged (``ranks``/``world_size``: the shards those ranks read, by the loader's own rule in
-:mod:`imnet_data.loader.assign`), the loader of those ranks still works: it checks only the shards it reads;
+:mod:`imnet_data.assign`), the loader of those ranks still works: it checks only the shards it reads;
 ``DEST/<split>/.imnet-stage.json`` records which shards this run made present.
 
 Each file streams to ``<name>.partial`` with its sha256 computed on the fly and is renamed to its final name

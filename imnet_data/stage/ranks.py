@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 
+from imnet_data.assign import node_ranks, shards_for_ranks
+
 
 def select(counts: list[int], ranks: list[int] | None, world_size: int | None) -> list[int]:
     """The shard numbers to stage: all, or those ``ranks`` of ``world_size`` read (the loader's assignment)."""
@@ -12,8 +14,6 @@ def select(counts: list[int], ranks: list[int] | None, world_size: int | None) -
         return list(range(len(counts)))
     if not world_size:
         raise ValueError("a rank list needs the world size")
-    from imnet_data.loader.assign import shards_for_ranks  # imports the loader package (torch): only when needed
-
     return shards_for_ranks(counts, ranks, world_size)
 
 
@@ -25,8 +25,6 @@ def node_selection(node_rank: int, num_nodes: int, world_size: int | None = None
     if num_nodes == 1:
         return None, None
     if world_size:
-        from imnet_data.loader.assign import node_ranks
-
         return node_ranks(node_rank, num_nodes, world_size), world_size
     return [node_rank], num_nodes
 
