@@ -32,13 +32,17 @@ def write_json(path: Path, data: object) -> None:
         f.write((json.dumps(data, sort_keys=True, indent=1) + "\n").encode())
 
 
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    """The sha256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
+def hash_into(h: "hashlib._Hash", path: Path, chunk: int = 1 << 22) -> "hashlib._Hash":
+    """``h`` updated with the bytes of a file (read in 4 MiB chunks), e.g. a partial download being resumed."""
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    return h
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file."""
+    return hash_into(hashlib.sha256(), path).hexdigest()
 
 
 def complete(folder: Path, name: str, digest: str, check_sha256: bool = False) -> dict | None:
@@ -126,11 +130,19 @@ def read_manifest(path: Path) -> dict:
     if path.is_dir():
         path = path / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        raw = path.read_bytes()
     except OSError as e:
         raise ValueError(f"{path}: cannot read the manifest ({e.strerror})") from e
+    return parse_manifest(raw, str(path))
+
+
+def parse_manifest(raw: bytes, where: str) -> dict:
+    """A manifest's content (from a file or a download); ValueError naming ``where`` when it is not JSON or not an
+    imnet-data shard manifest."""
+    try:
+        manifest = json.loads(raw)
     except ValueError as e:
-        raise ValueError(f"{path}: not a JSON manifest ({e})") from e
-    if manifest.get("format") != "imnet-data-shards":
-        raise ValueError(f"{path}: not an imnet-data shard manifest")
+        raise ValueError(f"{where}: not a JSON manifest ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != "imnet-data-shards":
+        raise ValueError(f"{where}: not an imnet-data shard manifest")
     return manifest

@@ -32,17 +32,16 @@ from pathlib import Path
 from typing import Iterator
 
 from imnet_data.progress import progress
-from imnet_data.shards.manifest import INFO, MANIFEST, WIDS, update_info, write_json
+from imnet_data.shards.manifest import INFO, MANIFEST, WIDS, parse_manifest, update_info, write_json
 from imnet_data.shards.verify import split_folders
 from imnet_data.stage.errors import Retry, StageError
 from imnet_data.stage.ranks import format_ranks, node_selection, parse_ranks, select
 from imnet_data.stage.sources import FileSource, HttpSource, Source, open_source
-from imnet_data.stage.transfer import (FileJob, RateLimit, ShardJob, Transfer, copy_hashed, hash_file, partial_size,
-                                       retrying)
+from imnet_data.stage.transfer import FileJob, RateLimit, ShardJob, Transfer, copy_hashed, partial_size, retrying
 from imnet_data.tario import atomic_file
 
 __all__ = ["stage", "StageReport", "StageError", "Retry", "FileSource", "HttpSource", "Source", "open_source",
-           "Transfer", "FileJob", "ShardJob", "RateLimit", "retrying", "copy_hashed", "partial_size", "hash_file",
+           "Transfer", "FileJob", "ShardJob", "RateLimit", "retrying", "copy_hashed", "partial_size",
            "select", "node_selection", "parse_ranks", "format_ranks"]
 
 RECORD = ".imnet-stage.json"
@@ -105,15 +104,10 @@ class SplitPlan:
         return self.manifest["split"]
 
 
-def parse_manifest(raw: bytes, where: str) -> dict:
-    """A manifest's content; ValueError naming ``where`` when it is not an imnet-data manifest or names files
-    outside its folder."""
-    try:
-        manifest = json.loads(raw)
-    except ValueError as e:
-        raise ValueError(f"{where}: not a JSON manifest ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != "imnet-data-shards":
-        raise ValueError(f"{where}: not an imnet-data shard manifest")
+def checked_manifest(raw: bytes, where: str) -> dict:
+    """A downloaded manifest's content; ValueError naming ``where`` when it is not an imnet-data manifest or names
+    files outside its folder."""
+    manifest = parse_manifest(raw, where)
     names = [manifest["split"]] + [n for s in manifest["shards"] for n in (s["name"], s.get("index", {}).get("name"))
                                    if n is not None]
     bad = [n for n in names if not n or n in (".", "..") or "/" in n or "\\" in n]
@@ -209,7 +203,7 @@ def plan_splits(t: Transfer, src: Source, dest: Path, splits: list[str] | None, 
     """Read the manifests and select the shards of every split to stage."""
     plans = []
     for sub, raw, where in find_manifests(t, src, splits, manifest, timeout):
-        m = parse_manifest(raw, where)
+        m = checked_manifest(raw, where)
         plans.append(SplitPlan(sub, raw, m, dest / m["split"],
                                select([s["samples"] for s in m["shards"]], ranks, world_size)))
     if isinstance(src, FileSource) and any(p.folder.resolve() == Path(str(p.source)).resolve() for p in plans):

@@ -16,7 +16,7 @@ from typing import BinaryIO, Callable, TypeVar
 import requests
 import urllib3
 
-from imnet_data.shards.manifest import file_sha256
+from imnet_data.shards.manifest import file_sha256, hash_into
 from imnet_data.stage.errors import Retry, StageError
 from imnet_data.stage.sources import FileSource, HttpSource, Source
 
@@ -145,7 +145,7 @@ class Transfer:
     def transfer(self, source: Source, job: FileJob) -> None:
         h, have = hashlib.sha256(), partial_size(job)
         if have:
-            hash_file(h, job.partial)
+            hash_into(h, job.partial)
         if have < job.bytes:
             with source.open(job.name, have) as (offset, readinto):
                 if offset != have:          # the server sent the whole file: start over
@@ -241,9 +241,3 @@ def partial_size(job: FileJob) -> int:
         job.partial.unlink()
         return 0
     return size
-
-
-def hash_file(h: "hashlib._Hash", path: Path) -> None:
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
