@@ -101,19 +101,22 @@ def main() -> None:
     images = organize(args.src, out, splits=["train"], quiet=True).counts["train"]  # the last run, resumed
     shutil.rmtree(out)
     report(archive.stat().st_size, images, {k: tuple(map(statistics.median, zip(*v))) for k, v in times.items()},
-           out)
+           out, f"ratio = organize throughput / tar throughput; target >= {TARGET:.2f}")
 
 
-def report(size: int, images: int, times: dict[str, tuple[float, float]], out: Path) -> None:
-    """Print the table: seconds, MB/s and images/s with and without the final sync, and ratios to tar."""
+def report(size: int, images: int, times: dict[str, tuple[float, float]], out: Path, footer: str,
+           extra: tuple[str, dict[str, str]] = ("", {})) -> None:
+    """Print the table: seconds, MB/s and images/s with and without the final sync, ratios to the first method
+    (the baseline), an ``extra`` column (title, cell per method) and the ``footer``."""
+    title, cells_of = extra
     print(f"train archive {size / 1e9:.2f} GB, {images:,} images; output on {out} ({os.cpu_count()} cores)")
     print(f"{'method':<34} {'s':>7} {'MB/s':>7} {'img/s':>7} {'ratio':>6}   {'s+sync':>7} {'MB/s':>7} "
-          f"{'img/s':>7} {'ratio':>6}")
+          f"{'img/s':>7} {'ratio':>6}   {title:>8}")
     base = next(iter(times.values()))
     for name, pair in times.items():
         cells = [f"{s:>7.2f} {size / 1e6 / s:>7.0f} {images / s:>7.0f} {b / s:>6.2f}" for s, b in zip(pair, base)]
-        print(f"{name:<34} {cells[0]}   {cells[1]}")
-    print(f"ratio = organize throughput / tar throughput; target >= {TARGET:.2f}")
+        print(f"{name:<34} {cells[0]}   {cells[1]}   {cells_of.get(name, ''):>8}")
+    print(footer)
 
 
 if __name__ == "__main__":

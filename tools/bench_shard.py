@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from bench_organize import fake_source_args, prepared, tar_extract, timed  # tools/ is on sys.path when run as a script
+from bench_organize import fake_source_args, prepared, report, tar_extract, timed  # tools/ is on sys.path when run as a script
 
 from imnet_data.parallel import default_jobs
 from imnet_data.sources.ilsvrc import index_tar
@@ -85,21 +85,9 @@ def main() -> None:
             times[name].append(timed(run, out))
     shutil.rmtree(out)
     report(archive.stat().st_size, count_images(archive), {k: tuple(map(min, zip(*v))) for k, v in times.items()},
-           rss, out)
-
-
-def report(size: int, images: int, times: dict[str, tuple[float, float]], rss: dict[str, int], out: Path) -> None:
-    """Print the table: seconds, MB/s, images/s and ratio to plain tar, with and without the final sync."""
-    print(f"train archive {size / 1e9:.2f} GB, {images:,} images; output on {out} ({os.cpu_count()} cores)")
-    print(f"{'method':<34} {'s':>7} {'MB/s':>7} {'img/s':>7} {'ratio':>6}   {'s+sync':>7} {'MB/s':>7} "
-          f"{'img/s':>7} {'ratio':>6}   {'peak RSS':>8}")
-    base = next(iter(times.values()))
-    for name, pair in times.items():
-        cells = [f"{s:>7.2f} {size / 1e6 / s:>7.0f} {images / s:>7.0f} {b / s:>6.2f}" for s, b in zip(pair, base)]
-        peak = f"{rss[name] / 1024:>5.0f} MB" if name in rss else ""
-        print(f"{name:<34} {cells[0]}   {cells[1]}   {peak:>8}")
-    print(f"ratio = throughput / plain tar -x throughput; target for shard --jobs 1 >= {TARGET:.2f} (shard fsyncs "
-          "every shard, so its 's' already includes the disk writes: compare 's+sync')")
+           out, f"ratio = throughput / plain tar -x throughput; target for shard --jobs 1 >= {TARGET:.2f} (shard "
+           "fsyncs every shard, so its 's' already includes the disk writes: compare 's+sync')",
+           ("peak RSS", {name: f"{kb / 1024:.0f} MB" for name, kb in rss.items()}))
 
 
 if __name__ == "__main__":
