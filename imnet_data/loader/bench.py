@@ -249,6 +249,8 @@ def bench(dest: Path, *, backend: str = "dali", device: str | None = None, batch
             progress(f"loader {split}")
             rows[split] = loader_row(f"loader {split} ({backend}, {device})", dest / split, batches, 3,
                                      split=split, **common)
+    if not rows:
+        raise ValueError(f"{dest}: no train/ or val/ with manifest.json; not a shard output folder")
     data = jpeg_batches(dest / ("train" if "train" in rows else "val"), batch_size, min(batches, 20))
     progress("DALI decode alone")
     if device == "cuda":
