@@ -449,7 +449,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = bench(args.dest, backend=args.backend, device=args.device, batch_size=args.batch_size,
                    image_size=args.image_size, batches=args.batches, num_threads=args.threads,
                    imagefolder=args.imagefolder, workers=args.workers, model=args.model, model_steps=args.steps,
-                   progress=(lambda s: None) if args.quiet else (lambda s: print(f"... {s}", file=sys.stderr)))
+                   host_only=args.host_only, progress=(lambda s: None) if args.quiet else (lambda s: print(f"... {s}", file=sys.stderr)))
     _emit(args, report.as_dict(), report.render())
     return 0
 
@@ -457,16 +457,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_bench(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "bench", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="loader images/s vs DALI decode alone, PIL decode and torchvision ImageFolder, in one run",
-        description="Measure on the same shards in one run: the loader's train and val pipelines, DALI decode "
+        help="loader images/s vs plain DALI, DALI decode alone, PIL decode and torchvision ImageFolder, in one run",
+        description="Measure on the same shards in one run: the loader's train and val pipelines, plain DALI "
+                    "(readers.webdataset + DALI's defaults, the pipeline written by hand), DALI decode "
                     "alone (hardware and CUDA decoder on a GPU; CPU decoder otherwise), PIL decode on all cores, "
                     "and with --imagefolder torchvision ImageFolder + DataLoader on an organized copy. --model adds "
-                    "end to end: training steps fed by the loader vs on one GPU-resident batch. Prints images/s, "
-                    "CPU cores busy and the ratios.",
+                    "end to end: training steps fed by the loader and by plain DALI vs on one GPU-resident batch. "
+                    "--host-only: the host path alone vs DALI's reader. Prints images/s, CPU cores busy, GPU "
+                    "memory and the ratios.",
         epilog="examples:\n  imnet-data bench /data/shards\n"
                "  imnet-data bench /data/shards --imagefolder /data/imagenet --workers 16\n"
                "  imnet-data bench /data/shards --model resnet50 --steps 200\n"
-               "  imnet-data bench /data/shards --backend torch --device cpu --batch-size 64")
+               "  imnet-data bench /data/shards --backend torch --device cpu --batch-size 64\n"
+               "  imnet-data bench /data/shards --host-only           # the host side vs DALI's own reader")
     p.add_argument("dest", type=Path, help="shard output folder (holding train/ and/or val/ with manifest.json)")
     p.add_argument("--backend", choices=["dali", "torch"], default="dali", help="loader backend (default dali)")
     p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when a GPU is visible, else cpu")
@@ -479,6 +482,10 @@ def add_bench(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("--workers", type=int, help="ImageFolder DataLoader workers (default: all cores)")
     p.add_argument("--model", metavar="NAME", help="end to end with a torchvision model, e.g. resnet50 (GPU)")
     p.add_argument("--steps", type=int, default=100, help="timed training steps with --model (default 100)")
+    p.add_argument("--host-only", action="store_true",
+                   help="only the host path (schedule, reads by index, batches handed to DALI, JPEG headers parsed; "
+                        "no decode) vs DALI's readers.webdataset doing the same, at 1, 2, 4, ... threads up to all "
+                        "cores (or --threads)")
     p.set_defaults(func=cmd_bench)
 
 

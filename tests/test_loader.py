@@ -189,10 +189,83 @@ def test_pattern_source_without_manifest_reads_the_index_files(shards: Path, tmp
     assert sorted(labels) == sorted(truth(shards / "val").values())
 
 
-@pytest.mark.gpu
-def test_gpu_pipeline_matches_the_labels(shards: Path) -> None:
+def test_shards_are_mapped_without_holding_descriptors(tmp_path: Path) -> None:
+    needs("dali")
+    src = make_fake(tmp_path / "src", FakeOptions(classes=3, train_per_class=30, val_images=3, seed=1), quiet=True)
+    shard(src.out, tmp_path / "shards", ShardOptions(samples_per_shard=1), splits=["train"], quiet=True)
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    loader = build_loader(tmp_path / "shards" / "train", batch_size=9, backend="dali", device="cpu", num_threads=1,
+                          image_size=32)
+    labels = [v for _, y in loader for v in y.tolist()]
+    assert len(labels) == 90 and len(loader.shards.paths) == 90
+    assert len(list(Path("/proc/self/fd").iterdir())) - before < 20     # not one per shard
+
+
+def test_an_index_that_does_not_fit_its_shard_is_refused_naming_it(shards: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "val"
+    copy.mkdir()
+    for p in (shards / "val").iterdir():
+        if p.is_file():
+            (copy / p.name).write_bytes(p.read_bytes())
+    idx = copy / "imagenet-1k-val-000001.idx"
+    lines = idx.read_text().splitlines()
+    fields = lines[2].split()
+    fields[fields.index("jpg") + 2] = "99999999"
+    lines[2] = " ".join(fields)
+    idx.write_text("\n".join(lines) + "\n")
+    key = fields[3].split(".")[0]
+    with pytest.raises(ShardError, match=f"imagenet-1k-val-000001.tar: sample {key}: the index does not fit"):
+        build_loader(str(copy / "imagenet-1k-val-{000000..000002}.tar"), "val", batch_size=4, backend="torch",
+                     device="cpu")
+
+
+def test_labels_written_by_another_tool_are_parsed_or_named(shards: Path, tmp_path: Path) -> None:
+    jpeg = next(iter(wds.WebDataset(str(shards / "val" / "imagenet-1k-val-000000.tar"), shardshuffle=False)))["jpg"]
+    with wds.TarWriter(str(tmp_path / "other-000000.tar")) as sink:
+        for i, cls in enumerate([b"3\n", b" 12", b"7"]):
+            sink.write({"__key__": f"s{i}", "cls": cls, "jpg": jpeg})
+    loader = build_loader(str(tmp_path / "other-000000.tar"), "val", batch_size=3, backend="torch", device="cpu",
+                          num_threads=0, image_size=32)
+    assert sorted(next(iter(loader))[1].tolist()) == [3, 7, 12]
+    with wds.TarWriter(str(tmp_path / "bad-000000.tar")) as sink:
+        sink.write({"__key__": "odd", "cls": b"x1", "jpg": jpeg})
+    bad = build_loader(str(tmp_path / "bad-000000.tar"), "val", batch_size=1, backend="torch", device="cpu",
+                       num_threads=0, image_size=32)
+    with pytest.raises(ShardError, match="bad-000000.tar: sample odd: .cls is not a class index"):
+        list(bad)
+
+
+def test_the_gpu_decoder_settings_are_arguments_dali_knows() -> None:
+    """Checked here, without a GPU, so a misspelt setting does not cost a run on the GPU machine: DALI's schema
+    accepts mixed-only arguments on the CPU backend and refuses unknown ones."""
+    needs("dali")
+    import nvidia.dali as dali
+
+    from imnet_data.loader.base import LoaderOptions
+    from imnet_data.loader.dali import gpu_decoder_args
+
+    args = gpu_decoder_args(LoaderOptions())
+
+    @dali.pipeline_def(batch_size=1, num_threads=1, device_id=None)
+    def pipeline():
+        jpegs = dali.fn.external_source(name="jpegs")
+        return (dali.fn.decoders.image(jpegs, device="cpu", **args),
+                dali.fn.decoders.image_random_crop(jpegs, device="cpu", **args))
+
+    pipeline().build()
+    with pytest.raises(Exception, match="not defined"):
+        dali.fn.decoders.image(dali.fn.external_source(name="x"), device="cpu", hw_decoder_lod=0.5)
+
+
+def gpu() -> None:
+    needs("dali")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU here (run on the lent GPU machine)")
+
+
+@pytest.mark.gpu
+def test_gpu_pipeline_matches_the_labels(shards: Path) -> None:
+    gpu()
     want = truth(shards / "val")
     loader = build_loader(shards / "val", batch_size=8, backend="dali", device="cuda", remainder="partial",
                           dtype="bfloat16", layout="NHWC")
@@ -200,3 +273,47 @@ def test_gpu_pipeline_matches_the_labels(shards: Path) -> None:
     assert images[0].is_cuda and images[0].dtype == torch.bfloat16 and images[0].shape == (8, 224, 224, 3)
     assert [v for y in labels for v in y.tolist()] == [want[k] for b in keys for k in b]
     assert np.isfinite(images[0].float().cpu().numpy()).all()
+
+
+@pytest.mark.gpu
+def test_gpu_train_pipeline_every_label_layouts_and_decoder_shares(shards: Path) -> None:
+    gpu()
+    want = truth(shards / "train")
+    order = None
+    for load in (0.0, 1.0):
+        loader = build_loader(shards / "train", batch_size=8, backend="dali", device="cuda", hw_decoder_load=load,
+                              dtype="float32", seed=5)
+        keys, images, labels = run(loader)
+        assert all(y.is_cuda and y.dtype == torch.int64 for y in labels)
+        assert [v for y in labels for v in y.tolist()] == [want[k] for b in keys for k in b]
+        assert images[0].shape == (8, 3, 224, 224) and images[0].is_cuda and images[0].dtype == torch.float32
+        assert order is None or order == keys      # the decoder share changes no order
+        order = keys
+    x = next(iter(build_loader(shards / "train", batch_size=8, backend="dali", device="cuda", dtype="bfloat16",
+                               layout="channels_last")))[0]
+    assert x.shape == (8, 3, 224, 224) and x.dtype == torch.bfloat16
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.gpu
+def test_gpu_and_cpu_val_pipelines_agree(shards: Path) -> None:
+    gpu()
+    common = {"batch_size": 8, "backend": "dali", "remainder": "partial", "dtype": "float32"}
+    on_gpu = list(build_loader(shards / "val", device="cuda", **common))
+    on_cpu = list(build_loader(shards / "val", device="cpu", **common))
+    for (xg, yg), (xc, yc) in zip(on_gpu, on_cpu):
+        assert yg.cpu().tolist() == yc.tolist()
+        assert (xg.cpu() - xc).abs().mean() < 0.15     # nvJPEG vs libjpeg-turbo: a few levels apart, not shifted
+
+
+@pytest.mark.gpu
+def test_bench_runs_every_gpu_row(shards: Path) -> None:
+    gpu()
+    pytest.importorskip("torchvision")
+    from imnet_data.loader.bench import bench
+
+    report = bench(shards, batch_size=8, image_size=64, batches=3, model="resnet18", model_steps=3)
+    names = [r.name for r in report.rows]
+    assert "DALI decode alone, hardware decoder" in names and "resnet18 fed by plain DALI" in names
+    assert all(r.images_per_s > 0 and r.gpu_memory_mb for r in report.rows if "PIL" not in r.name)
+    assert report.ratios["resnet18 fed by the loader / resident"] > 0

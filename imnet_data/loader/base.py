@@ -17,12 +17,14 @@ that step of that epoch's order, so a resumed run sees exactly the batches it ha
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from imnet_data.loader.shardset import Located, ShardError, ShardSet, read_sample
+from imnet_data.loader.mapping import PROBLEMS, MappedShards, gather, label_of
+from imnet_data.loader.shardset import Located, ShardError, ShardSet
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -53,7 +55,7 @@ class LoaderOptions:
     prefetch: int = 2
     remainder: str | None = None            # drop (train default), pad (val default), partial
     on_error: str = "raise"                 # or "skip": replace a corrupt sample by the next good one, counted
-    hw_decoder_load: float = 0.75           # DALI: share of JPEGs sent to the hardware decoder (A100/H100)
+    hw_decoder_load: float = 0.65           # DALI: share of JPEGs for the hardware decoder (A100/H100/H200)
 
     @property
     def training(self) -> bool:
@@ -115,43 +117,54 @@ class Schedule:
 
 
 class BatchReader:
-    """Reads a batch's JPEG bytes and labels from the shards (picklable: DALI or DataLoader workers use it)."""
+    """Reads batches of samples by position: JPEG bytes as zero-copy views of the mapped shards and int64
+    labels (see :mod:`imnet_data.loader.mapping`); several threads may read batches at once (the gathers
+    release the GIL). Picklable: DataLoader workers map the shards themselves."""
 
     def __init__(self, shards: ShardSet, located: Located, on_error: str) -> None:
-        self.paths = [str(p) for p in shards.paths]
-        self.located, self.on_error = located, on_error
+        self.files = MappedShards([str(p) for p in shards.paths], located)
+        self.on_error = on_error
         self.skipped: list[str] = []
+        self._lock = threading.Lock()
 
-    def sample(self, i: int) -> tuple[np.ndarray, int]:
-        loc = self.located
-        return read_sample(self.paths[loc.shard[i]], int(loc.cls_offset[i]), int(loc.jpg_offset[i]),
-                           int(loc.jpg_size[i]), int(loc.cls_size[i]), loc.keys[i])
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        vars(self).update(state, _lock=threading.Lock())
+
+    def __len__(self) -> int:
+        return len(self.files.keys)
 
     def read(self, positions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """JPEG arrays and int64 labels (``-1`` for pad slots) of ``positions`` (see :meth:`Schedule.order`)."""
-        images, labels = [], np.empty(len(positions), np.int64)
-        for j, p in enumerate(positions):
-            i = int(p) if p >= 0 else int(-1 - p)
-            data, label = self.good_sample(i)
-            images.append(data)
-            labels[j] = label if p >= 0 else -1
+        rows = np.where(positions >= 0, positions, -1 - positions)
+        images, labels, problems = gather(self.files, rows)
+        for j in np.flatnonzero(problems | (labels < 0)).tolist():   # the rare odd one goes the slow way
+            images[j], labels[j] = self.good_sample(int(rows[j]))
+        labels[positions < 0] = -1
         return images, labels
+
+    def sample(self, i: int) -> tuple[np.ndarray, int, str | None]:
+        """Sample ``i``'s JPEG view, label, and what is wrong with its bytes (None when they look whole)."""
+        images, labels, problems = gather(self.files, np.array([i]))
+        label = int(labels[0]) if labels[0] >= 0 else label_of(self.files, i)
+        return images[0], label, PROBLEMS.get(int(problems[0]))
 
     def good_sample(self, i: int, decode: Callable[[np.ndarray], Any] | None = None) -> tuple[Any, int]:
         """Sample ``i`` (its bytes, or ``decode(bytes)``) and label. A corrupt one (damaged markers, or ``decode``
         failing) raises ShardError naming shard and key or, with ``on_error="skip"``, is replaced by the next good
         sample of the rank and recorded once in ``skipped``."""
-        n = len(self.located)
+        n = len(self)
         for attempt in range(n):
             j = (i + attempt) % n
-            data, label = self.sample(j)
-            problem = jpeg_problem(data)
+            data, label, problem = self.sample(j)
             if problem is None:
                 try:
                     return (decode(data) if decode else data), label
                 except Exception as e:  # noqa: BLE001 -- PIL raises OSError, ValueError, SyntaxError... on bad data
                     problem = f"cannot decode the JPEG ({type(e).__name__}: {e})"
-            message = f"{self.paths[self.located.shard[j]]}: sample {self.located.keys[j]}: {problem}"
+            message = f"{self.files.path_of(j)}: sample {self.files.keys[j]}: {problem}"
             if self.on_error == "raise":
                 raise ShardError(message + " (on_error='skip' skips and counts such samples)")
             self.note_skipped([message])
@@ -159,17 +172,8 @@ class BatchReader:
 
     def note_skipped(self, messages: list[str]) -> None:
         """Record skipped samples, each once (a pad slot, or a worker's report, may repeat one)."""
-        self.skipped += [m for m in dict.fromkeys(messages) if m not in self.skipped]
-
-
-def jpeg_problem(data: np.ndarray) -> str | None:
-    """Why ``data`` cannot be a whole JPEG (no start marker, or cut off before the end marker), or None."""
-    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return "not a JPEG (no start-of-image marker)"
-    tail = data[-16:]
-    if not any(tail[k] == 0xFF and tail[k + 1] == 0xD9 for k in range(len(tail) - 1)):
-        return "truncated JPEG (no end-of-image marker)"
-    return None
+        with self._lock:
+            self.skipped += [m for m in dict.fromkeys(messages) if m not in self.skipped]
 
 
 def distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:

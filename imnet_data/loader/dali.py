@@ -6,12 +6,15 @@ decodes only the crop), then resize and a fused crop/flip/normalise/cast/transpo
 copied into torch tensors on the current CUDA stream: no host synchronisation per batch. On a CPU
 (``device="cpu"``) the same graph runs with DALI's CPU operators (``device_id=None``).
 
-The host side stays small: a thread reads the next batches' bytes (one ``pread`` per sample) while DALI works on
-earlier ones; ``prefetch`` batches are in flight.
+The host side stays small and copies no image bytes: threads read the next batches (labels and JPEG markers in
+one vectorised gather, JPEGs as views of the mapped shards, see :mod:`imnet_data.loader.mapping`) and hand
+them to DALI as one ``TensorListCPU`` without a copy (``no_copy``), while DALI works on earlier ones;
+``prefetch`` batches are in flight.
 """
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
@@ -49,14 +52,16 @@ def cuda_device(options: LoaderOptions) -> int | None:
 
 
 class BatchSource:
-    """DALI's external source: batch ``info.iteration`` of the current pass (JPEG arrays, labels), read ahead by
-    a thread; StopIteration after the last batch ends DALI's epoch."""
+    """DALI's external source: batch ``info.iteration`` of the current pass (JPEG views, labels), the next
+    ``ahead`` batches read at once by as many threads (a cold shard's page faults overlap); StopIteration after
+    the last batch ends DALI's epoch."""
 
-    def __init__(self, reader, ahead: int) -> None:
+    def __init__(self, reader, ahead: int, in_flight: int) -> None:
         self.reader, self.ahead = reader, ahead
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="imnet-read")
+        self.pool = ThreadPoolExecutor(ahead, thread_name_prefix="imnet-read")
         self.batches: list[np.ndarray] = []
         self.reads: dict = {}
+        self.fed: deque = deque(maxlen=in_flight)   # no_copy: DALI reads them until that many iterations later
 
     def start(self, batches: list[np.ndarray]) -> None:
         """Serve ``batches`` from iteration 0 on."""
@@ -70,12 +75,27 @@ class BatchSource:
             raise StopIteration
         for j in range(i, min(i + self.ahead + 1, len(self.batches))):
             if j not in self.reads:
-                self.reads[j] = self.pool.submit(self.reader.read, self.batches[j])
-        return self.reads.pop(i).result()
+                self.reads[j] = self.pool.submit(self.read, self.batches[j])
+        self.fed.append(self.reads.pop(i).result())
+        return self.fed[-1]
+
+    def read(self, positions: np.ndarray) -> tuple:
+        """The batch as DALI takes it fastest: one TensorListCPU over the JPEG views (no copy), and labels."""
+        tensors = import_dali()[0].tensors
+        images, labels = self.reader.read(positions)
+        return tensors.TensorListCPU([tensors.TensorCPU(x, "") for x in images], "", False), labels
 
 
-def build_pipeline(options: LoaderOptions, device_id: int | None, source: BatchSource):
-    """The DALI pipeline: JPEG bytes + labels from ``source``, augmented images + labels out."""
+def gpu_decoder_args(options: LoaderOptions) -> dict:
+    """The ``mixed`` decoder's settings: the hardware-decoder share, and nvJPEG buffers and hardware-decoder
+    memory sized up front (as NVIDIA's ResNet-50 example does) so the first epochs do not reallocate."""
+    return {"hw_decoder_load": options.hw_decoder_load, "device_memory_padding": 211025920,
+            "host_memory_padding": 140544512, "preallocate_width_hint": 5980, "preallocate_height_hint": 6430}
+
+
+def build_pipeline(options: LoaderOptions, device_id: int | None, source: BatchSource, decode: bool = True):
+    """The DALI pipeline: JPEG bytes + labels from ``source``, augmented images + labels out. ``decode=False``
+    keeps only the host path (the bytes handed to DALI, each JPEG's header parsed: ``bench --host-only``)."""
     dali, _ = import_dali()
     fn, types = dali.fn, dali.types
     gpu = device_id is not None
@@ -85,16 +105,16 @@ def build_pipeline(options: LoaderOptions, device_id: int | None, source: BatchS
     normalise = options.dtype != "uint8"
     mean = [m * 255 for m in options.mean] if normalise else [0.0, 0.0, 0.0]
     std = [s * 255 for s in options.std] if normalise else [1.0, 1.0, 1.0]
-    # GPU: the hardware-decoder share, and nvJPEG buffers sized up front (as NVIDIA's ResNet-50 example) so
-    # the first epochs do not reallocate.
-    hw = {"hw_decoder_load": options.hw_decoder_load, "device_memory_padding": 211025920,
-          "host_memory_padding": 140544512} if gpu else {}
+    hw = gpu_decoder_args(options) if gpu else {}
 
     @dali.pipeline_def(batch_size=options.batch_size, num_threads=options.num_threads, device_id=device_id,
                        prefetch_queue_depth=options.prefetch, seed=options.seed * 1009 + options.rank)
     def pipeline():
+        # no_copy: the JPEG views point into the mapped shards, which live as long as the loader
         jpegs, labels = fn.external_source(source=source, num_outputs=2, batch=True, batch_info=True,
-                                           dtype=[types.UINT8, types.INT64])
+                                           dtype=[types.UINT8, types.INT64], no_copy=True)
+        if not decode:
+            return fn.peek_image_shape(jpegs), labels
         if options.training:
             images = fn.decoders.image_random_crop(jpegs, device=decode_device, output_type=types.RGB,
                                                    random_area=list(options.scale),
@@ -123,10 +143,10 @@ class DaliLoader(Loader):
 
     backend = "dali"
 
-    def __init__(self, shards: ShardSet, options: LoaderOptions) -> None:
+    def __init__(self, shards: ShardSet, options: LoaderOptions, decode: bool = True) -> None:
         super().__init__(shards, options)
-        self.device_id = cuda_device(options)
-        self.source = BatchSource(self.reader, options.prefetch + 1)
+        self.device_id, self.decode = cuda_device(options), decode
+        self.source = BatchSource(self.reader, options.prefetch + 1, 2 * options.prefetch + 2)
         self.pipe = None
         self._, self.dali_torch = import_dali()
 
@@ -135,7 +155,7 @@ class DaliLoader(Loader):
         so the pipeline is rebuilt for the next one (DALI cannot reset mid-epoch)."""
         if self.pipe is None:
             self.source.start(batches)
-            self.pipe = build_pipeline(self.options, self.device_id, self.source)
+            self.pipe = build_pipeline(self.options, self.device_id, self.source, self.decode)
         else:
             self.source.start(batches)
         finished = False
@@ -167,6 +187,8 @@ class DaliLoader(Loader):
             self.dali_torch.feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream(self.device_id))
             tensors.append(target)
         images, labels = tensors
+        if not self.decode:
+            return images, labels
         if self.options.dtype == "bfloat16":
             images = images.to(torch.bfloat16)
         if self.options.layout == "channels_last":   # decoded as HWC: the NCHW view has channels_last strides

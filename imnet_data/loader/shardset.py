@@ -17,7 +17,6 @@ from webdataset.shardlists import expand_urls
 
 from imnet_data.assign import rank_pieces
 from imnet_data.shards.manifest import MANIFEST, read_manifest
-from imnet_data.sources.access import read_range
 
 
 class ShardError(ValueError):
@@ -119,8 +118,7 @@ def index_count(shard: Path) -> int:
 
 def index_rows(shard: str) -> tuple[tuple[int, int, int, int, str], ...]:
     """``(cls offset, cls size, jpg offset, jpg size, key)`` of every sample of a shard, from its DALI index
-    (or, without one, from the tar headers). The ``.cls`` must come right before the ``.jpg``, as the writer puts
-    them, so one read fetches both."""
+    (or, without one, from the tar headers)."""
     path = Path(shard)
     idx = index_path(path)
     lines = idx.read_text().splitlines() if idx.is_file() else scan_tar(path)
@@ -131,8 +129,6 @@ def index_rows(shard: str) -> tuple[tuple[int, int, int, int, str], ...]:
         if "cls" not in parts or "jpg" not in parts:
             raise ShardError(f"{idx}:{number}: sample without .cls or .jpg ({line[:80]!r})")
         (co, cs, name), (jo, js, _) = parts["cls"], parts["jpg"]
-        if not co < jo <= co + cs + 1024:
-            raise ShardError(f"{idx}:{number}: .cls is not right before .jpg; not an imnet-data shard?")
         rows.append((co, cs, jo, js, name.rsplit(".", 1)[0]))
     return tuple(rows)
 
@@ -149,21 +145,3 @@ def scan_tar(path: Path) -> list[str]:
     except tarfile.TarError as e:
         raise ShardError(f"{path}: not a readable tar ({e})") from e
     return [f"v1.2 {len(samples)}"] + [" ".join(parts) for parts in samples.values()]
-
-
-def read_sample(path: str, cls_offset: int, jpg_offset: int, jpg_size: int, cls_size: int,
-                key: str) -> tuple[np.ndarray, int]:
-    """The JPEG bytes (as a uint8 array) and the label of one sample, with one read; ShardError names the
-    shard and key when the bytes are short or the label is not a number."""
-    end = jpg_offset + jpg_size
-    try:
-        buf = read_range(path, cls_offset, end - cls_offset)
-    except OSError as e:
-        raise ShardError(f"{path}: sample {key}: cannot read ({e.strerror})") from e
-    if len(buf) != end - cls_offset:
-        raise ShardError(f"{path}: sample {key}: shard is truncated")
-    try:
-        label = int(buf[:cls_size])
-    except ValueError:
-        raise ShardError(f"{path}: sample {key}: .cls is not a class index ({buf[:cls_size]!r})") from None
-    return np.frombuffer(buf, np.uint8, jpg_size, jpg_offset - cls_offset), label
