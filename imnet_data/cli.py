@@ -6,17 +6,44 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 from imnet_data import __version__, catalog
 from imnet_data.catalog import UnknownClassError
+from imnet_data.errors import UsageError
 
 
 def _emit(args: argparse.Namespace, data: object, text: str) -> None:
     """Print ``data`` as JSON with ``--json``, else the human text."""
     print(json.dumps(data, indent=2, sort_keys=True) if getattr(args, "json", False) else text)
+
+
+def _int(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``low..high`` (either end open); anything else is a usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"{low}..{high}" if low is not None and high is not None else f">= {low}" if low is not None \
+                else f"<= {high}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range (must be {span})")
+        return value
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
 
 
 def _csv(text: str) -> list[str]:
@@ -93,7 +120,7 @@ def add_classes(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     g = p.add_mutually_exclusive_group()
     g.add_argument("--ancestors", metavar="WNID", help="print the WordNet hypernym path of a synset")
     g.add_argument("--under", metavar="WNID", help="list the classes under a synset (e.g. n02084071 dog)")
-    g.add_argument("--depth", type=int, metavar="N", help="group the 1000 classes by their ancestor at depth N")
+    g.add_argument("--depth", type=_int(0), metavar="N", help="group the 1000 classes by their ancestor at depth N")
     p.add_argument("--backend", choices=["auto", "nltk", "offline"], default="auto",
                    help="WordNet source: NLTK's corpus, the shipped image-net.org is-a edges, or auto (default)")
     p.set_defaults(func=cmd_classes)
@@ -133,9 +160,9 @@ def add_fake(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                "  imnet-data fake /tmp/bench --profile imagenet --classes 100 --train-per-class 200")
     p.add_argument("out", type=Path, help="output folder")
     p.add_argument("--classes", type=_parse_classes, default=10, help="a count, or comma-separated WNIDs (default 10)")
-    p.add_argument("--train-per-class", type=int, default=6, help="train images per class (default 6)")
-    p.add_argument("--val-images", type=int, default=20, help="val images in all, spread over the classes (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--train-per-class", type=_int(1), default=6, help="train images per class (default 6)")
+    p.add_argument("--val-images", type=_int(0), default=20, help="val images in all, spread over the classes (default 20)")
+    p.add_argument("--seed", type=_int(0), default=0, help="random seed (default 0)")
     p.add_argument("--profile", choices=["tiny", "imagenet"], default="tiny",
                    help="tiny: small images, fast (default); imagenet: real-photo JPEGs ~500x375, ~110 KB")
     p.add_argument("--with-quirks", action="store_true", help="CMYK JPEG, PNG named .JPEG, grayscale JPEG")
@@ -207,14 +234,9 @@ def add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from imnet_data import validate
-    from imnet_data.sources import SourceError
 
-    try:
-        report = validate.validate(args.src, layout=args.layout, expect=args.expect,
-                                   checksums=not args.skip_checksums, deep=args.deep, jobs=args.jobs, quiet=args.quiet)
-    except SourceError as e:  # SRC missing, not a download, or an unknown --layout: a usage error
-        _error(args, e)
-        return 2
+    report = validate.validate(args.src, layout=args.layout, expect=args.expect, checksums=not args.skip_checksums,
+                               deep=args.deep, jobs=args.jobs, quiet=args.quiet)
     if args.report:
         report.save(args.report)
     _emit(args, report.as_dict(), report.render())
@@ -242,7 +264,7 @@ def add_validate(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="check against the real set (default) or against the download's own metadata")
     p.add_argument("--skip-checksums", action="store_true", help="do not hash the archives")
     p.add_argument("--deep", action="store_true", help="also decode every image (in parallel)")
-    p.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default 0: all cores)")
+    p.add_argument("--jobs", "-j", type=_int(0), default=0, help="worker processes (default 0: all cores)")
     p.add_argument("--report", type=Path, metavar="FILE", help="also write the full report as JSON to FILE")
     p.set_defaults(func=cmd_validate)
 
@@ -256,7 +278,7 @@ def cmd_organize(args: argparse.Namespace) -> int:
     report = organize.organize(args.src, args.dest, layout=args.layout, splits=args.splits, classes=classes,
                                fix=args.fix, quality=args.quality, jobs=args.jobs, quiet=args.quiet)
     _emit(args, report.as_dict(), report.render())
-    return 0
+    return 0 if report.ok else 1
 
 
 def add_organize(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -285,8 +307,8 @@ def add_organize(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                                                       "tiny-imagenet)")
     p.add_argument("--fix", action="store_true", help="re-encode CMYK/grayscale JPEGs and the PNG named .JPEG to "
                                                       "RGB JPEG (same name); skip undecodable files")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality of --fix re-encodes (default 95)")
-    p.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default 0: all cores)")
+    p.add_argument("--quality", type=_int(1, 100), default=95, help="JPEG quality of --fix re-encodes (default 95)")
+    p.add_argument("--jobs", "-j", type=_int(0), default=0, help="worker processes (default 0: all cores)")
     p.set_defaults(func=cmd_organize)
 
 
@@ -298,14 +320,14 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
     if args.merge:
         if len(args.paths) != 1:
-            raise ValueError("--merge takes one path: the shard output folder DEST")
+            raise UsageError("--merge takes one path: the shard output folder DEST")
         manifests = shards.merge(args.paths[0], args.splits, check_sha256=args.verify)
         _emit(args, [{k: m[k] for k in ("split", "pattern", "num_samples", "num_bytes")} for m in manifests],
               "\n".join(f"{m['split']}: {m['num_samples']:,} samples, {len(m['shards'])} shards, manifest "
                         f"written ({m['pattern']})" for m in manifests))
         return 0
     if len(args.paths) != 2:
-        raise ValueError("expected SRC DEST (or --merge DEST)")
+        raise UsageError("expected SRC DEST (or --merge DEST)")
     rank, count = node_of(args.node_rank, args.num_nodes)
     classes = tuple(sorted(organize.parse_classes(args.classes))) if args.classes else None
     options = shards.ShardOptions(
@@ -316,17 +338,21 @@ def cmd_shard(args: argparse.Namespace) -> int:
                           jobs=args.jobs, node_rank=rank, num_nodes=count, overwrite=args.overwrite,
                           quiet=args.quiet)
     _emit(args, report.as_dict(), report.render())
-    return 0
+    return 0 if report.ok else 1
 
 
 def _size(text: str) -> int:
-    """Bytes from ``1000000``, ``500MB``, ``1GB``, ``2GiB``."""
+    """Bytes (at least 1) from ``1000000``, ``500MB``, ``1GB``, ``2GiB``; anything else is a usage error."""
     units = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30, "b": 1}
     low = text.strip().lower()
-    for suffix, factor in sorted(units.items(), key=lambda u: -len(u[0])):
-        if low.endswith(suffix):
-            return int(float(low[:-len(suffix)]) * factor)
-    return int(low)
+    suffix = next((u for u in sorted(units, key=len, reverse=True) if low.endswith(u)), "")
+    try:
+        value = int(float(low[:len(low) - len(suffix)]) * units.get(suffix, 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 500MB, 1GB, 1000000)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size must be at least 1 byte")
+    return value
 
 
 def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -354,15 +380,15 @@ def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("--splits", type=_csv, metavar="LIST",
                    help="comma-separated splits, e.g. train,val (default: all in the download)")
     p.add_argument("--name", help="shard file prefix (default imagenet-1k; tiny-imagenet-200, imagenet-21k)")
-    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    p.add_argument("--seed", type=_int(0), default=0, help="shuffle seed (default 0)")
     p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,
                    help="shuffle across the split (default: train yes, val no)")
-    p.add_argument("--samples-per-shard", type=int, metavar="N", help="samples per shard (default: by --shard-size)")
+    p.add_argument("--samples-per-shard", type=_int(1), metavar="N", help="samples per shard (default: by --shard-size)")
     p.add_argument("--shard-size", type=_size, default=10**9, metavar="BYTES",
                    help="target shard size, e.g. 500MB, 1GB (default 1GB; shards get near-equal sample counts)")
-    p.add_argument("--max-size", type=int, metavar="PX", help="shrink so the longer side is at most PX")
-    p.add_argument("--short-side", type=int, metavar="PX", help="shrink so the shorter side is at most PX")
-    p.add_argument("--quality", type=int, metavar="Q", help="JPEG quality of re-encodes (default 90 with a resize; "
+    p.add_argument("--max-size", type=_int(1), metavar="PX", help="shrink so the longer side is at most PX")
+    p.add_argument("--short-side", type=_int(1), metavar="PX", help="shrink so the shorter side is at most PX")
+    p.add_argument("--quality", type=_int(1, 100), metavar="Q", help="JPEG quality of re-encodes (default 90 with a resize; "
                                                              "alone: re-encode every image)")
     p.add_argument("--classes", metavar="SPEC", help="only these classes: WNIDs, a file of WNIDs, or imagenet-a, "
                                                       "imagenet-r, tiny-imagenet")
@@ -370,10 +396,10 @@ def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                                                           "file names (val is kept whole)")
     p.add_argument("--no-fix", action="store_true", help="keep CMYK JPEGs and the PNG as they are (default: "
                                                          "re-encode them to RGB JPEG q95)")
-    p.add_argument("--num-nodes", type=int, metavar="N", help="nodes sharing the work (default: from SLURM/torchrun, else 1)")
-    p.add_argument("--node-rank", type=int, metavar="K", help="this node's rank, 0..N-1")
+    p.add_argument("--num-nodes", type=_int(1), metavar="N", help="nodes sharing the work (default: from SLURM/torchrun, else 1)")
+    p.add_argument("--node-rank", type=_int(0), metavar="K", help="this node's rank, 0..N-1")
     p.add_argument("--overwrite", action="store_true", help="replace shards of a different earlier plan in DEST")
-    p.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default 0: all cores)")
+    p.add_argument("--jobs", "-j", type=_int(0), default=0, help="worker processes (default 0: all cores)")
     p.set_defaults(func=cmd_shard)
 
 
@@ -405,7 +431,7 @@ def add_verify(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--splits", type=_csv, metavar="LIST",
                    help="comma-separated splits, e.g. train,val (default: every split with a manifest)")
     p.add_argument("--deep", action="store_true", help="also decode every image and compare .cls with .json")
-    p.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default 0: all cores)")
+    p.add_argument("--jobs", "-j", type=_int(0), default=0, help="worker processes (default 0: all cores)")
     p.set_defaults(func=cmd_verify)
 
 
@@ -435,9 +461,9 @@ def add_preview(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                "  imnet-data preview /data/shards/train --out classes.png --per-class --n 100 --columns 10")
     p.add_argument("source", type=Path, metavar="SHARD_OR_FOLDER", help="a shard .tar or a split folder")
     p.add_argument("--out", type=Path, required=True, metavar="PNG", help="the contact sheet to write")
-    p.add_argument("--n", type=int, default=16, help="samples (with --per-class: classes) to show (default 16)")
+    p.add_argument("--n", type=_int(1), default=16, help="samples (with --per-class: classes) to show (default 16)")
     p.add_argument("--per-class", action="store_true", help="one cell per class: its first sample")
-    p.add_argument("--columns", type=int, metavar="C", help="grid columns (default: a near-square grid)")
+    p.add_argument("--columns", type=_int(1), metavar="C", help="grid columns (default: a near-square grid)")
     p.set_defaults(func=cmd_preview)
 
 
@@ -473,15 +499,15 @@ def add_bench(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("dest", type=Path, help="shard output folder (holding train/ and/or val/ with manifest.json)")
     p.add_argument("--backend", choices=["dali", "torch"], default="dali", help="loader backend (default dali)")
     p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when a GPU is visible, else cpu")
-    p.add_argument("--batch-size", type=int, default=256, help="default 256")
-    p.add_argument("--image-size", type=int, default=224, help="default 224")
-    p.add_argument("--batches", type=int, default=50, help="timed batches per pipeline (default 50)")
-    p.add_argument("--threads", type=int, help="loader CPU threads (default: all cores)")
+    p.add_argument("--batch-size", type=_int(1), default=256, help="default 256")
+    p.add_argument("--image-size", type=_int(1), default=224, help="default 224")
+    p.add_argument("--batches", type=_int(1), default=50, help="timed batches per pipeline (default 50)")
+    p.add_argument("--threads", type=_int(1), help="loader CPU threads (default: all cores)")
     p.add_argument("--imagefolder", type=Path, metavar="DIR", help="organized copy (DIR/train/<wnid>/) for the "
                                                                    "torchvision ImageFolder baseline")
-    p.add_argument("--workers", type=int, help="ImageFolder DataLoader workers (default: all cores)")
+    p.add_argument("--workers", type=_int(0), help="ImageFolder DataLoader workers (default: all cores)")
     p.add_argument("--model", metavar="NAME", help="end to end with a torchvision model, e.g. resnet50 (GPU)")
-    p.add_argument("--steps", type=int, default=100, help="timed training steps with --model (default 100)")
+    p.add_argument("--steps", type=_int(1), default=100, help="timed training steps with --model (default 100)")
     p.add_argument("--host-only", action="store_true",
                    help="only the host path (schedule, reads by index, batches handed to DALI, JPEG headers parsed; "
                         "no decode) vs DALI's readers.webdataset doing the same, at 1, 2, 4, ... threads up to all "
@@ -497,7 +523,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
     if args.ranks is not None:
         if not args.world_size:
-            raise ValueError("--ranks needs --world-size")
+            raise UsageError("--ranks needs --world-size")
         ranks, world = parse_ranks(args.ranks), args.world_size
     elif args.all:
         ranks, world = None, None
@@ -538,16 +564,16 @@ def add_stage(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     g = p.add_mutually_exclusive_group()
     g.add_argument("--all", action="store_true", help="every shard, whatever the SLURM/torchrun variables say")
     g.add_argument("--ranks", metavar="LIST", help="only the shards these ranks read, e.g. 0-7 (with --world-size)")
-    p.add_argument("--world-size", type=int, metavar="W", help="ranks in the training job")
-    p.add_argument("--num-nodes", type=int, metavar="N", help="nodes in the job (default: from SLURM/torchrun, else 1)")
-    p.add_argument("--node-rank", type=int, metavar="K", help="this node's rank, 0..N-1")
-    p.add_argument("--jobs", "-j", type=int, default=4, help="parallel transfers (default 4)")
+    p.add_argument("--world-size", type=_int(1), metavar="W", help="ranks in the training job")
+    p.add_argument("--num-nodes", type=_int(1), metavar="N", help="nodes in the job (default: from SLURM/torchrun, else 1)")
+    p.add_argument("--node-rank", type=_int(0), metavar="K", help="this node's rank, 0..N-1")
+    p.add_argument("--jobs", "-j", type=_int(1), default=4, help="parallel transfers (default 4)")
     p.add_argument("--verify", action="store_true", help="also check the sha256 of files already present")
     p.add_argument("--link", action="store_true", help="filesystem source on this machine: hard-link (across "
                                                        "filesystems: symlink) instead of copying")
     p.add_argument("--max-rate", type=_size, metavar="BYTES", help="bytes/s over all transfers, e.g. 200MB")
-    p.add_argument("--retries", type=int, default=5, help="retries per file after transient errors (default 5)")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+    p.add_argument("--retries", type=_int(0), default=5, help="retries per file after transient errors (default 5)")
+    p.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
                    help="seconds without data before an HTTP read is retried (default 60)")
     p.add_argument("--fsync", action="store_true", help="flush each file to disk before its rename (slower)")
     p.set_defaults(func=cmd_stage)
@@ -573,13 +599,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``imnet-data`` and ``python -m imnet_data``."""
+    """Entry point of ``imnet-data`` and ``python -m imnet_data``: 0 done, 1 a problem found or the job failed,
+    2 a usage error (argparse's own errors included). An unexpected exception is reported in one line, not a
+    traceback (``IMNET_DATA_DEBUG=1`` shows it)."""
     args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):   # a file name with non-UTF-8 bytes prints as \xNN, not a codec error
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return args.func(args)
-    except UnknownClassError as e:
+    except (UsageError, UnknownClassError) as e:
         _error(args, e)
         return 2
-    except (OSError, RuntimeError, ValueError) as e:
+    except (OSError, RuntimeError, ValueError, LookupError) as e:
         _error(args, e)
+        return 1
+    except Exception as e:  # noqa: BLE001 -- the last guard: one line naming the error, exit 1
+        if os.environ.get("IMNET_DATA_DEBUG"):
+            raise
+        _error(args, f"unexpected {type(e).__name__}: {e} (IMNET_DATA_DEBUG=1 shows where)")
         return 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+from imnet_data.errors import UsageError
+
 ENV_PAIRS = (("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"), ("SLURM_PROCID", "SLURM_NTASKS"),
              ("RANK", "WORLD_SIZE"))
 
@@ -28,7 +30,7 @@ def node_of(rank: int | None = None, count: int | None = None,
     rank = 0 if rank is None else rank
     count = 1 if count is None else count
     if count < 1 or not 0 <= rank < count:
-        raise ValueError(f"node rank {rank} is not in 0..{count - 1} (num nodes {count})")
+        raise UsageError(f"node rank {rank} is not in 0..{count - 1} (num nodes {count})")
     return rank, count
 
 
@@ -36,4 +38,4 @@ def _int(env: Mapping[str, str], name: str) -> int:
     try:
         return int(env[name])
     except ValueError:
-        raise ValueError(f"environment variable {name}={env[name]!r} is not an integer") from None
+        raise UsageError(f"environment variable {name}={env[name]!r} is not an integer") from None

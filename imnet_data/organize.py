@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
+from imnet_data.errors import UsageError
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError
 from imnet_data.parallel import map_units
@@ -236,16 +237,22 @@ class OrganizeReport:
     changed: list[dict]
     skipped: list[dict]
     missing_classes: list[str]
+    not_found: list[str]       # expected splits the download lacks (only when no splits were named)
     resumed: list[str]
     seconds: float
 
+    @property
+    def ok(self) -> bool:
+        """Everything the download should hold was found (the job itself raises when it fails)."""
+        return not self.not_found
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {"ok": self.ok, **asdict(self)}
 
     def record(self) -> dict:
         """The deterministic part, written to ``DEST/organize-report.json`` (the same for a resumed run)."""
         return {"format_version": FORMAT_VERSION,
-                **{k: v for k, v in self.as_dict().items() if k not in ("resumed", "seconds")}}
+                **{k: v for k, v in asdict(self).items() if k not in ("resumed", "seconds")}}
 
     def render(self) -> str:
         lines = [f"organized {self.layout} at {self.source} into {self.dest} in {self.seconds:.1f} s"]
@@ -256,6 +263,7 @@ class OrganizeReport:
         lines += [f"  ... and {more} more changed/skipped"] if more > 0 else []
         lines += [f"  not found in the download: {', '.join(self.missing_classes)}"] if self.missing_classes else []
         lines += [f"  {len(self.resumed)} units were already complete (kept)"] if self.resumed else []
+        lines += [f"  NOT FOUND: {n} (name the splits to do with --splits)" for n in self.not_found]
         return "\n".join(lines + [f"  report: {Path(self.dest, REPORT)}"])
 
 
@@ -270,12 +278,13 @@ def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterab
     """
     start = time.monotonic()
     if not 1 <= quality <= 100:
-        raise ValueError(f"quality must be 1..100, got {quality}")
+        raise UsageError(f"quality must be 1..100, got {quality}")
     reader = open_source(Path(src), layout)
     dest = Path(dest).resolve()
     if dest == Path(src).resolve():
-        raise ValueError(f"{dest}: the destination must not be the source folder")
+        raise UsageError(f"{dest}: the destination must not be the source folder")
     wanted = list(splits) if splits is not None else reader.splits()
+    not_found = [] if splits is not None else reader.not_found()
     unknown = [s for s in wanted if s not in reader.splits()]
     if unknown:
         raise SourceError(f"{src}: no split {', '.join(unknown)} in this {reader.layout} download "
@@ -286,13 +295,14 @@ def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterab
         sweep_temp_files(str(dest), wanted)
     job = Job(uuid.uuid4().hex, str(Path(src).resolve()), reader.layout, str(dest), fix, quality, keep)
     results = list(map_units(job, units, jobs=jobs, desc="organize", quiet=quiet, weights=[u.size for u in units]))
-    report = summarize(job, wanted, results, time.monotonic() - start)
+    report = summarize(job, wanted, results, not_found, time.monotonic() - start)
     with tario.atomic_file(dest / REPORT) as f:
         f.write((json.dumps(report.record(), indent=1, sort_keys=True) + "\n").encode())
     return report
 
 
-def summarize(job: Job, splits: list[str], results: list[UnitResult], seconds: float) -> OrganizeReport:
+def summarize(job: Job, splits: list[str], results: list[UnitResult], not_found: list[str],
+              seconds: float) -> OrganizeReport:
     """Add up the units' results into the report, in a deterministic order."""
     counts, sizes = dict.fromkeys(splits, 0), dict.fromkeys(splits, 0)
     found: set[str] = set()
@@ -306,5 +316,5 @@ def summarize(job: Job, splits: list[str], results: list[UnitResult], seconds: f
         sorted(job.classes) if job.classes is not None else None, counts, sizes,
         sorted((c for r in results for c in r.changed), key=by_path),
         sorted((s for r in results for s in r.skipped), key=by_path),
-        sorted(job.classes - found) if job.classes is not None else [],
+        sorted(job.classes - found) if job.classes is not None else [], not_found,
         [f"{r.split}/{r.unit}" for r in results if r.resumed], round(seconds, 3))

@@ -21,12 +21,13 @@ import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from imnet_data.errors import UsageError
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError
 from imnet_data.parallel import default_jobs, map_units
@@ -208,7 +209,7 @@ def _expected(src: Source, expect: str, kit: Devkit | None) -> Expected:
 
 def _check_devkit(src: Source, expect: str) -> tuple[Devkit | None, list[Problem]]:
     """The devkit of a layout that has one (official archives, folders), and what is wrong with it."""
-    if not hasattr(src, "devkit"):
+    if not isinstance(getattr(type(src), "devkit", None), cached_property):   # not hasattr: that would load it
         return None, []
     where = str(src.root / DEVKIT_ARCHIVE)
     try:
@@ -497,15 +498,27 @@ def validate(path: Path | str, *, layout: str | None = None, expect: str = "offi
              deep: bool = False, jobs: int | None = None, quiet: bool = False) -> ValidationReport:
     """Check the download at ``path`` (see the module doc); ``jobs`` worker processes (None/0: all cores).
 
-    Problems in the download are reported, not raised. Raises SourceError only when ``path`` cannot be opened as
-    a download at all (missing, not a known layout, unknown ``layout``), ValueError for a bad ``expect``.
+    Problems in the download are reported, not raised (a damaged or hostile archive included). Raises UsageError
+    only when ``path`` cannot be opened as a download at all (missing, not a known layout, unknown ``layout``)
+    or ``expect`` is unknown.
     """
     if expect not in EXPECTS:
-        raise ValueError(f"expect must be one of {', '.join(EXPECTS)}, got {expect!r}")
+        raise UsageError(f"expect must be one of {', '.join(EXPECTS)}, got {expect!r}")
     start = time.perf_counter()
     root, run = str(Path(path)), next(_RUNS)
     src = _open(root, layout or detect_layout(Path(path)), run)
     report = ValidationReport(root, src.layout, expect, deep)
+    try:
+        _fill(report, src, run, checksums, jobs, quiet)
+    except UNREADABLE as e:   # a reader failing outside one unit (a hostile index, say): the download is not sound
+        report.problems.append(Problem("error", "structure", root, f"{e} (the check stopped here)"))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _fill(report: ValidationReport, src: Source, run: int, checksums: bool, jobs: int | None, quiet: bool) -> None:
+    """Every pass of :func:`validate` over ``src``, adding to ``report``."""
+    expect, deep, root = report.expect, report.deep, report.source
     kit, report.problems = _check_devkit(src, expect)
     try:
         expected = _expected(src, expect, kit)
@@ -522,5 +535,3 @@ def validate(path: Path | str, *, layout: str | None = None, expect: str = "offi
         report.splits[split] = tally.summary()
         report.problems += _check_split(split, tally, expected, _home(src, split))
     report.problems += _duplicates(results)
-    report.seconds = time.perf_counter() - start
-    return report

@@ -225,7 +225,7 @@ def test_killed_run_resumes_without_redoing_finished_units(tmp_path: Path) -> No
                     quiet=True)
     truth = {name: entry["sha256"] for name, entry in big.truth["train"].items()}
     dest, markers = tmp_path / "out", tmp_path / "out" / STATE / "train"
-    cmd = [sys.executable, "-m", "imnet_data", "organize", str(big.out), str(dest), "--jobs", "1", "-q"]
+    cmd = [sys.executable, "-m", "imnet_data", "organize", str(big.out), str(dest), "--jobs", "1", "-q", "--splits", "train"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     while proc.poll() is None and len(list(markers.glob("*.json")) if markers.is_dir() else []) < 2:
         time.sleep(0.002)
@@ -238,7 +238,7 @@ def test_killed_run_resumes_without_redoing_finished_units(tmp_path: Path) -> No
     assert all(sha256(p.read_bytes()) == truth[p.name] for p in files)  # nothing partial under a final name
     kept = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for w in finished for p in (dest / "train" / w).iterdir()}
     (dest / "train" / finished[0] / ".n0_1.JPEG.partial").write_bytes(b"half")  # as if killed mid-write
-    result = run_cli("organize", str(big.out), str(dest), "--jobs", "1", "-q", "--json")
+    result = run_cli("organize", str(big.out), str(dest), "--jobs", "1", "-q", "--json", "--splits", "train")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["counts"]["train"] == 4000 and report["resumed"] == [f"train/{w}" for w in finished]

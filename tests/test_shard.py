@@ -177,7 +177,7 @@ def test_killed_run_resumes_and_ends_identical(tmp_path: Path) -> None:
                     quiet=True)
     dest = tmp_path / "dest"
     cmd = [sys.executable, "-m", "imnet_data", "shard", str(src.out), str(dest), "--samples-per-shard", "60",
-           "--jobs", "1", "-q"]
+           "--splits", "train", "--jobs", "1", "-q"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     records = dest / "train" / ".imnet-shard"
     deadline = time.time() + 120
@@ -190,7 +190,7 @@ def test_killed_run_resumes_and_ends_identical(tmp_path: Path) -> None:
     assert 3 <= len(done) < 50 and not (dest / "train" / "manifest.json").exists()
     kept = {n: os.stat(dest / "train" / n).st_mtime_ns for n in done}
     (dest / "train" / "imagenet-1k-train-000049.tar.partial").write_bytes(b"half")   # as if killed mid-write
-    proc = run_cli("shard", str(src.out), str(dest), "--samples-per-shard", "60", "-q", "--json")
+    proc = run_cli("shard", str(src.out), str(dest), "--samples-per-shard", "60", "-q", "--json", "--splits", "train")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)["splits"][0]
     assert report["kept"] == len(done) and len(report["written"]) == 50 - len(done)

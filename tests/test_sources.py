@@ -15,6 +15,7 @@ import pytest
 import scipy.io
 
 from imnet_data import catalog
+from imnet_data.errors import UsageError
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
 from imnet_data.fake.imagenet21k import make_fake_imagenet21k
 from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
@@ -318,7 +319,7 @@ def test_truncated_outer_tar(fake: FakeResult, tmp_path: Path, which: str) -> No
 
 def test_unknown_layout_names_what_was_looked_for(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("nothing here")
-    with pytest.raises(SourceError, match="not a known ImageNet layout") as e:
+    with pytest.raises(UsageError, match="not a known ImageNet layout") as e:   # not a download: exit 2
         open_source(tmp_path)
     assert all(name in str(e.value) for name in READERS)
 

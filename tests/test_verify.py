@@ -156,7 +156,7 @@ def test_deep_finds_a_cls_that_disagrees_with_the_json(dest: Path) -> None:
 
 def test_not_a_shard_folder_is_an_error(tmp_path: Path) -> None:
     r = run_cli("verify", str(tmp_path), "-q")
-    assert r.returncode == 1 and "not a shard output folder" in r.stderr
+    assert r.returncode == 2 and "not a shard output folder" in r.stderr   # a usage error
     with pytest.raises(ValueError):
         verify(tmp_path, quiet=True)
 
@@ -194,4 +194,4 @@ def test_preview_per_class_gives_one_cell_per_class(built: Path, tmp_path: Path)
 
 def test_preview_of_nothing_is_an_error(tmp_path: Path) -> None:
     r = run_cli("preview", str(tmp_path), "--out", str(tmp_path / "x.png"))
-    assert r.returncode == 1 and "neither a shard .tar nor a split folder" in r.stderr
+    assert r.returncode == 2 and "neither a shard .tar nor a split folder" in r.stderr   # a usage error

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from imnet_data.errors import UsageError
 from imnet_data.catalog import known_quirks
 
 Key = tuple[str, str]  # (split, file name)
@@ -63,5 +64,5 @@ def _free(train: dict[str, list[str]], kinds: dict[Key, str], sources: dict[Key,
 
 def _pick(rng: np.random.Generator, items: list[T]) -> T:
     if not items:
-        raise ValueError("too few images to place the quirks and faults: raise classes or train_per_class")
+        raise UsageError("too few images to place the quirks and faults: raise classes or train_per_class")
     return items[int(rng.integers(len(items)))]

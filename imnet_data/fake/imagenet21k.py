@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imnet_data.errors import UsageError
 from imnet_data import catalog, tario
 from imnet_data.fake.geometry import image_size, object_boxes
 from imnet_data.fake.plan import MAX_TRAIN_NUMBER, rng_for
@@ -18,7 +19,7 @@ def make_fake_imagenet21k(out: Path, classes: int = 5, per_class: int = 4, seed:
                           compressed: bool = False) -> Path:
     """Write ``OUT/fall11_whole.tar`` (``compressed``: ``OUT/winter21_whole.tar.gz``) and return its path."""
     if classes < 1 or per_class < 1:
-        raise ValueError("classes and per_class must be >= 1")
+        raise UsageError("classes and per_class must be >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / ARCHIVE[compressed]

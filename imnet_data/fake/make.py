@@ -25,7 +25,8 @@ def make_fake(out: Path, options: FakeOptions = FakeOptions(), *, quiet: bool = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = make_plan(options)
-    roles = ["train", "val", "devkit"] + (["bbox_train", "bbox_val"] if options.bbox else [])
+    # no val images: no val archive (a download without one), not an empty archive (which no download has)
+    roles = ["train"] + (["val"] if plan.val else []) + ["devkit"] + (["bbox_train", "bbox_val"] if options.bbox else [])
     paths = {role: out / facts()["archives"][role]["name"] for role in roles}
     sha256: dict[tuple[str, str], str] = {}
     with contextlib.ExitStack() as stack:
@@ -37,7 +38,8 @@ def make_fake(out: Path, options: FakeOptions = FakeOptions(), *, quiet: bool = 
                 kaggle(spec, data)
 
         write_train(paths["train"], plan, sink, quiet=quiet)
-        write_val(paths["val"], plan, sink, quiet=quiet)
+        if plan.val:
+            write_val(paths["val"], plan, sink, quiet=quiet)
     write_devkit(paths["devkit"], plan)
     if options.bbox:
         write_bbox(paths["bbox_train"], paths["bbox_val"], plan)

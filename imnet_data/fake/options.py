@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from imnet_data.errors import UsageError
 from imnet_data.catalog import ilsvrc2012
 
 PROFILES = ("tiny", "imagenet")
@@ -34,16 +35,16 @@ class FakeOptions:
         if isinstance(self.classes, int):
             low = 2 if self.with_quirks else 1
             if not low <= self.classes <= 1000:
-                raise ValueError(f"classes must be {low}..1000 (with_quirks needs 2), got {self.classes}")
+                raise UsageError(f"classes must be {low}..1000 (with_quirks needs 2), got {self.classes}")
         else:
             if not self.classes or len(set(self.classes)) != len(self.classes):
-                raise ValueError("classes must name at least one WNID, each once")
+                raise UsageError("classes must name at least one WNID, each once")
             for wnid in self.classes:
                 ilsvrc2012().by_wnid(wnid)
         if self.train_per_class < 1 or self.val_images < 0:
-            raise ValueError("train_per_class must be >= 1 and val_images >= 0")
+            raise UsageError("train_per_class must be >= 1 and val_images >= 0")
         if self.profile not in PROFILES:
-            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+            raise UsageError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
 
 
 @dataclass(frozen=True)

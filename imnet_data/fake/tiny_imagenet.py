@@ -14,6 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
+from imnet_data.errors import UsageError
 from imnet_data import catalog, tario
 from imnet_data.fake.geometry import Box, object_boxes
 from imnet_data.fake.plan import ImageSpec, rng_for
@@ -56,7 +57,7 @@ def _val_and_test(wnids: list[str], count: int, seed: int) -> dict[str, bytes]:
     ``val_annotations.txt``, and as many unlabelled test images."""
     val = [a for a in catalog.tiny_imagenet_val_annotations() if a[1] in wnids][:count]
     if len(val) < count:
-        raise ValueError(f"Tiny ImageNet has {len(val)} val images of {len(wnids)} classes, fewer than {count}")
+        raise UsageError(f"Tiny ImageNet has {len(val)} val images of {len(wnids)} classes, fewer than {count}")
     files = {"val/val_annotations.txt": _lines(f"{n}\t{w}\t" + "\t".join(map(str, b)) for n, w, b in val)}
     for name, wnid, box in val:
         rng = rng_for(seed, "tiny-imagenet", "val", name)
@@ -70,7 +71,7 @@ def make_fake_tiny_imagenet(out: Path, classes: int = 5, train_per_class: int = 
                             seed: int = 0, as_zip: bool = True) -> Path:
     """Write ``OUT/tiny-imagenet-200.zip`` (or the ``OUT/tiny-imagenet-200/`` folder) and return its path."""
     if not 1 <= classes <= 200 or train_per_class < 1 or val_images < 0:
-        raise ValueError("classes must be 1..200, train_per_class >= 1 and val_images >= 0")
+        raise UsageError("classes must be 1..200, train_per_class >= 1 and val_images >= 0")
     files = tiny_files(classes, train_per_class, val_images, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

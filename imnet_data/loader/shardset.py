@@ -8,7 +8,6 @@ manifest (present, same size) before training starts. Each sample is located by 
 from __future__ import annotations
 
 import os
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,9 @@ import numpy as np
 from webdataset.shardlists import expand_urls
 
 from imnet_data.assign import rank_pieces
-from imnet_data.shards.manifest import MANIFEST, read_manifest
+from imnet_data.shards.manifest import MANIFEST, read_capped, read_manifest
+from imnet_data.shards.members import index_rows as scan
+from imnet_data.shards.schema import parse_index
 
 
 class ShardError(ValueError):
@@ -106,42 +107,29 @@ def index_path(shard: Path) -> Path:
 
 
 def index_count(shard: Path) -> int:
-    """The sample count of a shard, from the first line of its index (``v1.2 N``), else its rows."""
+    """The sample count of a shard, from its index (or, without one, its tar headers)."""
     if not shard.is_file():
         raise ShardError(f"{shard}: shard missing")
-    try:
-        with open(index_path(shard)) as f:
-            return int(f.readline().split()[1])
-    except (OSError, IndexError, ValueError):
-        return len(index_rows(str(shard)))
+    return len(index_rows(str(shard)))
 
 
 def index_rows(shard: str) -> tuple[tuple[int, int, int, int, str], ...]:
     """``(cls offset, cls size, jpg offset, jpg size, key)`` of every sample of a shard, from its DALI index
-    (or, without one, from the tar headers)."""
+    (or, without one, from the tar headers, walked as :mod:`imnet_data.shards.members` does); ShardError naming
+    the file for a malformed index or tar."""
     path = Path(shard)
     idx = index_path(path)
-    lines = idx.read_text().splitlines() if idx.is_file() else scan_tar(path)
-    rows = []
-    for number, line in enumerate(lines[1:], 2):
-        fields = line.split()
-        parts = {fields[i]: (int(fields[i + 1]), int(fields[i + 2]), fields[i + 3]) for i in range(0, len(fields), 4)}
-        if "cls" not in parts or "jpg" not in parts:
-            raise ShardError(f"{idx}:{number}: sample without .cls or .jpg ({line[:80]!r})")
-        (co, cs, name), (jo, js, _) = parts["cls"], parts["jpg"]
-        rows.append((co, cs, jo, js, name.rsplit(".", 1)[0]))
-    return tuple(rows)
-
-
-def scan_tar(path: Path) -> list[str]:
-    """Index lines (DALI v1.2 format) built by reading the tar headers, for shards that came without .idx."""
-    samples: dict[str, list[str]] = {}
     try:
-        with tarfile.open(path, "r:") as tf:
-            for ti in tf:
-                if ti.isreg():
-                    key, ext = ti.name.split(".", 1)
-                    samples.setdefault(key, []).append(f"{ext} {ti.offset_data} {ti.size} {ti.name}")
-    except tarfile.TarError as e:
-        raise ShardError(f"{path}: not a readable tar ({e})") from e
-    return [f"v1.2 {len(samples)}"] + [" ".join(parts) for parts in samples.values()]
+        if idx.is_file():
+            rows = [(key, parts) for key, parts in parse_index(read_capped(idx, "DALI index").decode("ascii"),
+                                                                 str(idx))]
+        else:
+            rows = [(key, {ext: (offset, size) for ext, offset, size in parts}) for key, parts in scan(path)]
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ShardError(str(e)) from e
+    out = []
+    for key, parts in rows:
+        if "cls" not in parts or "jpg" not in parts:
+            raise ShardError(f"{idx if idx.is_file() else path}: sample {key} has no .cls or no .jpg")
+        out.append((*parts["cls"], *parts["jpg"], key))
+    return tuple(out)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from imnet_data.errors import UsageError
 from imnet_data.parallel import map_units
 from imnet_data.shards.manifest import MANIFEST, WIDS, class_names, complete, finalize
 from imnet_data.shards.plan import PLAN, ShardOptions, SplitPlan, make_plan, read_plan, write_plan
@@ -41,9 +42,14 @@ class ShardReport:
     node_rank: int
     num_nodes: int
     splits: list[SplitReport]
+    not_found: list[str] = field(default_factory=list)   # expected splits the download lacks (no splits named)
+
+    @property
+    def ok(self) -> bool:
+        return not self.not_found
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {"ok": self.ok, **asdict(self)}
 
     def render(self) -> str:
         lines = [f"shards in {self.dest}" + (f" (node {self.node_rank} of {self.num_nodes})"
@@ -56,6 +62,7 @@ class ShardReport:
                          + (f", left to other nodes {s.other_nodes}" if s.other_nodes else ""))
             lines.append(f"    manifest: {s.manifest}" if s.manifest else
                          f"    manifest: not written yet; when all nodes are done: imnet-data shard --merge {self.dest}")
+        lines += [f"  NOT FOUND: {n} (name the splits to do with --splits)" for n in self.not_found]
         return "\n".join(lines)
 
 
@@ -71,7 +78,7 @@ def shard(src: Path, dest: Path, options: ShardOptions = ShardOptions(), *, layo
         folder = dest / split
         prepare(folder, plan, overwrite)
         reports.append(run_split(folder, plan, options, jobs, node_rank, num_nodes, quiet))
-    return ShardReport(str(dest), node_rank, num_nodes, reports)
+    return ShardReport(str(dest), node_rank, num_nodes, reports, [] if splits else source.not_found())
 
 
 def prepare(folder: Path, plan: SplitPlan, overwrite: bool) -> None:
@@ -134,5 +141,5 @@ def merge(dest: Path, splits: Iterable[str] | None = None, check_sha256: bool = 
     dest = Path(dest)
     folders = [dest / s for s in splits] if splits else sorted(p.parent for p in dest.glob(f"*/{PLAN}"))
     if not folders:
-        raise ValueError(f"{dest}: no <split>/{PLAN} found; not a shard output folder")
+        raise UsageError(f"{dest}: no <split>/{PLAN} found; not a shard output folder")
     return [finalize(folder, check_sha256) for folder in folders]

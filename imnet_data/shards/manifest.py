@@ -13,13 +13,14 @@ from pathlib import Path
 
 from imnet_data import __version__, catalog
 from imnet_data.shards.plan import read_plan
+from imnet_data.shards.schema import (FORMAT_VERSION, MANIFEST_FORMAT, MAX_METADATA, SchemaError, check_info,
+                                      load_json, parse_manifest)
 from imnet_data.shards.writer import read_record
 from imnet_data.tario import atomic_file
 
 MANIFEST = "manifest.json"
 WIDS = "wids.json"
 INFO = "_info.json"
-FORMAT_VERSION = 1
 
 
 class IncompleteError(ValueError):
@@ -98,7 +99,7 @@ def build_manifest(plan: dict, records: list[dict]) -> dict:
         for label, n in record["histogram"]:
             counts[label] += n
     names = class_names(plan["label_space"], plan["classes"])
-    return {"format": "imnet-data-shards", "format_version": FORMAT_VERSION, "tool_version": __version__,
+    return {"format": MANIFEST_FORMAT, "format_version": FORMAT_VERSION, "tool_version": __version__,
             "split": plan["split"], "name": plan["name"], "pattern": plan["pattern"], "options": plan["options"],
             "source": plan["source"], "label_space": plan["label_space"],
             "classes": [{"index": i, "wnid": w, "name": n} for i, (w, n) in enumerate(zip(plan["classes"], names))],
@@ -112,8 +113,8 @@ def update_info(root: Path, manifest: dict) -> None:
     """Add or replace the split's entry of ``root/_info.json`` (timm / Hugging Face WebDataset split info)."""
     path = root / INFO
     try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
+        info = check_info(load_json(read_capped(path, "split table"), str(path)), str(path))
+    except ValueError:   # absent or unusable: start it anew
         info = {}
     split = manifest["split"]
     info["name"] = manifest["name"]
@@ -125,24 +126,21 @@ def update_info(root: Path, manifest: dict) -> None:
 
 
 def read_manifest(path: Path) -> dict:
-    """A manifest from its file or its split folder; ValueError naming the file when absent or malformed."""
+    """A manifest from its file or its split folder, checked against the schema (:mod:`imnet_data.shards.schema`);
+    ValueError naming the file (and field) when absent, too large or malformed."""
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST
+    return parse_manifest(read_capped(path, "manifest"), str(path))
+
+
+def read_capped(path: Path, what: str) -> bytes:
+    """A metadata file's bytes, at most the schema's cap (a huge or endless file is refused unread)."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_METADATA + 1)
     except OSError as e:
-        raise ValueError(f"{path}: cannot read the manifest ({e.strerror})") from e
-    return parse_manifest(raw, str(path))
-
-
-def parse_manifest(raw: bytes, where: str) -> dict:
-    """A manifest's content (from a file or a download); ValueError naming ``where`` when it is not JSON or not an
-    imnet-data shard manifest."""
-    try:
-        manifest = json.loads(raw)
-    except ValueError as e:
-        raise ValueError(f"{where}: not a JSON manifest ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != "imnet-data-shards":
-        raise ValueError(f"{where}: not an imnet-data shard manifest")
-    return manifest
+        raise ValueError(f"{path}: cannot read the {what} ({e.strerror})") from e
+    if len(raw) > MAX_METADATA:
+        raise SchemaError(f"{path}: over the {MAX_METADATA:,}-byte cap for metadata; not a {what}")
+    return raw

@@ -12,10 +12,12 @@ import hashlib
 import json
 import math
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
+from imnet_data.errors import UsageError
 from imnet_data import __version__, catalog
 from imnet_data.parallel import map_units
 from imnet_data.sources import Entry, Source, SourceError, Unit
@@ -26,6 +28,7 @@ PLAN = "plan.json.gz"
 FORMAT_VERSION = 1
 TAR_OVERHEAD = 3 * 512 + 3 * 256 + 400   # headers, mean padding and the .cls/.json bodies of one sample
 DEFAULT_NAMES = {"tiny": "tiny-imagenet-200", "imagenet21k": "imagenet-21k"}
+KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,15 @@ class ShardOptions:
     classes: tuple[str, ...] | None = None
     subset: str | None = None             # 1percent, 10percent, or a file of train file names
     fix: bool = True                      # CMYK / PNG / other formats -> RGB JPEG
+
+    def __post_init__(self) -> None:
+        """UsageError naming the first option out of range."""
+        for name, low, high in (("samples_per_shard", 1, None), ("shard_size", 1, None), ("max_size", 1, None),
+                                ("short_side", 1, None), ("quality", 1, 100)):
+            value = getattr(self, name)
+            if value is not None and not (low <= value and (high is None or value <= high)):
+                span = f"{low}..{high}" if high else f"{low} or more"
+                raise UsageError(f"{name.replace('_', '-')} must be {span}, got {value}")
 
     def shuffles(self, split: str) -> bool:
         return self.shuffle if self.shuffle is not None else split == "train"
@@ -149,17 +161,20 @@ def subset_files(spec: str) -> list[str]:
     if spec in catalog.SUBSETS:
         kind, items = catalog.subset(spec)
         if kind != "files":
-            raise ValueError(f"--subset {spec}: a class subset; use --classes {spec}")
+            raise UsageError(f"--subset {spec}: a class subset; use --classes {spec}")
         return items
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"--subset {spec}: neither 1percent, 10percent nor a file of train file names")
+        raise UsageError(f"--subset {spec}: neither 1percent, 10percent nor a file of train file names")
     return [line.strip().rsplit("/", 1)[-1] for line in path.read_text().splitlines() if line.strip()]
 
 
 def sample_key(entry: Entry) -> str:
-    """The ``__key__``: the file stem, dots replaced (WebDataset splits a member name at its first dot)."""
-    key = stem(entry.name).replace(".", "_")
+    """The ``__key__``: the file stem with every character but ASCII letters, digits, ``-`` and ``_`` made a
+    ``_``: dots (WebDataset splits a member name at its first dot), and spaces, newlines, non-ASCII or
+    non-UTF-8 bytes, which would break DALI's index and other readers. The original name stays in the sample's
+    ``.json`` (``file``); two names that give one key are refused by :func:`make_plan`, naming both."""
+    key = KEY_UNSAFE.sub("_", stem(entry.name))
     if not key or len(key) > 90:
         raise SourceError(f"{entry.origin}: file name {entry.name!r} gives no usable sample key (1-90 characters)")
     return key

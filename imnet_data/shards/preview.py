@@ -18,7 +18,9 @@ from typing import Iterator
 
 from PIL import Image, ImageDraw, ImageFont
 
+from imnet_data.errors import UsageError
 from imnet_data.shards.manifest import MANIFEST, read_manifest
+from imnet_data.shards.members import ShardTarError, open_shard, read, samples
 from imnet_data.tario import atomic_file
 
 CELL = 160                    # pixels per cell side
@@ -46,28 +48,19 @@ def shard_paths(source: Path) -> list[Path]:
         return [source]
     if (source / MANIFEST).is_file():
         return [source / s["name"] for s in read_manifest(source)["shards"]]
-    raise ValueError(f"{source}: neither a shard .tar nor a split folder with {MANIFEST}")
+    raise UsageError(f"{source}: neither a shard .tar nor a split folder with {MANIFEST}")
 
 
-def samples(paths: list[Path]) -> Iterator[tuple[str, dict[str, tarfile.TarInfo], tarfile.TarFile]]:
-    """``(key, {ext: member}, tar)`` for every sample of the shards, in order (members grouped by key)."""
+def shard_samples(paths: list[Path]) -> Iterator[tuple[str, dict[str, tarfile.TarInfo], tarfile.TarFile]]:
+    """``(key, {ext: member}, tar)`` for every sample of the shards, in order; a shard that is not a safe tar
+    raises ValueError naming it and the member (see :mod:`imnet_data.shards.members`)."""
     for path in paths:
-        with tarfile.open(path, "r:") as tar:
-            key, group = None, {}
-            for info in tar:
-                k, _, ext = info.name.partition(".")
-                if k != key and group:
+        with open_shard(path) as tar:
+            try:
+                for key, group in samples(path, tar):
                     yield key, group, tar
-                    group = {}
-                key, group[ext] = k, info
-            if group:
-                yield key, group, tar
-
-
-def read(tar: tarfile.TarFile, group: dict[str, tarfile.TarInfo], ext: str) -> bytes:
-    """The bytes of member ``<key>.<ext>`` (empty when absent)."""
-    f = tar.extractfile(group[ext]) if ext in group else None
-    return f.read() if f is not None else b""
+            except tarfile.TarError as e:
+                raise ShardTarError(f"{path}: corrupt tar ({e})") from e
 
 
 def label_of(tar: tarfile.TarFile, group: dict[str, tarfile.TarInfo]) -> int | None:
@@ -86,7 +79,7 @@ def load(key: str, group: dict[str, tarfile.TarInfo], tar: tarfile.TarFile) -> S
         return None
     try:
         meta = json.loads(read(tar, group, "json") or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         meta = {}
     name = meta.get("class", "") if isinstance(meta, dict) else ""
     return Sample(key, label, str(name), read(tar, group, image_ext))
@@ -96,7 +89,7 @@ def pick(paths: list[Path], n: int, per_class: bool) -> list[Sample]:
     """The first ``n`` samples, or with ``per_class`` the first sample of each of the first ``n`` classes met
     (sorted by class index)."""
     chosen: dict[int, Sample] | list[Sample] = {} if per_class else []
-    for key, group, tar in samples(paths):
+    for key, group, tar in shard_samples(paths):
         if per_class and label_of(tar, group) in chosen:
             continue
         sample = load(key, group, tar)
@@ -142,7 +135,7 @@ def preview(shard_or_folder: Path, out_png: Path, n: int = 16, per_class: bool =
     """Write a contact sheet of up to ``n`` samples of a shard (or a split folder's shards) to ``out_png``
     (atomically); ``columns`` defaults to a near-square grid. Returns ``out_png``."""
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise UsageError(f"n must be at least 1, got {n}")
     chosen = pick(shard_paths(Path(shard_or_folder)), n, per_class)
     if not chosen:
         raise ValueError(f"{shard_or_folder}: no samples with a .cls and an image found")

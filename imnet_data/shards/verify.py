@@ -1,8 +1,10 @@
 """``imnet-data verify``: check written shards against their manifests, in parallel.
 
-Per shard: the file is present with the recorded size and sha256, the tar parses to its end-of-archive marker,
-every sample has its ``.cls``/``.jpg``/``.json``, the sample count and class histogram recomputed from the
-``.cls`` members equal the manifest's, and the DALI index is present with its recorded sha256. ``deep`` also
+Per shard: the file is present with the recorded size and sha256, the tar parses to its end-of-archive marker
+(links, special files, odd names and oversized members refused, see :mod:`imnet_data.shards.members`), every
+sample has its ``.cls``/``.jpg``/``.json``, the sample count and class histogram recomputed from the ``.cls``
+members equal the manifest's, and the DALI index is present with its recorded sha256 and lists exactly the tar's
+members (offsets, sizes, names). ``deep`` also
 decodes every ``.jpg`` fully and checks that ``.cls`` equals the ``.json`` label. Problems are plain strings
 naming split, shard and sample key (at most :data:`MAX_PER_SHARD` per shard, then a count of the rest).
 """
@@ -17,10 +19,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from imnet_data.errors import UsageError
 from imnet_data.imageio import probe
 from imnet_data.parallel import map_units
 from imnet_data.shards.manifest import MANIFEST, file_sha256, read_manifest
-from imnet_data.shards.writer import BLOCK
+from imnet_data.shards.members import BLOCK, ShardTarError, open_shard, read, samples
+from imnet_data.shards.schema import SchemaError, parse_index, render_index
 
 MAX_PER_SHARD = 20            # problems listed per shard; a wrecked shard would otherwise flood the report
 PARTS = ("cls", "jpg", "json")
@@ -81,10 +85,7 @@ def check_shard(job: ShardCheck) -> ShardResult:
     s, name = job.shard, f"{job.split}/{job.shard['name']}"
     result, found = ShardResult(), []
     tar, idx = Path(job.folder, s["name"]), Path(job.folder, s["index"]["name"])
-    if not idx.is_file():
-        result.problems.append(f"{job.split}/{idx.name}: missing (the DALI index of {s['name']})")
-    elif hashlib.sha256(idx.read_bytes()).hexdigest() != s["index"]["sha256"]:
-        result.problems.append(f"{job.split}/{idx.name}: sha256 differs from the manifest")
+    index = read_index(idx, s, job.split, result.problems)
     if not tar.is_file():
         result.problems.insert(0, f"{name}: missing")
         return result
@@ -94,10 +95,14 @@ def check_shard(job: ShardCheck) -> ShardResult:
     if file_sha256(tar) != s["sha256"]:
         found.append("sha256 differs from the manifest")
     labels: Counter[int] = Counter()
+    rows: list = []
     try:
-        read_samples(tar, job, result, labels, found)
-    except (tarfile.TarError, OSError, EOFError) as e:
-        found.append(f"truncated/corrupt tar ({e})")
+        read_samples(tar, job, result, labels, found, rows)
+    except (tarfile.TarError, OSError, EOFError, ShardTarError) as e:
+        found.append(f"truncated/corrupt tar ({str(e).removeprefix(f'{tar}: ')})")
+    else:
+        if index is not None and index != render_index(rows):
+            found.append(f"the index {idx.name} does not match the tar's members (offsets, sizes or names)")
     if result.samples != s["samples"]:
         found.append(f"{result.samples} samples, the manifest says {s['samples']}")
     if sorted(labels.items()) != [tuple(x) for x in s["histogram"]]:
@@ -108,25 +113,35 @@ def check_shard(job: ShardCheck) -> ShardResult:
     return result
 
 
-def read_samples(path: Path, job: ShardCheck, result: ShardResult, labels: Counter[int], found: list[str]) -> None:
-    """Walk the tar's members (headers only, unless ``deep``) grouped by key, counting samples into ``result``
-    and labels into ``labels``, adding problems to ``found``. Raises ``tarfile.TarError`` on a truncated or
-    corrupt archive (the samples before the damage stay counted)."""
-    with tarfile.open(path, "r:") as tar:
-        group: dict[str, tarfile.TarInfo] = {}
-        key = None
-        for info in tar:
-            k, _, ext = info.name.partition(".")
-            if k != key and group:
-                result.samples += 1
-                check_sample(tar, key, group, job, labels, found)
-                group = {}
-            key = k
-            if ext in group:
-                found.append(f"{k}: duplicate member .{ext}")
-            group[ext] = info
-        if group:
+def read_index(idx: Path, entry: dict, split: str, problems: list[str]) -> str | None:
+    """The shard's ``.idx`` text when present, of the recorded sha256 and well-formed; else None, with the
+    problem added."""
+    if not idx.is_file():
+        problems.append(f"{split}/{idx.name}: missing (the DALI index of {entry['name']})")
+        return None
+    raw = idx.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != entry["index"]["sha256"]:
+        problems.append(f"{split}/{idx.name}: sha256 differs from the manifest")
+        return None
+    try:
+        text = raw.decode("ascii")
+        parse_index(text, f"{split}/{idx.name}")
+    except (UnicodeDecodeError, SchemaError) as e:
+        problems.append(f"{split}/{idx.name}: not a DALI index ({e})")
+        return None
+    return text
+
+
+def read_samples(path: Path, job: ShardCheck, result: ShardResult, labels: Counter[int], found: list[str],
+                 rows: list) -> None:
+    """Walk the tar's samples (headers only, unless ``deep``; refusals as :mod:`imnet_data.shards.members`
+    makes them), counting samples into ``result``, labels into ``labels`` and index rows into ``rows``, adding
+    problems to ``found``. Raises on a truncated or corrupt archive (the samples before the damage stay
+    counted)."""
+    with open_shard(path) as tar:
+        for key, group in samples(path, tar):
             result.samples += 1
+            rows.append((key, [(ext, info.offset_data, info.size) for ext, info in group.items()]))
             check_sample(tar, key, group, job, labels, found)
         end = tar.offset
     with open(path, "rb") as f:   # tarfile stops quietly at a damaged header: demand the end-of-archive marker
@@ -144,7 +159,7 @@ def check_sample(tar: tarfile.TarFile, key: str, group: dict[str, tarfile.TarInf
         found.append(f"{key}: no {', '.join('.' + p for p in missing)}")
     if "cls" not in group:
         return
-    text = read_member(tar, group["cls"])
+    text = read(tar, group, "cls")
     try:
         label = int(text)
     except ValueError:
@@ -156,22 +171,16 @@ def check_sample(tar: tarfile.TarFile, key: str, group: dict[str, tarfile.TarInf
     if not job.deep:
         return
     if "jpg" in group:
-        image = probe(read_member(tar, group["jpg"]))
+        image = probe(read(tar, group, "jpg"))
         if image.kind == "undecodable":
             found.append(f"{key}: .jpg does not decode ({image.error})")
     if "json" in group:
         try:
-            meta = json.loads(read_member(tar, group["json"]))
+            meta = json.loads(read(tar, group, "json"))
             if meta.get("label") != label:
                 found.append(f"{key}: .cls {label} differs from the .json label {meta.get('label')}")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             found.append(f"{key}: .json is not a JSON object")
-
-
-def read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
-    """A member's bytes (``tarfile.ReadError`` when the archive ends inside it)."""
-    f = tar.extractfile(info)
-    return f.read() if f is not None else b""
 
 
 def split_folders(dest: Path, splits: Iterable[str] | None) -> list[Path]:
@@ -183,7 +192,7 @@ def split_folders(dest: Path, splits: Iterable[str] | None) -> list[Path]:
         return [dest / s for s in splits]
     found = sorted(p.parent for p in dest.glob(f"*/{MANIFEST}"))
     if not found:
-        raise ValueError(f"{dest}: no manifest.json nor <split>/manifest.json; not a shard output folder")
+        raise UsageError(f"{dest}: no manifest.json nor <split>/manifest.json; not a shard output folder")
     return found
 
 

@@ -21,14 +21,14 @@ from PIL import Image
 
 from imnet_data.imageio import FIXABLE, jpeg_header, kind_of, to_rgb_jpeg
 from imnet_data.shards.plan import PlannedSample, ShardOptions, ShardPlan
+from imnet_data.shards.schema import render_index
 from imnet_data.sources.access import fetch
-from imnet_data.sources.base import SourceError
+from imnet_data.sources.base import SourceError, printable
 from imnet_data.tario import FIXED_MTIME, atomic_file
 
 BLOCK = 512
 RECORD = 20 * BLOCK          # tar pads the archive to whole records, as GNU tar and Python's tarfile do
 RECORDS = ".imnet-shard"     # per-shard records, next to the shards
-INDEX_VERSION = "v1.2"       # DALI's wds2idx format
 _IDS = b"0000644\0" + b"0000000\0" * 2                               # mode, uid, gid
 _TAIL = (b"0" + b"\0" * 100 + b"ustar  \0").ljust(BLOCK - 156, b"\0")  # type, linkname, GNU magic, zeros
 _FIXED_SUM = sum(_IDS) + sum(b" " * 8) + sum(_TAIL)                   # the checksum of the fixed fields
@@ -83,17 +83,18 @@ class HashingWriter:
             raise self.error
 
 
-def add_sample(out: HashingWriter, key: str, parts: list[tuple[str, bytes]]) -> str:
-    """Append the members ``<key>.<ext>`` of one sample in one write; return its DALI index line (each
-    member's extension, data offset, size and name)."""
+def add_sample(out: HashingWriter, key: str,
+               parts: list[tuple[str, bytes]]) -> tuple[str, list[tuple[str, int, int]]]:
+    """Append the members ``<key>.<ext>`` of one sample in one write; return its DALI index row (each
+    member's extension, data offset and size)."""
     chunks, fields, pos = [], [], out.pos
     for ext, data in parts:
-        name, pad = f"{key}.{ext}", -len(data) % BLOCK
-        chunks += (tar_header(name, len(data)), data, b"\0" * pad)
-        fields.append(f"{ext} {pos + BLOCK} {len(data)} {name}")
+        pad = -len(data) % BLOCK
+        chunks += (tar_header(f"{key}.{ext}", len(data)), data, b"\0" * pad)
+        fields.append((ext, pos + BLOCK, len(data)))
         pos += BLOCK + len(data) + pad
     out.write(b"".join(chunks))
-    return " ".join(fields)
+    return key, fields
 
 
 def finish_tar(out: HashingWriter) -> None:
@@ -123,7 +124,7 @@ def encode(sample: PlannedSample, data: bytes, job: ShardJob) -> tuple[bytes, di
     if job.options.reencodes():
         data, scale = resize(data, width, height, job.options)
     meta = {"key": sample.key, "label": sample.label, "wnid": e.wnid, "class": job.class_names[sample.label],
-            "file": e.name, "format": fmt, "mode": mode, "fixed": fixed,
+            "file": printable(e.name), "format": fmt, "mode": mode, "fixed": fixed,
             "width": round(width * scale), "height": round(height * scale),
             "original_size": [width, height] if scale != 1.0 else None,
             "boxes": [{"wnid": b.wnid, "xmin": round(b.xmin * scale), "ymin": round(b.ymin * scale),
@@ -171,19 +172,19 @@ def write_shard(job: ShardJob) -> dict:
     folder, shard = Path(job.folder), job.shard
     tar_path = folder / shard.name
     idx_path = tar_path.with_suffix(".idx")
-    lines, labels, fixed = [], Counter(), []
+    rows, labels, fixed = [], Counter(), []
     with atomic_file(tar_path) as f:
         with HashingWriter(f) as out:
             for sample in shard.samples:
                 image, meta = encode(sample, fetch(sample.entry.loc, sample.entry.origin), job)
                 parts = [("cls", str(sample.label).encode()), ("jpg", image),
                          ("json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())]
-                lines.append(add_sample(out, sample.key, parts))
+                rows.append(add_sample(out, sample.key, parts))
                 labels[sample.label] += 1
                 if meta["fixed"]:
                     fixed.append([sample.key, meta["fixed"]])
             finish_tar(out)
-        index = f"{INDEX_VERSION} {len(lines)}\n" + "".join(line + "\n" for line in lines)
+        index = render_index(rows)
         with atomic_file(idx_path) as fi:
             fi.write(index.encode())
     record = {"name": shard.name, "digest": shard.digest, "samples": len(shard.samples), "bytes": out.pos,

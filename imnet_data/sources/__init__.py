@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imnet_data.errors import UsageError
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit
 from imnet_data.sources.folders import Folders
 from imnet_data.sources.ilsvrc import IlsvrcArchives
@@ -26,21 +27,24 @@ READERS: dict[str, type[Source]] = {"ilsvrc2012": IlsvrcArchives, "kaggle": Kagg
 
 
 def detect_layout(path: Path) -> str:
-    """The layout name of a download, or SourceError saying what was looked for."""
+    """The layout name of a download, or UsageError (exit 2: the argument is not a download) saying what was
+    looked for."""
     path = Path(path)
     if not path.exists():
-        raise SourceError(f"{path}: no such file or folder")
+        raise UsageError(f"{path}: no such file or folder")
     for name, reader in READERS.items():
         if reader.detect(path):
             return name
-    raise SourceError(f"{path}: not a known ImageNet layout (looked for {', '.join(READERS)}); name one with --layout")
+    raise UsageError(f"{path}: not a known ImageNet layout (looked for {', '.join(READERS)}); name one with --layout")
 
 
 def open_source(path: Path, layout: str | None = None) -> Source:
-    """A reader for the download at ``path``."""
+    """A reader for the download at ``path`` (UsageError for a path that is none, or an unknown layout)."""
     name = layout or detect_layout(path)
     if name not in READERS:
-        raise SourceError(f"unknown layout {name!r} (known: {', '.join(READERS)})")
+        raise UsageError(f"unknown layout {name!r} (known: {', '.join(READERS)})")
+    if not Path(path).exists():
+        raise UsageError(f"{path}: no such file or folder")
     return READERS[name](Path(path))
 
 

@@ -78,6 +78,11 @@ def check_wnid(wnid: str, origin: str) -> str:
     return wnid
 
 
+def printable(name: str) -> str:
+    """A file name as valid text: bytes that are not UTF-8 (kept as surrogates when read) shown as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def stem(name: str) -> str:
     """File name without folders and extension: the sample key."""
     base = name.rsplit("/", 1)[-1]
@@ -88,9 +93,19 @@ class Source:
     """Base of the layout readers: subclasses fill ``layout``, ``splits``, ``units`` and ``read``."""
 
     layout = "?"
+    expected: tuple[str, ...] = ()   # the splits this layout's download holds (reported when one is absent)
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    def not_found(self) -> list[str]:
+        """A message for each expected split the download lacks, saying what was looked for."""
+        have = self.splits()
+        return [self.missing(split) for split in self.expected if split not in have]
+
+    def missing(self, split: str) -> str:
+        """What was looked for and not found for ``split``."""
+        return f"{self.describe()}: no {split} split"
 
     @classmethod
     def detect(cls, path: Path) -> bool:

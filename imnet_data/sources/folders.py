@@ -32,12 +32,15 @@ def entries(folder: Path) -> list[os.DirEntry]:
 
 
 def regular_files(folder: Path) -> list[tuple[str, int]]:
-    """``(name, size)`` of the files of ``folder``, sorted; a subfolder, link or special file raises."""
+    """``(name, size)`` of the files of ``folder``, sorted; a subfolder, link or special file raises, and so
+    does an empty folder (a class or split folder that should hold images)."""
     out = []
     for e in entries(folder):
         if e.is_dir(follow_symlinks=False):
             raise SourceError(f"{e.path}: unexpected folder (expected only image files here)")
         out.append((e.name, e.stat(follow_symlinks=False).st_size))
+    if not out:
+        raise SourceError(f"{folder}: holds no files (an empty class or split folder)")
     return out
 
 

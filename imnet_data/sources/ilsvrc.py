@@ -45,7 +45,24 @@ def index_tar(path: Path, offset: int = 0, size: int | None = None, origin: str 
                     found = list(tf)
     except tarfile.TarError as e:
         raise SourceError(f"{origin}: not a readable tar archive ({e})") from e
-    return [ti for ti in found if _checked(ti, origin, end, max_member)]
+    files = [ti for ti in found if _checked(ti, origin, end, max_member)]
+    if not files:   # tarfile reads a non-tar inside another tar as an empty one: never accept that silently
+        raise SourceError(f"{origin}: holds no files ({_what_it_is(path, offset)})")
+    return files
+
+
+def _what_it_is(path: Path, offset: int) -> str:
+    """A hint at what a tar holding no files really is, from its first bytes."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        head = f.read(BLOCK)
+    if head[:2] == b"\x1f\x8b":
+        return "it is gzip-compressed: a .tar.gz named .tar?"
+    if head[:3] == b"\xff\xd8\xff":
+        return "it is a JPEG image, not a tar"
+    if not head.strip(b"\0"):
+        return "an empty tar"
+    return f"not a tar; it starts with {head[:16]!r}"
 
 
 def _checked(ti: tarfile.TarInfo, origin: str, end: int, max_member: int | None) -> bool:
@@ -123,6 +140,14 @@ class IlsvrcArchives(Source):
     """A folder holding the official archives (any of train / val; the devkit labels val)."""
 
     layout = "ilsvrc2012"
+    expected = ("train", "val")
+
+    def missing(self, split: str) -> str:
+        """The archive looked for, and files named like it (``ILSVRC2012_img_train (1).tar``, a browser's copy)."""
+        name = {"train": TRAIN, "val": VAL}[split]
+        alike = sorted(p.name for p in self.root.glob(f"ILSVRC2012_img_{split}*") if p.name != name)
+        return (f"{self.root}: no {name}, so no {split} split" +
+                (f"; found {', '.join(repr(a) for a in alike)}: rename it to {name}?" if alike else ""))
 
     @classmethod
     def detect(cls, path: Path) -> bool:

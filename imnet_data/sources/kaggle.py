@@ -46,6 +46,7 @@ class Kaggle(Source):
     """``ROOT/ILSVRC/Data/CLS-LOC/{train,val}`` with the ``LOC_*`` files in ROOT."""
 
     layout = "kaggle"
+    expected = ("train", "val")
 
     @classmethod
     def detect(cls, path: Path) -> bool:

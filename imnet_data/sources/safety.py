@@ -1,18 +1,23 @@
 """Reading untrusted archives safely: member names, types and sizes are checked before any byte is used.
 
-Refused: absolute paths, ``..`` components, links, devices, FIFOs, members over the size cap, and more
-decompressed bytes than the total cap (gzip/zip bombs). Every refusal names the archive and the member.
+Refused: absolute paths, ``..`` components, links, devices, FIFOs, members over the size cap, archives larger
+than what they really are (a devkit of gigabytes), more decompressed bytes than the total cap (gzip/zip bombs,
+counted on the decompressed stream itself, headers included), and zip entries that overlap or share their
+compressed data (the "overlapping kernel" zip bomb). Each kind of archive has caps that fit the real file
+(:data:`DEVKIT_LIMITS`, :data:`BBOX_LIMITS`, :data:`TINY_LIMITS`). Every refusal names the archive and the member.
 """
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import stat
 import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
 from imnet_data.sources.base import SourceError
@@ -27,15 +32,24 @@ class UnsafeArchiveError(SourceError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps against hostile archives. The real set's largest image is ~15 MB and largest class tar ~250 MB."""
+    """Caps against hostile archives. The real set's largest image is ~15 MB and largest class tar ~250 MB;
+    ``max_image_bytes`` caps any one member, ``max_total_bytes`` what a compressed archive may expand to,
+    ``max_archive_bytes`` the archive file itself (None: no cap)."""
 
     max_image_bytes: int = 256 * MiB
     max_inner_tar_bytes: int = 64 * GiB
     max_total_bytes: int = 4096 * GiB
     max_zip_ratio: int = 200
+    max_archive_bytes: int | None = None
 
 
 DEFAULT_LIMITS = Limits()
+# the real devkit is 2.5 MB (meta.mat, the ground truth, MATLAB code); its members are a few MB at most
+DEVKIT_LIMITS = Limits(max_image_bytes=32 * MiB, max_total_bytes=64 * MiB, max_archive_bytes=64 * MiB)
+# the real bbox archives: 544,546 (train) and 50,000 (val) XML files of ~1 KB, 20 MB and 2 MB gzipped
+BBOX_LIMITS = Limits(max_image_bytes=1 * MiB, max_total_bytes=2 * GiB, max_archive_bytes=256 * MiB)
+# the real tiny-imagenet-200.zip: 237 MB, 120,000 JPEGs of 64x64 pixels and the annotation files
+TINY_LIMITS = Limits(max_image_bytes=16 * MiB, max_total_bytes=2 * GiB, max_archive_bytes=1 * GiB)
 
 
 def safe_name(name: str, origin: str) -> str:
@@ -90,17 +104,61 @@ def window(f: BinaryIO, offset: int, size: int) -> BinaryIO:
     return io.BufferedReader(_Window(f, offset, size), buffer_size=4 * MiB)
 
 
+class _Capped(io.RawIOBase):
+    """A read-only stream of at most ``limit`` bytes: reading past it raises UnsafeArchiveError (a compressed
+    archive's expansion cap, counted on what decompression really produces)."""
+
+    def __init__(self, f: BinaryIO, limit: int, origin: str) -> None:
+        self._f, self._left, self._limit, self._origin = f, limit, limit, origin
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:
+        n = self._f.readinto(b)
+        self._left -= n
+        if self._left < 0:
+            raise UnsafeArchiveError(f"{self._origin}: expands past {self._limit:,} bytes; refused (a bomb?)")
+        return n
+
+
+DECOMPRESSION_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError, OSError)
+
+
+def decompressed(fileobj: BinaryIO, origin: str, limits: Limits) -> BinaryIO:
+    """``fileobj`` decompressed when it is gzip, bzip2 or xz (told by its first bytes), capped at
+    ``limits.max_total_bytes`` of output."""
+    buffered = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(fileobj)   # type: ignore[arg-type]
+    magic = buffered.peek(6)[:6]
+    stream: BinaryIO = buffered
+    if magic[:2] == b"\x1f\x8b":
+        stream = gzip.GzipFile(fileobj=buffered)   # type: ignore[assignment]
+    elif magic[:3] == b"BZh":
+        stream = bz2.BZ2File(buffered)   # type: ignore[assignment]
+    elif magic == b"\xfd7zXZ\x00":
+        stream = lzma.LZMAFile(buffered)   # type: ignore[assignment]
+    return io.BufferedReader(_Capped(stream, limits.max_total_bytes, origin), buffer_size=1 * MiB)
+
+
+def check_archive_size(path: Path, limits: Limits) -> None:
+    """UnsafeArchiveError naming ``path`` when the archive file is larger than its kind ever is."""
+    size = path.stat().st_size
+    if limits.max_archive_bytes is not None and size > limits.max_archive_bytes:
+        raise UnsafeArchiveError(f"{path}: {size:,} bytes, over the {limits.max_archive_bytes:,}-byte cap for "
+                                 "this kind of archive (the real one is far smaller); refused")
+
+
 def iter_tar(fileobj: BinaryIO, origin: str, limits: Limits = DEFAULT_LIMITS,
              max_member: int | None = None) -> Iterator[tuple[tarfile.TarInfo, BinaryIO]]:
     """Stream a tar's regular files as ``(info, reader)`` after checking each member; directories are skipped.
 
-    ``fileobj`` may be compressed (gzip/bz2/xz are detected); the total of member sizes is capped so that a
-    small compressed archive cannot expand without bound.
+    ``fileobj`` may be compressed (gzip/bz2/xz are detected); the decompressed stream is capped at
+    ``limits.max_total_bytes`` (headers, padding and extended headers included), so that a small compressed
+    archive cannot expand without bound.
     """
     cap = limits.max_image_bytes if max_member is None else max_member
-    total = 0
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|*") as tf:
+        with tarfile.open(fileobj=decompressed(fileobj, origin, limits), mode="r|") as tf:
             for ti in tf:
                 name = safe_name(ti.name, origin)
                 if ti.isdir():
@@ -111,27 +169,51 @@ def iter_tar(fileobj: BinaryIO, origin: str, limits: Limits = DEFAULT_LIMITS,
                 if ti.size > cap:
                     raise UnsafeArchiveError(f"{origin}: member {name!r} is {ti.size:,} bytes, over the "
                                              f"{cap:,}-byte cap")
-                total += ti.size
-                if total > limits.max_total_bytes:
-                    raise UnsafeArchiveError(f"{origin}: expands past {limits.max_total_bytes:,} bytes")
                 reader = tf.extractfile(ti)
                 assert reader is not None  # a regular file always has a reader
                 yield ti, reader
     except tarfile.TarError as e:
         raise SourceError(f"{origin}: not a readable tar archive ({e})") from e
-    except EOFError as e:
-        raise SourceError(f"{origin}: truncated archive ({e})") from e
+    except UnsafeArchiveError:
+        raise
+    except DECOMPRESSION_ERRORS as e:
+        raise SourceError(f"{origin}: truncated or corrupt archive ({e})") from e
 
 
 def read_member(reader: BinaryIO, info: tarfile.TarInfo, origin: str) -> bytes:
     """All bytes of a tar member, or SourceError naming it if the archive ends early or its stream is corrupt."""
     try:
         data = reader.read()
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+    except UnsafeArchiveError:
+        raise
+    except (tarfile.TarError, *DECOMPRESSION_ERRORS) as e:
         raise SourceError(f"{origin}: cannot read member {info.name!r} ({e})") from e
     if len(data) != info.size:
         raise SourceError(f"{origin}: member {info.name!r} is truncated ({len(data):,} of {info.size:,} bytes)")
     return data
+
+
+def check_zip(zf: zipfile.ZipFile, origin: str, limits: Limits = TINY_LIMITS) -> None:
+    """The whole zip before any member is read: each member checked, their total size under the cap, and no two
+    entries overlapping or sharing compressed data (each local header plus its data must end before the next
+    entry starts: the central directory of an "overlapping kernel" bomb lies about this)."""
+    members = zf.infolist()
+    total = 0
+    for zi in members:
+        check_zip_member(zi, origin, limits)
+        total += zi.file_size
+        if total > limits.max_total_bytes:
+            raise UnsafeArchiveError(f"{origin}: members add up to more than {limits.max_total_bytes:,} bytes; refused")
+    ordered = sorted(members, key=lambda zi: zi.header_offset)
+    for a, b in zip(ordered, ordered[1:]):
+        if a.header_offset + 30 + len(raw_zip_name(a)) + a.compress_size > b.header_offset:
+            raise UnsafeArchiveError(f"{origin}: members {a.filename!r} and {b.filename!r} overlap in the archive "
+                                     "(a zip bomb); refused")
+
+
+def raw_zip_name(zi: zipfile.ZipInfo) -> bytes:
+    """A member's name as the archive stores it (UTF-8 when its flag says so, else code page 437)."""
+    return zi.orig_filename.encode("utf-8" if zi.flag_bits & 0x800 else "cp437", "replace")
 
 
 def check_zip_member(zi: zipfile.ZipInfo, origin: str, limits: Limits = DEFAULT_LIMITS) -> str:

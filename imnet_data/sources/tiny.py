@@ -61,6 +61,7 @@ class TinyImageNet(Source):
     """Tiny ImageNet's 200 classes: train (500 per class) and val (10,000, labelled by val_annotations.txt)."""
 
     layout = "tiny"
+    expected = ("train", "val")
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -112,6 +113,10 @@ class TinyImageNet(Source):
                 match = TRAIN_IMAGE.match(name)
                 if match:
                     classes.setdefault(match.group(1), []).append(name)
+            empty = sorted(set(self._listed()) - set(classes))
+            if empty:
+                raise SourceError(f"{self._origin(f'train/{empty[0]}/images')}: holds no images, though wnids.txt "
+                                  f"lists the class ({len(empty)} such classes)")
             return [self._unit(split, wnid, f"train/{wnid}/{wnid}_boxes.txt", names)
                     for wnid, names in sorted(classes.items())]
         if split == "val":
@@ -121,6 +126,11 @@ class TinyImageNet(Source):
             return [self._unit(split, f"val[{i}:{i + len(chunk)}]", VAL_ANNOTATIONS, chunk)
                     for i in range(0, len(names), VAL_UNIT) for chunk in [names[i:i + VAL_UNIT]]]
         raise SourceError(f"{self.base}: no split {split!r} in Tiny ImageNet (have {self.splits()})")
+
+    def _listed(self) -> list[str]:
+        """The classes ``wnids.txt`` lists (each checked to be a WNID)."""
+        [(_, data, origin)] = self._read_files((("wnids.txt", self.files["wnids.txt"]),))
+        return [check_wnid(w, origin) for w in data.decode("ascii", "replace").split()]
 
     def _unit(self, split: str, name: str, annotations: str, images: list[str]) -> Unit:
         """A unit reading ``images`` with boxes (and val labels) from ``annotations`` where present; its ``ref``

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import time
@@ -31,8 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from imnet_data.errors import UsageError
 from imnet_data.progress import progress
-from imnet_data.shards.manifest import INFO, MANIFEST, WIDS, parse_manifest, update_info, write_json
+from imnet_data.shards.manifest import INFO, MANIFEST, WIDS, update_info, write_json
+from imnet_data.shards.schema import check_info, load_json, parse_manifest
 from imnet_data.shards.verify import split_folders
 from imnet_data.stage.errors import Retry, StageError
 from imnet_data.stage.ranks import format_ranks, node_selection, parse_ranks, select
@@ -104,18 +105,6 @@ class SplitPlan:
         return self.manifest["split"]
 
 
-def checked_manifest(raw: bytes, where: str) -> dict:
-    """A downloaded manifest's content; ValueError naming ``where`` when it is not an imnet-data manifest or names
-    files outside its folder."""
-    manifest = parse_manifest(raw, where)
-    names = [manifest["split"]] + [n for s in manifest["shards"] for n in (s["name"], s.get("index", {}).get("name"))
-                                   if n is not None]
-    bad = [n for n in names if not n or n in (".", "..") or "/" in n or "\\" in n]
-    if bad:
-        raise ValueError(f"{where}: unsafe file name {bad[0]!r} in the manifest")
-    return manifest
-
-
 def find_manifests(t: Transfer, src: Source, splits: list[str] | None, manifest: str | None,
                    timeout: tuple[float, float]) -> list[tuple[Source, bytes, str]]:
     """``(split source, manifest bytes, where)`` for each split to stage."""
@@ -137,7 +126,7 @@ def find_manifests(t: Transfer, src: Source, splits: list[str] | None, manifest:
         info = t.read(src, INFO)
         if info is None:
             raise ValueError(f"{src}: no {MANIFEST}, no {INFO}; give a split URL or --splits")
-        names = sorted(json.loads(info).get("splits", {}))
+        names = sorted(check_info(load_json(info, src.url(INFO)), src.url(INFO))["splits"])
     found = []
     for name in names:
         sub = src.child(name)
@@ -203,11 +192,11 @@ def plan_splits(t: Transfer, src: Source, dest: Path, splits: list[str] | None, 
     """Read the manifests and select the shards of every split to stage."""
     plans = []
     for sub, raw, where in find_manifests(t, src, splits, manifest, timeout):
-        m = checked_manifest(raw, where)
+        m = parse_manifest(raw, where)
         plans.append(SplitPlan(sub, raw, m, dest / m["split"],
                                select([s["samples"] for s in m["shards"]], ranks, world_size)))
     if isinstance(src, FileSource) and any(p.folder.resolve() == Path(str(p.source)).resolve() for p in plans):
-        raise ValueError(f"{dest}: is the source itself")
+        raise UsageError(f"{dest}: is the source itself")
     return plans
 
 
@@ -232,7 +221,7 @@ def stage(source: str | os.PathLike, dest: str | os.PathLike, *, splits: list[st
     selection = "all shards" if ranks is None else f"shards of ranks {format_ranks(ranks)} of {world_size}"
     with open_source(source, jobs, timeout) as src, contextlib.ExitStack() as held:
         if link and not isinstance(src, FileSource):
-            raise ValueError("link (--link) needs a filesystem source")
+            raise UsageError("link (--link) needs a filesystem source")
         t = Transfer(verify, link, retries, backoff, max_rate, fsync)
         plans = plan_splits(t, src, dest, splits, manifest, ranks, world_size, timeout)
         for plan in plans:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+from imnet_data.errors import UsageError
 from imnet_data.assign import node_ranks, shards_for_ranks
 
 
@@ -13,7 +14,7 @@ def select(counts: list[int], ranks: list[int] | None, world_size: int | None) -
     if ranks is None:
         return list(range(len(counts)))
     if not world_size:
-        raise ValueError("a rank list needs the world size")
+        raise UsageError("a rank list needs the world size")
     return shards_for_ranks(counts, ranks, world_size)
 
 
@@ -35,7 +36,7 @@ def parse_ranks(text: str) -> list[int]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         a, _, b = part.partition("-")
         if not a.isdigit() or (b and not b.isdigit()):
-            raise ValueError(f"bad rank list {text!r} (expected e.g. 0-7,12)")
+            raise UsageError(f"bad rank list {text!r} (expected e.g. 0-7,12)")
         ranks.update(range(int(a), int(b or a) + 1))
     return sorted(ranks)
 

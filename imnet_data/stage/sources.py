@@ -12,6 +12,7 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
+from imnet_data.shards.schema import MAX_METADATA
 from imnet_data.stage.errors import Retry, StageError
 
 PERMANENT = {401, 403, 404, 410}
@@ -33,11 +34,14 @@ class FileSource:
         return str(self.root / name)
 
     def read(self, name: str) -> bytes | None:
-        """A small file's bytes (None when absent)."""
+        """A metadata file's bytes (None when absent; StageError past the metadata cap)."""
         try:
-            return (self.root / name).read_bytes()
+            with open(self.root / name, "rb") as f:
+                return capped(f.read(MAX_METADATA + 1), self.url(name))
         except FileNotFoundError:
             return None
+        except OSError as e:
+            raise StageError(f"{self.url(name)}: {e.strerror}") from e
 
     @contextlib.contextmanager
     def open(self, name: str, start: int) -> Iterator[tuple[int, Callable[[memoryview], int]]]:
@@ -71,21 +75,26 @@ class HttpSource:
         url = self.url(name)
         r = self.session.get(url, headers={"Accept-Encoding": "identity", **(headers or {})}, stream=True,
                              timeout=self.timeout)
-        if r.status_code in PERMANENT:
+        try:
+            check_status(r, url)
+        except BaseException:
             r.close()
-            raise StageError(f"{url}: HTTP {r.status_code} {r.reason}")
-        if r.status_code not in (200, 206):
-            r.close()
-            raise Retry(f"{url}: HTTP {r.status_code} {r.reason}", restart=r.status_code == 416)
+            raise
         return r
 
     def read(self, name: str) -> bytes | None:
-        """A small file's bytes (None when absent or refused); transient errors are raised."""
-        try:
-            with self.get(name) as r:
-                return r.content
-        except StageError:
-            return None
+        """A metadata file's bytes: None when the server says 404; StageError (with the status and URL) for
+        another refusal or a body past the metadata cap (read no further); transient errors are raised."""
+        url = self.url(name)
+        r = self.session.get(url, headers={"Accept-Encoding": "identity"}, stream=True, timeout=self.timeout)
+        with r:
+            if r.status_code == 404:
+                return None
+            check_status(r, url)
+            declared = r.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_METADATA:
+                raise StageError(f"{url}: {int(declared):,} bytes, over the {MAX_METADATA:,}-byte cap for metadata")
+            return capped(r.raw.read(MAX_METADATA + 1), url)
 
     @contextlib.contextmanager
     def open(self, name: str, start: int) -> Iterator[tuple[int, Callable[[memoryview], int]]]:
@@ -110,6 +119,22 @@ class HttpSource:
 
 
 Source = FileSource | HttpSource
+
+
+def check_status(r: requests.Response, url: str) -> None:
+    """StageError for a permanent refusal (401/403/404/410), Retry for any other answer but 200/206; both
+    carry the server's status and the URL."""
+    if r.status_code in PERMANENT:
+        raise StageError(f"{url}: HTTP {r.status_code} {r.reason}")
+    if r.status_code not in (200, 206):
+        raise Retry(f"{url}: HTTP {r.status_code} {r.reason}", restart=r.status_code == 416)
+
+
+def capped(body: bytes, where: str) -> bytes:
+    """``body`` (read up to one byte past the cap), or StageError when it is past the metadata cap."""
+    if len(body) > MAX_METADATA:
+        raise StageError(f"{where}: over the {MAX_METADATA:,}-byte cap for metadata; refused")
+    return body
 
 
 @contextlib.contextmanager

@@ -1,0 +1,171 @@
+"""The one schema of a shard folder's metadata: the manifest, DALI ``.idx`` files and ``_info.json``.
+
+Every reader (``verify``, ``stage``, ``merge``, the loader, ``bench``, ``preview``) parses these here, so a
+malformed or hostile file gets one kind of error, :class:`SchemaError`, naming the file and the field (e.g.
+``.../manifest.json: shards[3].sha256: expected a 64-digit hex string, got None``), never a traceback. Sizes are
+capped before parsing (:data:`MAX_METADATA`), deep nesting is refused, and every file name a manifest or index
+gives must be a plain name inside its folder.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+MAX_METADATA = 256 << 20         # bytes of any manifest / index / info file: a 21k manifest is well under this
+MANIFEST_FORMAT = "imnet-data-shards"
+FORMAT_VERSION = 1
+INDEX_VERSION = "v1.2"           # DALI's wds2idx format
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")   # a plain file name in the split folder
+KEY = re.compile(r"^[A-Za-z0-9_-]{1,90}$")                      # a sample key (see shards.plan.sample_key)
+EXT = re.compile(r"^[A-Za-z0-9]{1,16}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class SchemaError(ValueError):
+    """A metadata file that is not what the tool wrote; the message names the file and the field."""
+
+
+def load_json(raw: bytes, where: str) -> Any:
+    """JSON of at most :data:`MAX_METADATA` bytes; SchemaError naming ``where`` otherwise."""
+    if len(raw) > MAX_METADATA:
+        raise SchemaError(f"{where}: {len(raw):,} bytes, over the {MAX_METADATA:,}-byte cap for metadata")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise SchemaError(f"{where}: JSON nested too deeply") from None
+    except ValueError as e:
+        raise SchemaError(f"{where}: not JSON ({e})") from None
+
+
+class _Fields:
+    """Typed access to one JSON object's fields, raising SchemaError with the file and the field's path."""
+
+    def __init__(self, data: Any, where: str, path: str = "") -> None:
+        self.where, self.path = where, path
+        if not isinstance(data, dict):
+            self.fail("", "an object", data)
+        self.data = data
+
+    def fail(self, name: str, wanted: str, got: Any) -> None:
+        field = ".".join(p for p in (self.path, name) if p) or "the top level"
+        shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+        raise SchemaError(f"{self.where}: {field}: expected {wanted}, got {shown[:80]}")
+
+    def get(self, name: str, wanted: str, ok) -> Any:
+        value = self.data.get(name)
+        if not ok(value):
+            self.fail(name, wanted, value)
+        return value
+
+    def count(self, name: str) -> int:
+        return self.get(name, "a whole number >= 0", is_count)
+
+    def text(self, name: str, pattern: re.Pattern | None = None) -> str:
+        wanted = f"a string matching {pattern.pattern}" if pattern else "a string"
+        return self.get(name, wanted, lambda v: isinstance(v, str) and (pattern is None or pattern.match(v)))
+
+    def sha256(self, name: str) -> str:
+        return self.get(name, "a 64-digit hex string", lambda v: isinstance(v, str) and SHA256.match(v))
+
+    def items(self, name: str) -> list:
+        return self.get(name, "a list", lambda v: isinstance(v, list))
+
+    def child(self, name: str, value: Any | None = None) -> "_Fields":
+        return _Fields(self.data.get(name) if value is None else value, self.where,
+                       f"{self.path}.{name}" if self.path else name)
+
+
+def is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_manifest(data: Any, where: str) -> dict:
+    """``data`` if it is a shard manifest every reader can use (types, names, label range), else SchemaError."""
+    top = _Fields(data, where)
+    if data.get("format") != MANIFEST_FORMAT:
+        top.fail("format", repr(MANIFEST_FORMAT), data.get("format"))
+    if data.get("format_version") != FORMAT_VERSION:
+        top.fail("format_version", f"{FORMAT_VERSION} (this tool's; a newer tool wrote it?)", data.get("format_version"))
+    top.text("split", FILE_NAME)
+    top.text("name")
+    classes = top.items("classes")
+    for i, c in enumerate(classes):
+        entry = top.child(f"classes[{i}]", c)
+        entry.get("index", f"{i} (its position)", lambda v, i=i: v == i and not isinstance(v, bool))
+        entry.text("wnid")
+    top.count("num_samples")
+    top.count("num_bytes")
+    top.get("class_counts", f"a list of {len(classes)} whole numbers",
+            lambda v: isinstance(v, list) and len(v) == len(classes) and all(map(is_count, v)))
+    seen: set[str] = set()
+    for i, s in enumerate(top.items("shards")):
+        shard = top.child(f"shards[{i}]", s)
+        name = shard.text("name", FILE_NAME)
+        if not name.endswith(".tar") or name in seen:
+            shard.fail("name", "a .tar file name listed once", name)
+        seen.add(name)
+        shard.count("samples")
+        shard.count("bytes")
+        shard.sha256("sha256")
+        shard.get("histogram", f"[[label 0..{len(classes) - 1}, count], ...]",
+                  lambda v: isinstance(v, list) and all(
+                      isinstance(p, list) and len(p) == 2 and is_count(p[0]) and p[0] < len(classes)
+                      and is_count(p[1]) for p in v))
+        index = shard.child("index")
+        if not index.text("name", FILE_NAME).endswith(".idx"):
+            index.fail("name", "an .idx file name", index.data["name"])
+        index.count("bytes")
+        index.sha256("sha256")
+    return data
+
+
+def parse_manifest(raw: bytes, where: str) -> dict:
+    """A manifest's content (from a file or a download), checked by :func:`check_manifest`."""
+    return check_manifest(load_json(raw, where), where)
+
+
+def check_info(data: Any, where: str) -> dict:
+    """``_info.json`` (the split table timm and Hugging Face read): its split names must be plain names."""
+    top = _Fields(data, where)
+    splits = top.get("splits", "an object of splits", lambda v: isinstance(v, dict))
+    for name in splits:
+        if not FILE_NAME.match(name):
+            top.fail(f"splits.{name[:40]}", "a plain split name", name)
+    return data
+
+
+def parse_index(text: str, where: str) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+    """The samples of a DALI ``.idx`` (``v1.2 N`` then one line per sample of ``ext offset size name``
+    groups): ``[(key, {ext: (offset, size)}), ...]``; SchemaError naming the line for anything else (a name that
+    is not ``<key>.<ext>``, a negative or non-numeric offset, a count that does not match)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    head = lines[0].split(" ") if lines else []
+    if len(head) != 2 or head[0] != INDEX_VERSION or not head[1].isdigit():
+        raise SchemaError(f"{where}:1: expected '{INDEX_VERSION} <samples>', got {(lines or [''])[0][:60]!r}")
+    rows = []
+    for number, line in enumerate(lines[1:], 2):
+        fields = line.split(" ")
+        if not fields or len(fields) % 4:
+            raise SchemaError(f"{where}:{number}: expected groups of 'ext offset size name', got {line[:80]!r}")
+        key, parts = None, {}
+        for i in range(0, len(fields), 4):
+            ext, offset, size, name = fields[i:i + 4]
+            stem, _, suffix = name.partition(".")
+            if not (EXT.match(ext) and offset.isdigit() and size.isdigit() and KEY.match(stem) and suffix == ext
+                    and key in (None, stem) and ext not in parts):
+                raise SchemaError(f"{where}:{number}: bad entry {' '.join(fields[i:i + 4])[:80]!r} (expected "
+                                  "'ext offset size <key>.ext', one key per line)")
+            key, parts[ext] = stem, (int(offset), int(size))
+        rows.append((key, parts))
+    if len(rows) != int(head[1]):
+        raise SchemaError(f"{where}:1: says {head[1]} samples, the index lists {len(rows)}")
+    return rows
+
+
+def render_index(rows: list[tuple[str, list[tuple[str, int, int]]]]) -> str:
+    """A DALI ``.idx`` (byte-equal to ``wds2idx``'s) of ``[(key, [(ext, data offset, size), ...]), ...]``."""
+    lines = [" ".join(f"{ext} {offset} {size} {key}.{ext}" for ext, offset, size in parts) for key, parts in rows]
+    return f"{INDEX_VERSION} {len(rows)}\n" + "".join(line + "\n" for line in lines)
