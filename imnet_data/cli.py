@@ -234,7 +234,10 @@ def add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from imnet_data import validate
+    from imnet_data.paths import check_apart
 
+    if args.report:
+        check_apart(args.src, args.report, "--report")
     report = validate.validate(args.src, layout=args.layout, expect=args.expect, checksums=not args.skip_checksums,
                                deep=args.deep, jobs=args.jobs, quiet=args.quiet)
     if args.report:

@@ -21,24 +21,32 @@ JPEG_KINDS = {"RGB": "jpeg", "CMYK": "cmyk", "L": "gray"}
 
 @dataclass(frozen=True)
 class Probe:
-    """What decoding found: ``kind`` (one of KINDS), PIL's ``format``/``mode``/``size``, and for an undecodable
-    file the ``error`` (a stable message, fit for deterministic reports)."""
+    """What decoding found: ``kind`` (one of KINDS), the ``format``/``mode``/``size`` (as PIL names them), and
+    for an undecodable file the ``error`` (a stable message, fit for deterministic reports); ``oversized``: not
+    decoded at all, its header claims more pixels than PIL's decompression-bomb limit."""
 
     kind: str
     format: str | None = None
     mode: str | None = None
     size: tuple[int, int] | None = None
     error: str | None = None
+    oversized: bool = False
 
 
 def probe(data: bytes) -> Probe:
     """Decode ``data`` completely and say what it is.
 
-    JPEGs decode at 1/8 scale (the DCT shortcut): every byte of the compressed stream is still read, so a
-    truncated file is caught, at a fraction of the cost of a full-size decode.
+    JPEGs are decoded by libjpeg-turbo (``simplejpeg``) at 1/8 scale in strict mode: every byte of the entropy-
+    coded data is still decoded, so a truncated file is caught, and so is damage PIL decodes to garbage without a
+    word (libjpeg's warnings: "Corrupt JPEG data: bad Huffman code", "premature end of data segment", ...).
+    What no decoder can see: damage that still forms valid codes (a flipped bit inside a coefficient gives wrong
+    pixels silently: JPEG carries no checksum; only the archive's md5 catches that). Other formats go to PIL.
     """
     if not data:
         return Probe("undecodable", error="empty file")
+    header = jpeg_header(data)
+    if header is not None:
+        return _probe_jpeg(data, *header)
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, mode, size = img.format, img.mode, img.size
@@ -46,9 +54,38 @@ def probe(data: bytes) -> Probe:
             img.load()
     except UnidentifiedImageError:
         return Probe("undecodable", error="not an image (no known image format)")
+    except Image.DecompressionBombError as e:
+        return Probe("undecodable", error=f"not decoded: {e}", oversized=True)
     except Exception as e:  # noqa: BLE001 -- hostile bytes make PIL raise many types (OSError, SyntaxError, ...)
         return Probe("undecodable", error=f"cannot decode: {e}")
+    damage = jpeg_damage(data, mode) if fmt in JPEG_FORMATS else None
+    if damage:
+        return Probe("undecodable", fmt, mode, size, error=damage)
     return Probe(kind_of(fmt, mode), fmt, mode, size)
+
+
+def _probe_jpeg(data: bytes, mode: str, size: tuple[int, int]) -> Probe:
+    """A JPEG whose frame header :func:`jpeg_header` read: decoded by :func:`jpeg_damage`."""
+    if size[0] * size[1] > 2 * Image.MAX_IMAGE_PIXELS:
+        return Probe("undecodable", "JPEG", mode, size, f"not decoded: {size[0]}x{size[1]} pixels exceeds the "
+                     f"decompression-bomb limit of {2 * Image.MAX_IMAGE_PIXELS:,}", oversized=True)
+    damage = jpeg_damage(data, mode)
+    if damage:
+        return Probe("undecodable", "JPEG", mode, size, error=damage)
+    return Probe(kind_of("JPEG", mode), "JPEG", mode, size)
+
+
+def jpeg_damage(data: bytes, mode: str) -> str | None:
+    """What libjpeg-turbo reports decoding ``data`` (a JPEG of PIL ``mode``) at 1/8 scale, its warnings
+    included, or None when it decodes cleanly."""
+    import simplejpeg   # here: only probing needs it
+
+    try:
+        simplejpeg.decode_jpeg(data, colorspace={"L": "GRAY", "CMYK": "CMYK"}.get(mode, "RGB"), strict=True,
+                               min_factor=8)
+    except ValueError as e:
+        return f"cannot decode: {e}"
+    return None
 
 
 SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})

@@ -30,6 +30,7 @@ from imnet_data.errors import UsageError
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError
 from imnet_data.parallel import map_units
+from imnet_data.paths import check_apart
 from imnet_data.sources import Sample, Source, SourceError, Unit, open_source
 from imnet_data.sources.base import WNID, check_wnid
 from imnet_data.sources.safety import UnsafeArchiveError
@@ -144,7 +145,7 @@ def source(src: str, layout: str, run: str) -> Source:
 def base_name(name: str, origin: str) -> str:
     """``name`` if it is a plain file name (no folders, not hidden, not too long), else UnsafeArchiveError."""
     if (not name or "/" in name or "\\" in name or "\x00" in name or name.startswith(".")
-            or len(name.encode()) > 240):
+            or len(name.encode("utf-8", "surrogateescape")) > 240):
         raise UnsafeArchiveError(f"{origin}: file name {name!r} is not a plain base name; refused")
     return name
 
@@ -280,9 +281,8 @@ def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterab
     if not 1 <= quality <= 100:
         raise UsageError(f"quality must be 1..100, got {quality}")
     reader = open_source(Path(src), layout)
+    check_apart(src, dest)
     dest = Path(dest).resolve()
-    if dest == Path(src).resolve():
-        raise UsageError(f"{dest}: the destination must not be the source folder")
     wanted = list(splits) if splits is not None else reader.splits()
     not_found = [] if splits is not None else reader.not_found()
     unknown = [s for s in wanted if s not in reader.splits()]

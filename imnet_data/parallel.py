@@ -2,12 +2,18 @@
 
 One place for the process pool so validate, organize and shard share the same behaviour: ``jobs=1`` runs in
 this process (simple to debug and to test), ``jobs=0``/None means all cores, results come back in input order
-(deterministic reports), and a worker's exception propagates with its message.
+(deterministic reports), a worker's exception propagates with its message, and a worker exits when its parent
+dies (a ``kill -9`` of the command leaves no idle workers behind).
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -24,6 +30,28 @@ def default_jobs(jobs: int | None) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent(parent: int) -> None:
+    """A worker's initializer: be killed when the parent process dies (Linux: the kernel's parent-death signal),
+    and, anywhere, a watchdog thread that exits once the parent is gone."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:   # the parent died before the line above
+        os._exit(1)
+    threading.Thread(target=_watch, args=(parent,), name="imnet-parent-watch", daemon=True).start()
+
+
+def _watch(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def map_units(fn: Callable[[T], R], items: Sequence[T], *, jobs: int | None = None, desc: str = "",
               unit: str = "unit", quiet: bool = False, weights: Iterable[int] | None = None) -> Iterator[R]:
     """``fn(item)`` for every item, yielded in item order; ``weights`` (e.g. bytes) drive the progress bar."""
@@ -38,7 +66,8 @@ def map_units(fn: Callable[[T], R], items: Sequence[T], *, jobs: int | None = No
                 yield result
             return
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             for size, result in zip(sizes, pool.map(fn, items, chunksize=1)):
                 bar.update(size)
                 yield result

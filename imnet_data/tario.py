@@ -15,6 +15,16 @@ from typing import BinaryIO, Iterable, Iterator
 
 # 2012-06-14 00:00:00 UTC, the devkit's date: any fixed value would do.
 FIXED_MTIME = 1339632000
+BLOCK = 512   # tar's unit: a header, and the padding of every member's data
+
+
+def header_size(field: bytes) -> int:
+    """A tar header's 12-byte size field: octal digits, or base-256 (high bit of the first byte set) for
+    8 GiB and more; ValueError for anything else."""
+    if field[0] & 0x80:
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+    text = field.strip(b"\0 ")
+    return int(text, 8) if text else 0
 
 
 def add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int = FIXED_MTIME) -> None:

@@ -25,7 +25,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import ImageFile
 
 from imnet_data.errors import UsageError
 from imnet_data import catalog, imageio, tario
@@ -357,18 +357,19 @@ def _check_unit(job: tuple[str, str, int, bool, Unit]) -> UnitResult:
 
 
 def _inspect(name: str, data: bytes, where: str, quirks: dict[str, frozenset[str]]) -> list[Problem]:
-    """Decode ``data`` fully and report what is damaged or unusual (nothing for a plain RGB JPEG)."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, mode, (width, height) = img.format, img.mode, img.size
-            img.load()
-    except UnidentifiedImageError:
-        return [Problem("error", "not_image", where, f"not an image; it starts with {data[:24]!r}")]
-    except Image.DecompressionBombError as e:
-        return [Problem("warning", "extreme_size", where, f"not decoded: {e}")]
-    except Exception as e:  # noqa: BLE001 -- damaged bytes make PIL raise many types (OSError, SyntaxError, ...)
-        return [Problem("error", "truncated" if "truncated" in str(e) else "undecodable", where, f"cannot decode: {e}")]
-    problems = _content_problems(imageio.kind_of(fmt, mode), name, f"{fmt} {mode}", where, quirks)
+    """Decode ``data`` fully (:func:`imnet_data.imageio.probe`: libjpeg's warnings count as damage) and report
+    what is damaged or unusual (nothing for a plain RGB JPEG)."""
+    found = imageio.probe(data)
+    if found.oversized:
+        return [Problem("warning", "extreme_size", where, found.error or "")]
+    if found.kind == "undecodable":
+        error = found.error or ""
+        if error.startswith("not an image"):
+            return [Problem("error", "not_image", where, f"not an image; it starts with {data[:24]!r}")]
+        truncated = "truncated" in error or "premature end" in error.lower()
+        return [Problem("error", "truncated" if truncated else "undecodable", where, error)]
+    problems = _content_problems(found.kind, name, f"{found.format} {found.mode}", where, quirks)
+    width, height = found.size or (0, 0)
     if min(width, height) < MIN_SIDE or max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
         problems.append(Problem("warning", "extreme_size", where, f"{width}x{height} pixels"))
     return problems

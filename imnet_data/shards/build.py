@@ -14,6 +14,7 @@ from typing import Iterable
 
 from imnet_data.errors import UsageError
 from imnet_data.parallel import map_units
+from imnet_data.paths import check_apart
 from imnet_data.shards.manifest import MANIFEST, WIDS, class_names, complete, finalize
 from imnet_data.shards.plan import PLAN, ShardOptions, SplitPlan, make_plan, read_plan, write_plan
 from imnet_data.shards.writer import RECORDS, ShardJob, write_shard
@@ -71,6 +72,7 @@ def shard(src: Path, dest: Path, options: ShardOptions = ShardOptions(), *, layo
           overwrite: bool = False, quiet: bool = False) -> ShardReport:
     """Shard the download at ``src`` into ``dest/<split>/`` (see the module doc); returns what was done."""
     source = open_source(Path(src), layout)
+    check_apart(src, dest)
     dest = Path(dest)
     reports = []
     for split in list(splits or source.splits()):

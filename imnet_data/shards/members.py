@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 from imnet_data.sources.safety import DEFAULT_LIMITS
+from imnet_data.tario import BLOCK, header_size
 
-BLOCK = 512
 EXTENDED_CAP = 64 << 10           # bytes of a pax / GNU long-name header: tarfile reads them into memory
 CAPS = {"cls": 64, "json": 1 << 20}   # bytes per member by extension; anything else: the image cap
 REGULAR, FOLDER, EXTENDED = (b"0", b"\0", b"7"), b"5", (b"x", b"g", b"L", b"K")
@@ -22,14 +22,6 @@ Group = dict[str, tarfile.TarInfo]
 
 class ShardTarError(ValueError):
     """A shard tar that must not be read further; the message names the shard and the member."""
-
-
-def header_size(field: bytes) -> int:
-    """A tar header's size field: octal, or base-256 (first byte's high bit set) for 8 GiB and more."""
-    if field[0] & 0x80:
-        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-    text = field.strip(b"\0 ")
-    return int(text, 8) if text else 0
 
 
 def check_headers(path: Path) -> None:

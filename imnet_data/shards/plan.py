@@ -242,7 +242,7 @@ def source_identity(source: Source, split: str, entries: list[Entry]) -> dict:
     paths = sorted({e.loc[1] for e in entries if e.loc[0] == "zip" or e.loc[1].endswith(".tar")})
     return {"layout": source.layout, "samples": len(entries),
             "archives": [{"name": Path(p).name, "bytes": Path(p).stat().st_size} for p in paths],
-            "listing_sha256": hashlib.sha256(listing.encode()).hexdigest()}
+            "listing_sha256": hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()}
 
 
 def write_plan(plan: SplitPlan, folder: Path) -> Path:

@@ -19,6 +19,7 @@ from typing import Iterator
 from PIL import Image, ImageDraw, ImageFont
 
 from imnet_data.errors import UsageError
+from imnet_data.paths import check_apart
 from imnet_data.shards.manifest import MANIFEST, read_manifest
 from imnet_data.shards.members import ShardTarError, open_shard, read, samples
 from imnet_data.tario import atomic_file
@@ -136,7 +137,9 @@ def preview(shard_or_folder: Path, out_png: Path, n: int = 16, per_class: bool =
     (atomically); ``columns`` defaults to a near-square grid. Returns ``out_png``."""
     if n < 1:
         raise UsageError(f"n must be at least 1, got {n}")
-    chosen = pick(shard_paths(Path(shard_or_folder)), n, per_class)
+    paths = shard_paths(Path(shard_or_folder))
+    check_apart(paths[0].parent, out_png, "--out")   # never into the shards' folder
+    chosen = pick(paths, n, per_class)
     if not chosen:
         raise ValueError(f"{shard_or_folder}: no samples with a .cls and an image found")
     cols = min(columns or math.ceil(math.sqrt(len(chosen))), len(chosen))

@@ -24,9 +24,8 @@ from imnet_data.shards.plan import PlannedSample, ShardOptions, ShardPlan
 from imnet_data.shards.schema import render_index
 from imnet_data.sources.access import fetch
 from imnet_data.sources.base import SourceError, printable
-from imnet_data.tario import FIXED_MTIME, atomic_file
+from imnet_data.tario import BLOCK, FIXED_MTIME, atomic_file
 
-BLOCK = 512
 RECORD = 20 * BLOCK          # tar pads the archive to whole records, as GNU tar and Python's tarfile do
 RECORDS = ".imnet-shard"     # per-shard records, next to the shards
 _IDS = b"0000644\0" + b"0000000\0" * 2                               # mode, uid, gid

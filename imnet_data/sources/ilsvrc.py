@@ -14,6 +14,7 @@ from typing import Iterator
 from imnet_data.sources import devkit
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.boxes import load_voc_archive
+from imnet_data.tario import BLOCK, header_size
 from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name, window
 
 TRAIN = "ILSVRC2012_img_train.tar"
@@ -21,7 +22,6 @@ VAL = "ILSVRC2012_img_val.tar"
 BBOX = {"train": "ILSVRC2012_bbox_train_v2.tar.gz", "val": "ILSVRC2012_bbox_val_v3.tgz"}
 VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
 VAL_UNIT = 2000  # val members per unit: small enough to spread over workers, large enough to amortise
-BLOCK = 512
 
 
 def index_tar(path: Path, offset: int = 0, size: int | None = None, origin: str = "",
@@ -97,7 +97,7 @@ def _plain_headers(fd: int, offset: int, end: int) -> list[tarfile.TarInfo] | No
         kind = PLAIN_TYPES.get(buf[156])
         try:
             checksum = int(buf[148:156].strip(b"\0 ") or b"0", 8)
-            size = int(buf[124:136].strip(b"\0 ") or b"0", 8)
+            size = header_size(buf[124:136])   # base-256 too: a huge member is named below, not by tarfile
         except ValueError:
             return None
         if kind is None or buf[345] or checksum != sum(buf[:148]) + 256 + sum(buf[156:]):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from imnet_data.errors import UsageError
+from imnet_data.paths import check_apart
 from imnet_data.progress import progress
 from imnet_data.shards.manifest import INFO, MANIFEST, WIDS, update_info, write_json
 from imnet_data.shards.schema import check_info, load_json, parse_manifest
@@ -195,8 +196,6 @@ def plan_splits(t: Transfer, src: Source, dest: Path, splits: list[str] | None, 
         m = parse_manifest(raw, where)
         plans.append(SplitPlan(sub, raw, m, dest / m["split"],
                                select([s["samples"] for s in m["shards"]], ranks, world_size)))
-    if isinstance(src, FileSource) and any(p.folder.resolve() == Path(str(p.source)).resolve() for p in plans):
-        raise UsageError(f"{dest}: is the source itself")
     return plans
 
 
@@ -222,6 +221,8 @@ def stage(source: str | os.PathLike, dest: str | os.PathLike, *, splits: list[st
     with open_source(source, jobs, timeout) as src, contextlib.ExitStack() as held:
         if link and not isinstance(src, FileSource):
             raise UsageError("link (--link) needs a filesystem source")
+        if isinstance(src, FileSource):
+            check_apart(src.root, dest)
         t = Transfer(verify, link, retries, backoff, max_rate, fsync)
         plans = plan_splits(t, src, dest, splits, manifest, ranks, world_size, timeout)
         for plan in plans:
