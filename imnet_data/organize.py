@@ -26,9 +26,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
-from imnet_data.errors import UsageError
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError
+from imnet_data.errors import UsageError
 from imnet_data.parallel import map_units
 from imnet_data.paths import check_apart
 from imnet_data.sources import Sample, Source, SourceError, Unit, open_source

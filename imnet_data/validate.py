@@ -15,7 +15,6 @@ fixing), ``known`` (a documented quirk of the real set, e.g. its 22 CMYK JPEGs a
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import time
@@ -27,9 +26,9 @@ from typing import Callable, Iterable, Iterator
 
 from PIL import ImageFile
 
-from imnet_data.errors import UsageError
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError
+from imnet_data.errors import UsageError
 from imnet_data.parallel import default_jobs, map_units
 from imnet_data.progress import progress
 from imnet_data.sources import Source, SourceError, Unit, detect_layout, open_source

@@ -4,7 +4,6 @@ SRC) changed. Inputs are real archives and images, crafted here byte by byte whe
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import json

@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from imnet_data.fake import FakeOptions, make_fake
 from imnet_data.assign import node_ranks, shards_for_ranks
+from imnet_data.fake import FakeOptions, make_fake
 from imnet_data.shards import ShardOptions, shard
 from imnet_data.shards.manifest import file_sha256
 from imnet_data.stage import StageError, parse_ranks, stage

@@ -27,14 +27,16 @@ measure another checkout), outputs under ``--work`` (default: beside ``--src``),
                       size 1 and for rank 0 of 8, constructed in a subprocess (no iteration): 's' is the
                       construction alone, the process's whole time (imports included) is in the notes
 
-The archives are read once beforehand so every run reads them from the page cache; each run is timed until it
-returns and until a following ``sync`` has put its writes on the disk; the best of ``--repeat`` runs is shown.
-images/s counts the images the row handles (train and val; train only for ``tar -x outer``; the rank's samples
-for a loader); the ratio is a row's images/s over the baseline's (with the same images: ``tar -x`` seconds over
-the row's; higher is better). Peak RSS is that of the largest single process of the run (``os.wait4`` rusage of
-the reaped process tree, read by a small spawning wrapper). Targets:
-organize and shard >= 0.60 of ``tar -x`` (with the sync), shard peak RSS <= 1 GB. A failed stage ends the
-benchmark with exit status 1 and the stage's stderr.
+The archives are read once beforehand so every run reads them from the page cache; each run writes into a fresh
+folder after a sync (earlier outputs are moved aside and deleted at the end, or when the disk runs short
+followed by a ``--settle`` wait: see ``Outputs``) and is timed until it returns and until a following ``sync``
+has put its writes on the disk; the best of ``--repeat`` runs is shown. images/s counts the images the row
+handles (train and val; train only for ``tar -x outer``; the rank's samples for a loader); the ratio is a row's
+images/s over the baseline's (with the same images: ``tar -x`` seconds over the row's; higher is better). Peak
+RSS is that of the largest single process of the run (``os.wait4`` rusage of the reaped process tree, read by a
+small spawning wrapper). Targets: organize and shard >= 0.60 of ``tar -x`` (with the sync), shard peak RSS <= 1
+GB. A failed stage ends the benchmark with exit status 1 and the stage's stderr. Start it on a disk that saw no
+big delete in the last 5 minutes (see ``Outputs``).
 
     python tools/bench_fullcount.py                               # full count (~5 GB in /tmp/imnet-fullcount)
     python tools/bench_fullcount.py --src /tmp/fc-small --scale 0.01 --only tar-x,organize,shard
@@ -43,6 +45,7 @@ benchmark with exit status 1 and the stage's stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import itertools
 import json
@@ -121,7 +124,7 @@ sys.exit(code if code >= 0 else 128 - code)
 
 
 class StageFailed(RuntimeError):
-    """A measured command exited non-zero."""
+    """A measured command exited non-zero; ``stderr``: what it wrote there (if nothing: its last stdout lines)."""
 
     def __init__(self, cmd: list[str], code: int, stderr: str) -> None:
         super().__init__(f"{' '.join(cmd)} exited {code}")
@@ -285,9 +288,11 @@ def run_measured(cmd: list[str]) -> tuple[int, str]:
                               stderr=err).returncode
         out.seek(0)
         err.seek(0)
+        output = out.read().decode(errors="replace")
         if code:
-            raise StageFailed(cmd, code, err.read().decode(errors="replace"))
-        return int(rss.read()), out.read().decode(errors="replace")
+            said = err.read().decode(errors="replace").strip()
+            raise StageFailed(cmd, code, said or "\n".join(output.strip().splitlines()[-40:]))
+        return int(rss.read()), output
 
 
 def tar_extract(src: Path, out: Path, inner: bool = True) -> int:
@@ -296,6 +301,40 @@ def tar_extract(src: Path, out: Path, inner: bool = True) -> int:
     (out / "train").mkdir(parents=True)
     cmd = [sys.executable, "-I", "-S", "-c", TAR_EXTRACT, str(src / TRAIN), str(out), str(src / VAL), str(int(inner))]
     return run_measured(cmd)[0]
+
+
+class Outputs:
+    """The runs' output folders under ``work``. A cleared folder is moved into ``work/.trash`` and deleted at the
+    end, or when the disk keeps under ``reserve`` bytes free; after such a delete the next run waits ``settle``
+    seconds. Why: ext4 without a journal does not reuse an inode within 60 s of its deletion (300 s while its
+    inode table block is dirty) and each file created meanwhile scans past every such inode of its block group,
+    up to ~1 ms a file after deleting a million files: a run right after a big delete is several times slower."""
+
+    def __init__(self, work: Path, reserve: int, settle: float) -> None:
+        self.trash, self.reserve, self.settle = work / ".trash", reserve, settle
+        self.deleted_at = -float("inf")
+
+    def clear(self, path: Path) -> None:
+        """Move ``path`` (a folder) out of the way, if present."""
+        if path.exists():
+            self.trash.mkdir(parents=True, exist_ok=True)
+            path.rename(self.trash / f"{len(list(self.trash.iterdir()))}-{path.name}")
+
+    def empty(self) -> None:
+        """Delete the moved folders."""
+        if self.trash.exists():
+            shutil.rmtree(self.trash)
+            self.deleted_at = time.monotonic()
+
+    def prepare(self, path: Path) -> None:
+        """Before a run into ``path``: the old output moved aside, room on the disk (emptying the trash if
+        short), everything written, settled after a delete."""
+        self.clear(path)
+        if shutil.disk_usage(self.trash.parent).free < self.reserve:
+            print(f"  (disk short: deleting earlier outputs, then waiting {self.settle:.0f} s)", flush=True)
+            self.empty()
+        os.sync()
+        time.sleep(max(0.0, self.deleted_at + self.settle - time.monotonic()))
 
 
 @dataclass
@@ -320,6 +359,7 @@ class Bench:
     work: Path
     jobs: int
     found: Download
+    outputs: Outputs
     rows: dict[str, Row] = field(default_factory=dict)
 
     @property
@@ -334,7 +374,7 @@ class Bench:
         row = self.rows.setdefault(name, Row(images))
         for _ in range(repeat):
             peak: list[int] = []
-            row.runs.append(timed(lambda: peak.append(run()), out))
+            row.runs.append(timed(lambda: peak.append(run()), out, self.outputs.prepare))
             row.rss_kib = max(row.rss_kib, peak[0])
         print(f"  {name:<14} {row.best[0]:8.2f} s  {row.best[1]:8.2f} s+sync  {row.rss_kib / 1024:7.0f} MB",
               flush=True)
@@ -389,13 +429,13 @@ def run_rows(bench: Bench, only: list[str], repeat: int) -> None:
     needs_shards = {"verify", "stage", "loader-1", "loader-8"} & set(only)
     if needs_shards and "shard" not in only:
         print("  (writing the shards, untimed, for " + ", ".join(sorted(needs_shards)) + ")", flush=True)
-        shutil.rmtree(bench.shards, ignore_errors=True)
+        bench.outputs.clear(bench.shards)
         run_measured(bench.cli("shard", src, str(bench.shards), "--jobs", jobs))
     for name in ROWS:
         if name in only:
             steps[name]()
-            shutil.rmtree(scratch, ignore_errors=True)
-    shutil.rmtree(bench.shards, ignore_errors=True)
+            bench.outputs.clear(scratch)
+    bench.outputs.clear(bench.shards)
 
 
 # ---- the table -----------------------------------------------------------------------------------------------
@@ -449,13 +489,18 @@ def main() -> None:
     parser.add_argument("--src", type=Path, default=Path("/tmp/imnet-fullcount/src"),
                         help="the download, made there when its archives are missing (default "
                              "/tmp/imnet-fullcount/src)")
-    parser.add_argument("--work", type=Path, help="output folder, on the disk to test (default: beside --src)")
+    parser.add_argument("--work", type=Path,
+                        help="folder for the outputs (its out/, shards/, .trash/), on the disk to test (default: "
+                             "work/ beside --src)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="fraction of the real per-class counts of a new download (default 1.0)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each row; the best is shown")
     parser.add_argument("--only", default=",".join(ROWS), help=f"comma-separated rows (default all: {','.join(ROWS)})")
     parser.add_argument("--jobs", type=int, default=0,
                         help="--jobs of organize, shard, validate, verify and of the generation (default all cores)")
+    parser.add_argument("--settle", type=float, default=305,
+                        help="seconds a run waits after earlier outputs were deleted to make room (default 305: "
+                             "ext4 without a journal reuses no inode deleted sooner, see Outputs)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON to FILE")
     args = parser.parse_args()
     only = [r.strip() for r in args.only.split(",") if r.strip()]
@@ -472,15 +517,23 @@ def main() -> None:
     if (found.train, found.val) != (sum(plan.train.values()), len(plan.val)):
         print(f"note: {src} holds {found.train:,} train + {found.val:,} val images, not the {args.scale} scale's "
               f"{sum(plan.train.values()):,} + {len(plan.val):,} (made with another --scale?)")
-    bench = Bench(src, work, jobs, found)
+    made_work = not work.exists()
+    work.mkdir(parents=True, exist_ok=True)
+    outputs = Outputs(work, 2 * sum(found.archive_bytes.values()) + (2 << 30), args.settle)
+    bench = Bench(src, work, jobs, found, outputs)
     print(f"running {', '.join(only)} (outputs in {work})", flush=True)
     try:
         run_rows(bench, only, args.repeat)
-    except (StageFailed, subprocess.CalledProcessError) as e:
-        print(f"FAILED: {e}\n{getattr(e, 'stderr', '') or ''}", file=sys.stderr)
+    except StageFailed as e:
+        print(f"FAILED: {e}\n{e.stderr}", file=sys.stderr)
         sys.exit(1)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        for left in (work / "out", bench.shards):
+            outputs.clear(left)
+        outputs.empty()
+        if made_work:
+            with contextlib.suppress(OSError):
+                work.rmdir()
     rows = figures(bench)
     report(bench, rows, generation)
     if args.json:

@@ -50,10 +50,17 @@ def tar_extract(archive: Path, out: Path) -> None:
         inner.unlink()
 
 
-def timed(run: Callable[[], None], out: Path) -> tuple[float, float]:
-    """(seconds until ``run`` returns, seconds until a sync after it returns); ``out`` is cleared first."""
+def fresh(out: Path) -> None:
+    """``out`` removed, and the disk synced."""
     shutil.rmtree(out, ignore_errors=True)
     os.sync()
+
+
+def timed(run: Callable[[], None], out: Path,
+          prepare: Callable[[Path], None] = fresh) -> tuple[float, float]:
+    """(seconds until ``run`` returns, seconds until a sync after it returns); ``prepare(out)`` first (default:
+    ``out`` removed and the disk synced)."""
+    prepare(out)
     start = time.perf_counter()
     run()
     returned = time.perf_counter()

@@ -24,12 +24,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_organize import timed  # noqa: E402  (tools/ is on sys.path when run as a script)
 from tests.test_stage import NGINX, nginx  # noqa: E402  (the tests' nginx launcher)
 
 TARGET = 0.80
@@ -42,7 +42,8 @@ def make_source(src: Path, size: int, files: int) -> dict:
     folder = src / SPLIT
     if (folder / "manifest.json").is_file():
         manifest = json.loads((folder / "manifest.json").read_text())
-        if manifest["num_bytes"] == size // files * files and len(manifest["shards"]) == files:
+        if (manifest.get("format_version") == 1 and manifest["num_bytes"] == size // files * files
+                and len(manifest["shards"]) == files):
             return manifest
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -61,24 +62,20 @@ def make_source(src: Path, size: int, files: int) -> dict:
         index = f"v1.2 1\ncls 0 1 {name}.cls\n".encode()
         (folder / f"{name}.idx").write_bytes(index)
         shards.append({"name": f"{name}.tar", "samples": 1, "bytes": size // files, "sha256": h.hexdigest(),
-                       "index": {"name": f"{name}.idx", "bytes": len(index),
-                                 "sha256": hashlib.sha256(index).hexdigest()}})
-    manifest = {"format": "imnet-data-shards", "split": SPLIT, "name": "bench", "num_samples": files,
-                "num_bytes": size // files * files, "classes": [], "shards": shards}
+                       "histogram": [], "index": {"name": f"{name}.idx", "bytes": len(index),
+                                                  "sha256": hashlib.sha256(index).hexdigest()}})
+    manifest = {"format": "imnet-data-shards", "format_version": 1, "split": SPLIT, "name": "bench",
+                "num_samples": files, "num_bytes": size // files * files, "classes": [], "class_counts": [],
+                "shards": shards}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return manifest
 
 
-def timed(run: Callable[[], None], out: Path) -> tuple[float, float]:
-    """Seconds until ``run`` returns and until a following ``sync`` returns (``out`` emptied before)."""
+def empty(out: Path) -> None:
+    """``out`` emptied (made anew) and the disk synced."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    subprocess.run(["sync"], check=True)
-    start = time.perf_counter()
-    run()
-    done = time.perf_counter()
-    subprocess.run(["sync"], check=True)
-    return done - start, time.perf_counter() - start
+    os.sync()
 
 
 def main() -> None:
@@ -121,7 +118,7 @@ def main() -> None:
         best: dict[str, tuple[float, float]] = {}
         for _ in range(args.repeat):       # interleaved, so a slow moment of the machine hits every method
             for name, run in methods:
-                t = timed(run, out)
+                t = timed(run, out, empty)
                 best[name] = tuple(min(a, b) for a, b in zip(best.get(name, t), t))  # type: ignore[assignment]
     shutil.rmtree(out, ignore_errors=True)
     base = best[methods[0][0]]

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from imnet_data.errors import UsageError
 from imnet_data.catalog import known_quirks
+from imnet_data.errors import UsageError
 
 Key = tuple[str, str]  # (split, file name)
 T = TypeVar("T")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imnet_data.errors import UsageError
 from imnet_data import catalog, tario
+from imnet_data.errors import UsageError
 from imnet_data.fake.geometry import image_size, object_boxes
 from imnet_data.fake.plan import MAX_TRAIN_NUMBER, rng_for
 from imnet_data.fake.tiny_imagenet import draw_jpeg

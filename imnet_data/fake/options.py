@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from imnet_data.errors import UsageError
 from imnet_data.catalog import ilsvrc2012
+from imnet_data.errors import UsageError
 
 PROFILES = ("tiny", "imagenet")
 

@@ -14,8 +14,8 @@ from typing import Iterable
 
 import numpy as np
 
-from imnet_data.errors import UsageError
 from imnet_data import catalog, tario
+from imnet_data.errors import UsageError
 from imnet_data.fake.geometry import Box, object_boxes
 from imnet_data.fake.plan import ImageSpec, rng_for
 from imnet_data.fake.render import render

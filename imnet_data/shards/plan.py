@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
-from imnet_data.errors import UsageError
 from imnet_data import __version__, catalog
+from imnet_data.errors import UsageError
 from imnet_data.parallel import map_units
 from imnet_data.sources import Entry, Source, SourceError, Unit
 from imnet_data.sources.base import stem

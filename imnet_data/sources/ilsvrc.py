@@ -14,8 +14,8 @@ from typing import Iterator
 from imnet_data.sources import devkit
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.boxes import load_voc_archive
-from imnet_data.tario import BLOCK, header_size
 from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name, window
+from imnet_data.tario import BLOCK, header_size
 
 TRAIN = "ILSVRC2012_img_train.tar"
 VAL = "ILSVRC2012_img_val.tar"

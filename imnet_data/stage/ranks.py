@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import itertools
 
-from imnet_data.errors import UsageError
 from imnet_data.assign import node_ranks, shards_for_ranks
+from imnet_data.errors import UsageError
 
 
 def select(counts: list[int], ranks: list[int] | None, world_size: int | None) -> list[int]:
