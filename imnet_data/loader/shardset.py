@@ -8,6 +8,7 @@ manifest (present, same size) before training starts. Each sample is located by 
 from __future__ import annotations
 
 import os
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from webdataset.shardlists import expand_urls
 from imnet_data.assign import rank_pieces
 from imnet_data.shards.manifest import MANIFEST, read_capped, read_manifest
 from imnet_data.shards.members import index_rows as scan
-from imnet_data.shards.schema import parse_index
+from imnet_data.shards.schema import index_parts, parse_index, render_index
 
 
 class ShardError(ValueError):
@@ -58,14 +59,17 @@ class ShardSet:
 
     def locate(self, rank: int, world_size: int) -> Located:
         """The samples ``rank`` of ``world_size`` reads (see :mod:`imnet_data.assign`), in shard order."""
-        rows: list[tuple[int, int, int, int, int, str]] = []
+        shard, offsets, keys = [], [], []
         for piece in rank_pieces(self.counts, rank, world_size):
             if self.entries:
                 check_shard(self.paths[piece.shard], self.entries[piece.shard])
-            rows += [(piece.shard, *row) for row in index_rows(str(self.paths[piece.shard]))[piece.start:piece.stop]]
-        columns = list(zip(*rows)) if rows else [()] * 6
-        return Located(np.array(columns[0], np.int32), np.array(columns[1], np.int64), np.array(columns[2], np.int32),
-                       np.array(columns[3], np.int64), np.array(columns[4], np.int32), tuple(columns[5]))
+            table, names = index_rows(str(self.paths[piece.shard]))
+            offsets.append(table[piece.start:piece.stop])
+            keys += names[piece.start:piece.stop]
+            shard.append(np.full(piece.stop - piece.start, piece.shard, np.int32))
+        table = np.concatenate(offsets) if offsets else np.zeros((0, 4), np.int64)
+        return Located(np.concatenate(shard) if shard else np.zeros(0, np.int32), table[:, 0],
+                       table[:, 1].astype(np.int32), table[:, 2], table[:, 3].astype(np.int32), tuple(keys))
 
 
 def resolve(source: str | os.PathLike) -> tuple[dict | None, list[Path]]:
@@ -110,26 +114,29 @@ def index_count(shard: Path) -> int:
     """The sample count of a shard, from its index (or, without one, its tar headers)."""
     if not shard.is_file():
         raise ShardError(f"{shard}: shard missing")
-    return len(index_rows(str(shard)))
+    return len(index_rows(str(shard))[1])
 
 
-def index_rows(shard: str) -> tuple[tuple[int, int, int, int, str], ...]:
-    """``(cls offset, cls size, jpg offset, jpg size, key)`` of every sample of a shard, from its DALI index
-    (or, without one, from the tar headers, walked as :mod:`imnet_data.shards.members` does); ShardError naming
-    the file for a malformed index or tar."""
+def index_rows(shard: str) -> tuple[np.ndarray, list[str]]:
+    """Where every sample of a shard is: an int64 table of rows ``(cls offset, cls size, jpg offset, jpg size)``
+    and the keys, from its DALI index (or, without one, from the tar headers, walked as
+    :mod:`imnet_data.shards.members` does); ShardError naming the file for a malformed index or tar. Built
+    without a Python object per number: a million samples would otherwise keep the garbage collector busy."""
     path = Path(shard)
     idx = index_path(path)
+    where = str(idx) if idx.is_file() else str(path)
     try:
-        if idx.is_file():
-            rows = [(key, parts) for key, parts in parse_index(read_capped(idx, "DALI index").decode("ascii"),
-                                                                 str(idx))]
-        else:
-            rows = [(key, {ext: (offset, size) for ext, offset, size in parts}) for key, parts in scan(path)]
+        text = read_capped(idx, "DALI index").decode("ascii") if idx.is_file() else render_index(scan(path))
+        table, keys = array('q'), []
+        for key, f in parse_index(text, where):
+            if f[0] == "cls" and len(f) > 6 and f[4] == "jpg":    # the writer's order: one look, no dict
+                table.extend((int(f[1]), int(f[2]), int(f[5]), int(f[6])))
+            else:
+                parts = index_parts(f)
+                if "cls" not in parts or "jpg" not in parts:
+                    raise ShardError(f"{where}: sample {key} has no .cls or no .jpg")
+                table.extend((*parts["cls"], *parts["jpg"]))
+            keys.append(key)
     except (ValueError, UnicodeDecodeError) as e:
         raise ShardError(str(e)) from e
-    out = []
-    for key, parts in rows:
-        if "cls" not in parts or "jpg" not in parts:
-            raise ShardError(f"{idx if idx.is_file() else path}: sample {key} has no .cls or no .jpg")
-        out.append((*parts["cls"], *parts["jpg"], key))
-    return tuple(out)
+    return np.frombuffer(table, np.int64).reshape(-1, 4), keys

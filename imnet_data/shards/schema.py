@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Iterator
 
 MAX_METADATA = 256 << 20         # bytes of any manifest / index / info file: a 21k manifest is well under this
 MANIFEST_FORMAT = "imnet-data-shards"
@@ -20,6 +20,10 @@ FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")   # a plain file n
 KEY = re.compile(r"^[A-Za-z0-9_-]{1,90}$")                      # a sample key (see shards.plan.sample_key)
 EXT = re.compile(r"^[A-Za-z0-9]{1,16}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# one index line: groups of "ext offset size <key>.ext", one key for all (backreferences: \2 the key, \1 and
+# \3 the extension of the group being matched)
+INDEX_LINE = re.compile(r"([A-Za-z0-9]{1,16}) \d{1,15} \d{1,15} ([A-Za-z0-9_-]{1,90})\.\1"
+                        r"(?: ([A-Za-z0-9]{1,16}) \d{1,15} \d{1,15} \2\.\3)*")
 
 
 class SchemaError(ValueError):
@@ -135,34 +139,31 @@ def check_info(data: Any, where: str) -> dict:
     return data
 
 
-def parse_index(text: str, where: str) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+def parse_index(text: str, where: str) -> Iterator[tuple[str, list[str]]]:
     """The samples of a DALI ``.idx`` (``v1.2 N`` then one line per sample of ``ext offset size name``
-    groups): ``[(key, {ext: (offset, size)}), ...]``; SchemaError naming the line for anything else (a name that
-    is not ``<key>.<ext>``, a negative or non-numeric offset, a count that does not match)."""
+    groups), one ``(key, fields)`` at a time (``fields``: the line split at its spaces, see :func:`index_parts`;
+    a generator, so a million lines never live at once); SchemaError naming the line for anything else (a name
+    that is not ``<key>.<ext>``, a negative or non-numeric offset, two keys or one extension twice on a line, a
+    count that does not match: raised once the lines are read)."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     head = lines[0].split(" ") if lines else []
     if len(head) != 2 or head[0] != INDEX_VERSION or not head[1].isdigit():
         raise SchemaError(f"{where}:1: expected '{INDEX_VERSION} <samples>', got {(lines or [''])[0][:60]!r}")
-    rows = []
     for number, line in enumerate(lines[1:], 2):
         fields = line.split(" ")
-        if not fields or len(fields) % 4:
-            raise SchemaError(f"{where}:{number}: expected groups of 'ext offset size name', got {line[:80]!r}")
-        key, parts = None, {}
-        for i in range(0, len(fields), 4):
-            ext, offset, size, name = fields[i:i + 4]
-            stem, _, suffix = name.partition(".")
-            if not (EXT.match(ext) and offset.isdigit() and size.isdigit() and KEY.match(stem) and suffix == ext
-                    and key in (None, stem) and ext not in parts):
-                raise SchemaError(f"{where}:{number}: bad entry {' '.join(fields[i:i + 4])[:80]!r} (expected "
-                                  "'ext offset size <key>.ext', one key per line)")
-            key, parts[ext] = stem, (int(offset), int(size))
-        rows.append((key, parts))
-    if len(rows) != int(head[1]):
-        raise SchemaError(f"{where}:1: says {head[1]} samples, the index lists {len(rows)}")
-    return rows
+        if not INDEX_LINE.fullmatch(line) or len(set(fields[::4])) * 4 != len(fields):
+            raise SchemaError(f"{where}:{number}: expected groups of 'ext offset size <key>.ext' with one key and "
+                              f"each extension once, got {line[:80]!r}")
+        yield fields[3].partition(".")[0], fields
+    if len(lines) - 1 != int(head[1]):
+        raise SchemaError(f"{where}:1: says {head[1]} samples, the index lists {len(lines) - 1}")
+
+
+def index_parts(fields: list[str]) -> dict[str, tuple[int, int]]:
+    """``{ext: (data offset, size)}`` of one line's ``fields`` (as :func:`parse_index` gives them)."""
+    return {fields[i]: (int(fields[i + 1]), int(fields[i + 2])) for i in range(0, len(fields), 4)}
 
 
 def render_index(rows: list[tuple[str, list[tuple[str, int, int]]]]) -> str:

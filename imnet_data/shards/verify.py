@@ -102,8 +102,9 @@ def check_shard(job: ShardCheck) -> ShardResult:
     except (tarfile.TarError, OSError, EOFError, ShardTarError) as e:
         found.append(f"truncated/corrupt tar ({str(e).removeprefix(f'{tar}: ')})")
     else:
-        if index is not None and index != render_index(rows):
-            found.append(f"the index {idx.name} does not match the tar's members (offsets, sizes or names)")
+        problem = index_problem(index, rows, f"{job.split}/{idx.name}") if index is not None else None
+        if problem:
+            found.append(f"the index {idx.name} {problem}")
     if result.samples != s["samples"]:
         found.append(f"{result.samples} samples, the manifest says {s['samples']}")
     if sorted(labels.items()) != [tuple(x) for x in s["histogram"]]:
@@ -114,9 +115,8 @@ def check_shard(job: ShardCheck) -> ShardResult:
     return result
 
 
-def read_index(idx: Path, entry: dict, split: str, problems: list[str]) -> str | None:
-    """The shard's ``.idx`` text when present, of the recorded sha256 and well-formed; else None, with the
-    problem added."""
+def read_index(idx: Path, entry: dict, split: str, problems: list[str]) -> bytes | None:
+    """The shard's ``.idx`` bytes when present and of the recorded sha256; else None, with the problem added."""
     if not idx.is_file():
         problems.append(f"{split}/{idx.name}: missing (the DALI index of {entry['name']})")
         return None
@@ -124,13 +124,20 @@ def read_index(idx: Path, entry: dict, split: str, problems: list[str]) -> str |
     if hashlib.sha256(raw).hexdigest() != entry["index"]["sha256"]:
         problems.append(f"{split}/{idx.name}: sha256 differs from the manifest")
         return None
-    try:
-        text = raw.decode("ascii")
-        parse_index(text, f"{split}/{idx.name}")
-    except (UnicodeDecodeError, SchemaError) as e:
-        problems.append(f"{split}/{idx.name}: not a DALI index ({e})")
+    return raw
+
+
+def index_problem(raw: bytes, rows: list, where: str) -> str | None:
+    """What is wrong with an index whose bytes are not the tar's own index (``rows`` as walked): malformed, or
+    well-formed but naming other offsets, sizes or members; None when it is exactly the tar's."""
+    if raw == render_index(rows).encode():
         return None
-    return text
+    try:
+        for _ in parse_index(raw.decode("ascii"), where):
+            pass
+    except (UnicodeDecodeError, SchemaError) as e:
+        return f"not a DALI index ({e})"
+    return "does not match the tar's members (offsets, sizes or names)"
 
 
 def read_samples(path: Path, job: ShardCheck, result: ShardResult, labels: Counter[int], found: list[str],

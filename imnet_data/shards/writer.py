@@ -26,6 +26,8 @@ from imnet_data.sources.access import fetch
 from imnet_data.sources.base import SourceError, printable
 from imnet_data.tario import BLOCK, FIXED_MTIME, atomic_file
 
+HANDOFF = 1 << 20           # bytes gathered before the writing thread takes them
+JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode   # json.dumps, without a new encoder per call
 RECORD = 20 * BLOCK          # tar pads the archive to whole records, as GNU tar and Python's tarfile do
 RECORDS = ".imnet-shard"     # per-shard records, next to the shards
 _IDS = b"0000644\0" + b"0000000\0" * 2                               # mode, uid, gid
@@ -47,12 +49,16 @@ def tar_header(name: str, size: int, mtime: int = FIXED_MTIME) -> bytes:
 
 class HashingWriter:
     """A file writer that counts bytes and computes the sha256 of everything written, both in a helper thread
-    (file writes and hashlib release the GIL), so reading and packing the next samples overlap them. Use as a
-    context manager: leaving it waits for the thread (and re-raises its error)."""
+    (file writes and hashlib release the GIL), so reading and packing the next samples overlap them. Writes
+    are gathered into blocks of :data:`HANDOFF` bytes before the thread gets them: one handoff per small sample
+    would cost more than the sample. Use as a context manager: leaving it waits for the thread (and re-raises
+    its error)."""
 
     def __init__(self, f: BinaryIO) -> None:
         self.f, self.sha256, self.pos = f, hashlib.sha256(), 0
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._drain, name="imnet-shard-write", daemon=True)
         self.thread.start()
@@ -69,13 +75,22 @@ class HashingWriter:
     def write(self, data: bytes) -> None:
         if self.error is not None:
             raise self.error
-        self.queue.put(data)
+        self.pending.append(data)
+        self.pending_bytes += len(data)
         self.pos += len(data)
+        if self.pending_bytes >= HANDOFF:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        if self.pending:
+            self.queue.put(b"".join(self.pending))
+            self.pending, self.pending_bytes = [], 0
 
     def __enter__(self) -> "HashingWriter":
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._hand_off()
         self.queue.put(None)
         self.thread.join()
         if self.error is not None and exc[0] is None:
@@ -177,7 +192,7 @@ def write_shard(job: ShardJob) -> dict:
             for sample in shard.samples:
                 image, meta = encode(sample, fetch(sample.entry.loc, sample.entry.origin), job)
                 parts = [("cls", str(sample.label).encode()), ("jpg", image),
-                         ("json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())]
+                         ("json", JSON(meta).encode())]
                 rows.append(add_sample(out, sample.key, parts))
                 labels[sample.label] += 1
                 if meta["fixed"]:

@@ -17,7 +17,7 @@ import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from imnet_data.sources.base import SourceError
@@ -53,15 +53,18 @@ TINY_LIMITS = Limits(max_image_bytes=16 * MiB, max_total_bytes=2 * GiB, max_arch
 
 
 def safe_name(name: str, origin: str) -> str:
-    """A member name as a clean relative POSIX path, or :class:`UnsafeArchiveError`."""
+    """A member name as a clean relative POSIX path (empty and ``.`` parts dropped, as ``PurePosixPath`` does),
+    or :class:`UnsafeArchiveError`."""
     if not name or "\x00" in name or "\\" in name:
         raise UnsafeArchiveError(f"{origin}: member name {name!r} is empty or has NUL/backslash characters")
-    path = PurePosixPath(name)
-    if path.is_absolute() or name.startswith("/"):
+    if name.startswith("/"):
         raise UnsafeArchiveError(f"{origin}: member {name!r} has an absolute path")
-    if ".." in path.parts:
+    if "/" not in name and name not in (".", ".."):   # the common case: a plain file name
+        return name
+    parts = name.split("/")
+    if ".." in parts:
         raise UnsafeArchiveError(f"{origin}: member {name!r} climbs out with '..'")
-    return str(path)
+    return "/".join(p for p in parts if p not in ("", ".")) or "."
 
 
 def _kind(ti: tarfile.TarInfo) -> str:
