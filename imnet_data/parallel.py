@@ -8,6 +8,7 @@ dies (a ``kill -9`` of the command leaves no idle workers behind).
 from __future__ import annotations
 
 import ctypes
+import gc
 import multiprocessing
 import os
 import signal
@@ -33,9 +34,12 @@ def default_jobs(jobs: int | None) -> int:
 PR_SET_PDEATHSIG = 1
 
 
-def exit_with_parent(parent: int) -> None:
-    """A worker's initializer: be killed when the parent process dies (Linux: the kernel's parent-death signal),
-    and, anywhere, a watchdog thread that exits once the parent is gone."""
+def init_worker(parent: int) -> None:
+    """A worker's initializer: what it inherited from the parent (a plan of a million samples, say) is frozen
+    out of the garbage collector's sight, so collections neither scan it nor copy its pages; and the worker is
+    killed when the parent dies (Linux: the kernel's parent-death signal) or, anywhere, exits once a watchdog
+    thread sees the parent gone."""
+    gc.freeze()
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -66,7 +70,7 @@ def map_units(fn: Callable[[T], R], items: Sequence[T], *, jobs: int | None = No
                 yield result
             return
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=exit_with_parent,
+        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=init_worker,
                                  initargs=(os.getpid(),)) as pool:
             for size, result in zip(sizes, pool.map(fn, items, chunksize=1)):
                 bar.update(size)

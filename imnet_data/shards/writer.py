@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import queue
 import threading
 from collections import Counter
@@ -27,6 +28,7 @@ from imnet_data.sources.base import SourceError, printable
 from imnet_data.tario import BLOCK, FIXED_MTIME, atomic_file
 
 HANDOFF = 1 << 20           # bytes gathered before the writing thread takes them
+WRITEBACK = 64 << 20        # bytes written between two flushes to the disk (in the writing thread)
 JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode   # json.dumps, without a new encoder per call
 RECORD = 20 * BLOCK          # tar pads the archive to whole records, as GNU tar and Python's tarfile do
 RECORDS = ".imnet-shard"     # per-shard records, next to the shards
@@ -64,11 +66,17 @@ class HashingWriter:
         self.thread.start()
 
     def _drain(self) -> None:
+        unsynced = 0
         while (data := self.queue.get()) is not None:
             if self.error is None:
                 try:
                     self.f.write(data)
                     self.sha256.update(data)
+                    unsynced += len(data)
+                    if unsynced >= WRITEBACK:   # the disk writes as we go, not all at the final fsync
+                        self.f.flush()
+                        os.fdatasync(self.f.fileno())
+                        unsynced = 0
                 except BaseException as e:  # noqa: BLE001 -- handed to the producer on close
                     self.error = e
 
