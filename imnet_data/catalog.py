@@ -13,10 +13,11 @@ Everything is read from the shipped manifests (generated from the real devkit by
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from imnet_data import resources
 
@@ -175,6 +176,35 @@ def devkit_synsets() -> list[dict]:
 def val_ground_truth() -> list[int]:
     """The real devkit val ground truth: ILSVRC2012_ID of ``ILSVRC2012_val_%08d.JPEG`` for i = 1..50000."""
     return [int(x) for x in resources.read_lines("ilsvrc2012_val_ground_truth.txt.gz")]
+
+
+def label_space(layout: str, found: Iterable[str]) -> tuple[str, tuple[str, ...]]:
+    """The class index space of a download layout, as ``(name, WNIDs in index order)``: ImageNet-1k's sorted
+    WNIDs (what timm and torchvision use) for every 1k layout, Tiny ImageNet's 200 sorted WNIDs, or for 21k the
+    sorted WNIDs ``found`` in the download. The shards' ``.cls`` and organize's ``class_to_idx.json`` use it."""
+    if layout == "tiny":
+        return "tiny-imagenet-200", tuple(sorted(subset("tiny-imagenet")[1]))
+    if layout == "imagenet21k":
+        return "imagenet-21k-found", tuple(sorted(set(found)))
+    return "imagenet-1k", ilsvrc2012().wnids
+
+
+@lru_cache(maxsize=1)
+def real_labels() -> tuple[tuple[int, ...], ...]:
+    """ReaL labels (Beyer et al. 2020, "Are we done with ImageNet?"): entry ``i - 1`` holds the sorted-WNID class
+    indices the raters kept for ``ILSVRC2012_val_%08d.JPEG`` (empty for the 3,163 images they kept none of)."""
+    return tuple(tuple(x) for x in json.loads(resources.read_bytes("ilsvrc2012_real_labels.json.gz")))
+
+
+REAL_KEY = re.compile(r"^ILSVRC2012_val_(\d{8})$")
+
+
+def real_labels_of(key: str) -> tuple[int, ...] | None:
+    """The ReaL labels of a sample key (``ILSVRC2012_val_00000002`` -> (795, 970)), None for any other key."""
+    match = REAL_KEY.match(key)
+    number = int(match.group(1)) if match else 0
+    table = real_labels() if match else ()
+    return table[number - 1] if 1 <= number <= len(table) else None
 
 
 SUBSETS = {

@@ -37,6 +37,7 @@ from imnet_data.sources.safety import UnsafeArchiveError
 
 STATE = ".imnet-organize"
 REPORT = "organize-report.json"
+CLASS_INDEX = "class_to_idx.json"
 TMP_SUFFIX = ".partial"
 FORMAT_VERSION = 1
 
@@ -298,7 +299,17 @@ def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterab
     report = summarize(job, wanted, results, not_found, time.monotonic() - start)
     with tario.atomic_file(dest / REPORT) as f:
         f.write((json.dumps(report.record(), indent=1, sort_keys=True) + "\n").encode())
+    write_class_index(dest, reader.layout, results)
     return report
+
+
+def write_class_index(dest: Path, layout: str, results: list[UnitResult]) -> None:
+    """``DEST/class_to_idx.json``: WNID -> class index in the layout's label space (ImageNet-1k: the 1000-class
+    sorted-WNID index, as the shards' ``.cls``), which :func:`imnet_data.imagefolder.image_folder` gives
+    torchvision's ImageFolder instead of 0..K-1 over the class folders present."""
+    found = {path.split("/")[1] for r in results for path, _ in r.files}
+    _, classes = catalog.label_space(layout, found)
+    tario.write_json(dest / CLASS_INDEX, {wnid: i for i, wnid in enumerate(classes)})
 
 
 def summarize(job: Job, splits: list[str], results: list[UnitResult], not_found: list[str],

@@ -1,13 +1,16 @@
-"""Deterministic, atomic tar writing: fixed headers (mtime, owner, mode) so the same content gives the same
-bytes, and a file appears under its final name only once complete (temp name + rename).
+"""Deterministic, atomic file writing: tars with fixed headers (mtime, owner, mode) and JSON with sorted keys, so
+the same content gives the same bytes, and a file appears under its final name only once complete (temp name +
+rename).
 
-Shared by the fake download (``imnet_data.fake``) and the shard writer: both promise byte-identical output.
+Shared by the fake download (``imnet_data.fake``), the shard writer and its manifests: all promise
+byte-identical output.
 """
 from __future__ import annotations
 
 import contextlib
 import gzip
 import io
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -73,3 +76,9 @@ def atomic_tar(path: Path, compress: bool = False) -> Iterator[tarfile.TarFile]:
                 target = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0))
             with tarfile.open(fileobj=target, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 yield tar
+
+
+def write_json(path: Path, data: object) -> None:
+    """Deterministic JSON (sorted keys), written atomically."""
+    with atomic_file(path) as f:
+        f.write((json.dumps(data, sort_keys=True, indent=1) + "\n").encode())

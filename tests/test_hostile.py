@@ -28,7 +28,7 @@ from imnet_data import tario
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
 from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
 from imnet_data.shards import ShardOptions, shard
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, alive, descendants, run_cli
 
 OPTIONS = FakeOptions(classes=3, train_per_class=4, val_images=6, seed=3)
 GOOD_DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
@@ -420,33 +420,15 @@ def test_a_damaged_devkit_or_zip_is_a_problem_found_not_a_usage_error(fake: Fake
 
 # ---- 8. orphaned workers ------------------------------------------------------------------------------------------
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     big = make_fake(tmp_path / "src", FakeOptions(classes=8, train_per_class=150, val_images=0, seed=1), quiet=True)
     proc = subprocess.Popen([sys.executable, "-m", "imnet_data", "validate", str(big.out), "--expect", "self",
                              "--deep", "--jobs", "2", "-q"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while len(children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+    while len(descendants(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    workers = children(proc.pid)
+    workers = descendants(proc.pid)
     assert len(workers) >= 2 and proc.poll() is None, "no worker pool seen"
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -257,6 +257,52 @@ def test_the_gpu_decoder_settings_are_arguments_dali_knows() -> None:
         dali.fn.decoders.image(dali.fn.external_source(name="x"), device="cpu", hw_decoder_lod=0.5)
 
 
+def test_the_loader_takes_what_users_pass(shards: Path) -> None:
+    needs("dali")
+    want = truth(shards / "val")
+    for source, split in ((shards, "val"), (shards / "val", "val"), (shards / "val", None),
+                          (shards / "val" / "manifest.json", "val")):
+        loader = build_loader(source, split, batch_size=29, backend="torch", device="cpu", num_threads=0,
+                              image_size=16, remainder="partial")
+        assert sorted(v for _, y in loader for v in y.tolist()) == sorted(want.values())
+    with pytest.raises(ShardError, match="holds the 'val' split, not the 'train' asked for"):
+        build_loader(shards / "val", "train", batch_size=4, backend="torch", device="cpu")
+    with pytest.raises(ShardError, match="a shard root; name one of its splits: split='train' or 'val'"):
+        build_loader(shards, batch_size=4, backend="torch", device="cpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_labels_come_with_every_val_batch(shards: Path, backend: str) -> None:
+    needs(backend)
+    from imnet_data import catalog
+
+    loader = build_loader(shards / "val", batch_size=8, backend=backend, device="cpu", num_threads=1,
+                          image_size=16, return_real=True)
+    keys = keys_of(loader)
+    for batch_keys, (x, y, real) in zip(keys, loader):
+        assert real.shape == (8, 10) and real.dtype == torch.int64
+        for key, label, row in zip(batch_keys, y.tolist(), real.tolist()):
+            want = list(catalog.real_labels_of(key)) if key else []
+            assert [v for v in row if v >= 0] == want and (key is not None or label == -1)
+    train = build_loader(shards / "train", batch_size=8, backend=backend, device="cpu", num_threads=1,
+                         image_size=16, return_real=True)
+    _, y, real = next(iter(train))
+    assert real[:, 0].tolist() == y.tolist() and (real[:, 1:] == -1).all()   # not rated: the label itself
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_set_epoch_changes_the_image_size_and_keys_follow_the_schedule(shards: Path, backend: str) -> None:
+    needs(backend)
+    loader = build_loader(shards / "train", batch_size=8, backend=backend, device="cpu", num_threads=1,
+                          image_size=32, seed=2)
+    assert next(iter(loader))[0].shape[-1] == 32
+    loader.set_epoch(1, image_size=48)
+    expected = [loader.batch_keys(step) for step in range(len(loader))]
+    assert expected == keys_of(loader)
+    sizes = {x.shape[-1] for x, _ in loader}
+    assert sizes == {48} and loader.epoch == 2
+
+
 def gpu() -> None:
     needs("dali")
     if not torch.cuda.is_available():

@@ -22,6 +22,7 @@ from imnet_data.fake import FakeOptions, make_fake
 from imnet_data.fake.imagenet21k import make_fake_imagenet21k
 from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
 from imnet_data.shards import ShardOptions, merge, shard
+from imnet_data.shards.schema import check_sample_json
 from imnet_data.sources import SourceError
 from tests.helpers import ROOT, run_cli
 from tests.test_organize import source_images
@@ -77,6 +78,18 @@ def test_every_sample_reads_back_with_its_label_and_bytes(fake) -> None:
                                                 if any(result.truth[split][n].get("kind") == k for n in images[split]))
     assert sum(1 for s in read_back(dest / "train") if json.loads(s["json"])["boxes"]) > 0
     assert [s.split for s in report.splits] == ["train", "val"]
+
+
+def test_every_sample_json_has_every_field_of_its_one_type(fake) -> None:
+    _, dest, _ = fake
+    for split in ("train", "val"):
+        for s in read_back(dest / split):
+            meta = check_sample_json(json.loads(s["json"]), s["__key__"])
+            real = catalog.real_labels_of(meta["key"])
+            assert meta["real_labels"] == (list(real) if split == "val" else [meta["label"]])
+            for group in zip(*[iter(meta["boxes"].split())] * 5):
+                assert group[0] == meta["wnid"] and all(int(v) >= 0 for v in group[1:])
+            assert meta["fixed"] in ("", "cmyk", "png") and meta["original_size"] == [meta["width"], meta["height"]]
 
 
 def test_train_is_shuffled_across_the_split_and_val_keeps_file_order(fake) -> None:
@@ -229,7 +242,7 @@ def test_classes_subset_resize_and_shard_size(fake, tmp_path: Path) -> None:
         meta = json.loads(s["json"])
         with Image.open(io.BytesIO(s["jpg"])) as img:
             assert min(img.size) <= 24 and img.size == (meta["width"], meta["height"])
-        if meta["original_size"]:
+        if meta["original_size"] != [meta["width"], meta["height"]]:   # resized: it was larger
             assert min(meta["original_size"]) > 24
     manifest = json.loads((out / "train" / "manifest.json").read_text())
     assert manifest["options"]["short_side"] == 24 and manifest["options"]["subset"]["file"] == "files.txt"

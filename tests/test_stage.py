@@ -216,7 +216,9 @@ def test_full_stage_from_nginx_is_loader_ready(shards: Path, served: str, tmp_pa
     assert report.bytes == sum(s["bytes"] + s["index"]["bytes"] for sp in ("train", "val")
                                for s in manifest(shards / sp)["shards"])
     info = json.loads((tmp_path / "local" / "_info.json").read_text())
-    assert set(info["splits"]) == {"train", "val"}
+    assert set(info["splits"]) == {"train", "val", "validation"} and info["splits"]["validation"]["alias_of"] == "val"
+    assert (tmp_path / "local" / "_info.json").read_bytes() == (shards / "_info.json").read_bytes()
+    assert (tmp_path / "local" / "README.md").read_bytes() == (shards / "README.md").read_bytes()
     again = stage(served, tmp_path / "local", verify=True, quiet=True)
     assert again.ok and len(again.skipped) == 11 and not again.fetched and again.bytes == 0
     pytest.importorskip("torch", reason="the loader yields torch tensors: pip install torch")

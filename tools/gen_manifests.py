@@ -97,6 +97,15 @@ def ilsvrc2012(ref: Path, synsets: list[dict]) -> dict:
     }
 
 
+def real_labels(ref: Path) -> bytes:
+    """ReaL (Beyer et al. 2020, "Are we done with ImageNet?"): for ILSVRC2012_val_%08d.JPEG, i = 1..50000, the
+    sorted-WNID class indices the raters kept (empty for 3,163 images), as one compact JSON list of lists."""
+    labels = json.loads((ref / "ilsvrc2012" / "real_labels.json").read_text())
+    if len(labels) != 50000 or not all(isinstance(x, list) and all(0 <= i < 1000 for i in x) for x in labels):
+        raise ValueError("real_labels.json: expected 50,000 lists of class indices 0..999")
+    return (json.dumps([sorted(x) for x in labels], separators=(",", ":")) + "\n").encode()
+
+
 def generate(ref: Path) -> dict[str, bytes]:
     """Every manifest file name -> its bytes."""
     synsets = devkit_synsets(ref)
@@ -108,6 +117,7 @@ def generate(ref: Path) -> dict[str, bytes]:
         "ilsvrc2012.json": _json(ilsvrc2012(ref, synsets)),
         "ilsvrc2012_devkit_synsets.json": _json(synsets),
         "ilsvrc2012_val_ground_truth.txt.gz": _gz((ref / "devkit" / "ILSVRC2012_validation_ground_truth.txt").read_bytes()),
+        "ilsvrc2012_real_labels.json.gz": _gz(real_labels(ref)),
         "subset_1percent.txt.gz": _gz(_text(_lines(ref / "ilsvrc2012" / "1percent.txt"))),
         "subset_10percent.txt.gz": _gz(_text(_lines(ref / "ilsvrc2012" / "10percent.txt"))),
         "subset_imagenet_a.txt": _text(_lines(i21 / "imagenet_a_synsets.txt")),

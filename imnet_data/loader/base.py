@@ -56,6 +56,7 @@ class LoaderOptions:
     remainder: str | None = None            # drop (train default), pad (val default), partial
     on_error: str = "raise"                 # or "skip": replace a corrupt sample by the next good one, counted
     hw_decoder_load: float = 0.65           # DALI: share of JPEGs for the hardware decoder (A100/H100/H200)
+    return_real: bool = False               # also yield the ReaL labels: (images, labels, real)
 
     @property
     def training(self) -> bool:

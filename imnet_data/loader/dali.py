@@ -150,6 +150,9 @@ class DaliLoader(Loader):
         self.pipe = None
         self._, self.dali_torch = import_dali()
 
+    def _reconfigure(self) -> None:
+        self.pipe = None
+
     def _run(self, batches: list[np.ndarray]) -> Iterator[tuple]:
         """One pass: DALI pulls ``batches`` from the source; a pass left early leaves prefetched work behind,
         so the pipeline is rebuilt for the next one (DALI cannot reset mid-epoch)."""

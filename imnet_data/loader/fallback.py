@@ -41,6 +41,9 @@ class TorchLoader(Loader):
         self.output = Output(options, self.device)
         self.tasks, self.loader = Tasks(), None
 
+    def _reconfigure(self) -> None:
+        self.output, self.loader = Output(self.options, self.device), None   # new workers for the new size
+
     def _run(self, batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``self.step``, ``self.step + 1``, ... of ``self.epoch`` (captured now, not when iterated).
         The DataLoader and its worker processes are made once and kept across passes (a worker start costs

@@ -16,9 +16,9 @@ import numpy as np
 from webdataset.shardlists import expand_urls
 
 from imnet_data.assign import rank_pieces
-from imnet_data.shards.manifest import MANIFEST, read_capped, read_manifest
+from imnet_data.shards.manifest import MANIFEST, read_manifest
 from imnet_data.shards.members import index_rows as scan
-from imnet_data.shards.schema import index_parts, parse_index, render_index
+from imnet_data.shards.schema import index_parts, parse_index, read_capped, render_index
 
 
 class ShardError(ValueError):
@@ -41,10 +41,11 @@ class Located:
 
 
 class ShardSet:
-    """A split's shard files, their sample counts, and (when present) the manifest they must match."""
+    """A split's shard files, their sample counts, and (when present) the manifest they must match. ``split``
+    picks a split of a shard root and must agree with a split folder's (or manifest's) own."""
 
-    def __init__(self, source: str | os.PathLike) -> None:
-        self.manifest, self.paths = resolve(source)
+    def __init__(self, source: str | os.PathLike, split: str | None = None) -> None:
+        self.manifest, self.paths = resolve(source, split)
         self.entries = manifest_entries(self.manifest, self.paths) if self.manifest else None
         self.counts = ([e["samples"] for e in self.entries] if self.entries
                        else [index_count(p) for p in self.paths])
@@ -72,19 +73,34 @@ class ShardSet:
                        table[:, 1].astype(np.int32), table[:, 2], table[:, 3].astype(np.int32), tuple(keys))
 
 
-def resolve(source: str | os.PathLike) -> tuple[dict | None, list[Path]]:
-    """``(manifest or None, shard paths)`` of a split folder, a manifest file or a brace pattern (checked against
-    the ``manifest.json`` beside the shards when there is one)."""
+def resolve(source: str | os.PathLike, split: str | None = None) -> tuple[dict | None, list[Path]]:
+    """``(manifest or None, shard paths)`` of what users pass: a shard root with ``split`` (``DEST`` holding
+    ``DEST/<split>/manifest.json``), a split folder, a manifest file, or a brace pattern (checked against the
+    ``manifest.json`` beside the shards when there is one). A split that differs from the manifest's is an error
+    naming both."""
     path = Path(os.fspath(source))
+    if path.is_dir() and not (path / MANIFEST).is_file():
+        splits = sorted(p.parent.name for p in path.glob(f"*/{MANIFEST}"))
+        if not splits:
+            raise ShardError(f"{path}: neither a split folder (with {MANIFEST}) nor a shard root (with "
+                             f"<split>/{MANIFEST})")
+        if split not in splits:
+            raise ShardError(f"{path}: a shard root; name one of its splits: split={' or '.join(map(repr, splits))}"
+                             + (f" (not {split!r})" if split else ""))
+        path = path / split
     if path.is_dir() or path.suffix == ".json":
         manifest = read_manifest(path)
         folder = path if path.is_dir() else path.parent
-        return manifest, [folder / s["name"] for s in manifest["shards"]]
-    paths = [Path(p) for p in expand_urls(os.fspath(source))]
-    if not paths:
-        raise ShardError(f"{source}: no shard matches the pattern")
-    beside = paths[0].parent / MANIFEST
-    return (read_manifest(beside) if beside.is_file() else None), paths
+        paths = [folder / s["name"] for s in manifest["shards"]]
+    else:
+        paths = [Path(p) for p in expand_urls(os.fspath(source))]
+        if not paths:
+            raise ShardError(f"{source}: no shard matches the pattern")
+        beside = paths[0].parent / MANIFEST
+        manifest = read_manifest(beside) if beside.is_file() else None
+    if manifest is not None and split is not None and manifest["split"] != split:
+        raise ShardError(f"{source}: holds the {manifest['split']!r} split, not the {split!r} asked for")
+    return manifest, paths
 
 
 def manifest_entries(manifest: dict, paths: list[Path]) -> list[dict]:

@@ -15,7 +15,8 @@ from typing import Iterable
 from imnet_data.errors import UsageError
 from imnet_data.parallel import map_units
 from imnet_data.paths import check_apart
-from imnet_data.shards.manifest import MANIFEST, WIDS, class_names, complete, finalize
+from imnet_data.shards.manifest import MANIFEST, class_names, complete, finalize
+from imnet_data.shards.peers import WIDS
 from imnet_data.shards.plan import PLAN, ShardOptions, SplitPlan, make_plan, read_plan, write_plan
 from imnet_data.shards.writer import RECORDS, ShardJob, write_shard
 from imnet_data.sources import open_source
@@ -125,7 +126,7 @@ def run_split(folder: Path, plan: SplitPlan, options: ShardOptions, jobs: int | 
     todo = [s for s in mine if complete(folder, s.name, s.digest) is None]
     report.kept = len(mine) - len(todo)
     names = tuple(class_names(plan.label_space, list(plan.classes)))
-    work = [ShardJob(str(folder), s, options, names) for s in todo]
+    work = [ShardJob(str(folder), s, options, names, plan.label_space) for s in todo]
     start = time.perf_counter()
     for record in map_units(write_shard, work, jobs=jobs, desc=f"shard {plan.split}", quiet=quiet,
                             weights=[sum(p.entry.size for p in s.samples) for s in todo]):

@@ -2,35 +2,26 @@
 
 ``DEST/<split>/manifest.json`` is the authority for verify, stage and the loader: format and tool version,
 source identity, options, class list, and per shard its file, samples, bytes, sha256, class histogram and DALI
-index. Beside it, ``wids.json`` (a ``wids`` shard index) and ``DEST/_info.json`` (the split table timm's and
-Hugging Face's WebDataset readers look for) let other tools read the set natively.
+index. What other tools read beside it (``wids.json``, ``_info.json``, the dataset card) is written by
+:mod:`imnet_data.shards.peers` from the manifest.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from imnet_data import __version__, catalog
 from imnet_data.shards.plan import read_plan
-from imnet_data.shards.schema import (FORMAT_VERSION, MANIFEST_FORMAT, MAX_METADATA, SchemaError, check_info,
-                                      load_json, parse_manifest)
+from imnet_data.shards.peers import update_info, write_wids
+from imnet_data.shards.schema import FORMAT_VERSION, MANIFEST_FORMAT, parse_manifest, read_capped
 from imnet_data.shards.writer import read_record
-from imnet_data.tario import atomic_file
+from imnet_data.tario import write_json
 
 MANIFEST = "manifest.json"
-WIDS = "wids.json"
-INFO = "_info.json"
 
 
 class IncompleteError(ValueError):
     """Shards of the plan are missing or do not match their records (the message names them)."""
-
-
-def write_json(path: Path, data: object) -> None:
-    """Deterministic JSON (sorted keys), written atomically."""
-    with atomic_file(path) as f:
-        f.write((json.dumps(data, sort_keys=True, indent=1) + "\n").encode())
 
 
 def hash_into(h: "hashlib._Hash", path: Path, chunk: int = 1 << 22) -> "hashlib._Hash":
@@ -84,10 +75,7 @@ def finalize(folder: Path, check_sha256: bool = False) -> dict:
                               "shard command for them (all nodes) again")
     manifest = build_manifest(plan, records)
     write_json(folder / MANIFEST, manifest)
-    write_json(folder / WIDS, {"__kind__": "wids-shard-index-v1", "wids_version": 1,
-                               "name": f"{plan['name']}-{plan['split']}",
-                               "shardlist": [{"url": r["name"], "nsamples": r["samples"], "filesize": r["bytes"]}
-                                             for r in records]})
+    write_wids(folder, manifest)
     update_info(folder.parent, manifest)
     return manifest
 
@@ -109,22 +97,6 @@ def build_manifest(plan: dict, records: list[dict]) -> dict:
                        for r in records]}
 
 
-def update_info(root: Path, manifest: dict) -> None:
-    """Add or replace the split's entry of ``root/_info.json`` (timm / Hugging Face WebDataset split info)."""
-    path = root / INFO
-    try:
-        info = check_info(load_json(read_capped(path, "split table"), str(path)), str(path))
-    except ValueError:   # absent or unusable: start it anew
-        info = {}
-    split = manifest["split"]
-    info["name"] = manifest["name"]
-    info.setdefault("splits", {})[split] = {
-        "name": split, "num_samples": manifest["num_samples"],
-        "filenames": [f"{split}/{s['name']}" for s in manifest["shards"]],
-        "shard_lengths": [s["samples"] for s in manifest["shards"]]}
-    write_json(path, info)
-
-
 def read_manifest(path: Path) -> dict:
     """A manifest from its file or its split folder, checked against the schema (:mod:`imnet_data.shards.schema`);
     ValueError naming the file (and field) when absent, too large or malformed."""
@@ -132,15 +104,3 @@ def read_manifest(path: Path) -> dict:
     if path.is_dir():
         path = path / MANIFEST
     return parse_manifest(read_capped(path, "manifest"), str(path))
-
-
-def read_capped(path: Path, what: str) -> bytes:
-    """A metadata file's bytes, at most the schema's cap (a huge or endless file is refused unread)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_METADATA + 1)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the {what} ({e.strerror})") from e
-    if len(raw) > MAX_METADATA:
-        raise SchemaError(f"{path}: over the {MAX_METADATA:,}-byte cap for metadata; not a {what}")
-    return raw

@@ -137,16 +137,6 @@ def list_split(source: Source, split: str, jobs: int | None = None, quiet: bool 
     return [e for entries in found for e in entries]
 
 
-def label_space(layout: str, entries: list[Entry]) -> tuple[str, tuple[str, ...]]:
-    """The class index space of the ``.cls`` labels: ImageNet-1k's sorted WNIDs (what timm and torchvision
-    use), Tiny ImageNet's 200 sorted WNIDs, or for 21k the sorted WNIDs found in the download."""
-    if layout == "tiny":
-        return "tiny-imagenet-200", tuple(sorted(catalog.subset("tiny-imagenet")[1]))
-    if layout == "imagenet21k":
-        return "imagenet-21k-found", tuple(sorted({e.wnid for e in entries if e.wnid}))
-    return "imagenet-1k", catalog.ilsvrc2012().wnids
-
-
 def select(entries: list[Entry], split: str, options: ShardOptions) -> list[Entry]:
     """The entries kept by ``--classes`` and ``--subset`` (subset lists name train files; val is kept whole)."""
     kept = entries
@@ -214,7 +204,7 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
               quiet: bool = False) -> SplitPlan:
     """The plan of one split of ``source``: list, label, select, sort by key, shuffle, cut."""
     entries = list_split(source, split, jobs, quiet)
-    space, classes = label_space(source.layout, entries)
+    space, classes = catalog.label_space(source.layout, (e.wnid for e in entries if e.wnid))
     index = {w: i for i, w in enumerate(classes)}
     planned = []
     for e in select(entries, split, options):

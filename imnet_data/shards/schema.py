@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any, Iterator
 
 MAX_METADATA = 256 << 20         # bytes of any manifest / index / info file: a 21k manifest is well under this
@@ -26,8 +27,56 @@ INDEX_LINE = re.compile(r"([A-Za-z0-9]{1,16}) \d{1,15} \d{1,15} ([A-Za-z0-9_-]{1
                         r"(?: ([A-Za-z0-9]{1,16}) \d{1,15} \d{1,15} \2\.\3)*")
 
 
+# The sample ``.json``: every field in every sample, always of its one type (readers that infer a schema from
+# the first few samples, Hugging Face ``datasets`` among them, then read every sample). name -> (JSON type,
+# Hugging Face dtype, meaning).
+SAMPLE_FIELDS: dict[str, tuple[type, str, str]] = {
+    "key": (str, "string", "the sample key (``__key__``)"),
+    "label": (int, "int64", "class index (= ``.cls``)"),
+    "wnid": (str, "string", "WordNet ID of the class"),
+    "class": (str, "string", "class name"),
+    "file": (str, "string", "original file name (bytes that are not UTF-8 written as \\xNN)"),
+    "width": (int, "int64", "width of the stored image, pixels"),
+    "height": (int, "int64", "height of the stored image, pixels"),
+    "format": (str, "string", "format of the source file (JPEG, PNG, ...)"),
+    "mode": (str, "string", "mode of the source image (RGB, L, CMYK)"),
+    "fixed": (str, "string", "what was re-encoded to RGB JPEG: cmyk, png, other; empty when nothing"),
+    "original_size": (list, "list:int64", "[width, height] of the source image (the stored size unless resized)"),
+    "boxes": (str, "string", "bounding boxes as 'wnid xmin ymin xmax ymax' groups (Kaggle's PredictionString), "
+                             "in stored pixels; empty when none"),
+    "real_labels": (list, "list:int64", "class indices that count as correct: for ILSVRC2012 val the ReaL labels "
+                                        "(empty where the raters kept none), elsewhere [label]"),
+}
+
+
+def check_sample_json(meta: Any, where: str) -> dict:
+    """``meta`` if it holds exactly the :data:`SAMPLE_FIELDS`, each of its type; else SchemaError."""
+    top = _Fields(meta, where)
+    if set(meta) != set(SAMPLE_FIELDS):
+        top.fail("", f"the fields {sorted(SAMPLE_FIELDS)}", sorted(meta))
+    for name, (kind, _, _) in SAMPLE_FIELDS.items():
+        value = meta[name]
+        ok = isinstance(value, kind) and not isinstance(value, bool) and (kind is not list or all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value))
+        if not ok:
+            top.fail(name, kind.__name__ + (" of ints" if kind is list else ""), value)
+    return meta
+
+
 class SchemaError(ValueError):
     """A metadata file that is not what the tool wrote; the message names the file and the field."""
+
+
+def read_capped(path: Path, what: str) -> bytes:
+    """A metadata file's bytes, at most the schema's cap (a huge or endless file is refused unread)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_METADATA + 1)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the {what} ({e.strerror})") from e
+    if len(raw) > MAX_METADATA:
+        raise SchemaError(f"{path}: over the {MAX_METADATA:,}-byte cap for metadata; not a {what}")
+    return raw
 
 
 def load_json(raw: bytes, where: str) -> Any:

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from imnet_data.catalog import real_labels_of
 from imnet_data.imageio import FIXABLE, jpeg_header, kind_of, to_rgb_jpeg
 from imnet_data.shards.plan import PlannedSample, ShardOptions, ShardPlan
 from imnet_data.shards.schema import render_index
@@ -134,23 +135,26 @@ class ShardJob:
     shard: ShardPlan
     options: ShardOptions
     class_names: tuple[str, ...]
+    label_space: str
 
 
 def encode(sample: PlannedSample, data: bytes, job: ShardJob) -> tuple[bytes, dict]:
-    """The ``.jpg`` bytes and ``.json`` metadata of one sample (fixing or resizing where the options say)."""
+    """The ``.jpg`` bytes and ``.json`` metadata of one sample (fixing or resizing where the options say); the
+    metadata holds every field of :data:`~imnet_data.shards.schema.SAMPLE_FIELDS`, each of its one type."""
     e = sample.entry
     fmt, mode, (width, height) = image_info(data, e.origin)
-    kind, fixed, scale = kind_of(fmt, mode), None, 1.0
+    kind, fixed, scale = kind_of(fmt, mode), "", 1.0
     if job.options.fix and kind in FIXABLE - {"gray"}:
         data, fixed = to_rgb_jpeg(data), kind
     if job.options.reencodes():
         data, scale = resize(data, width, height, job.options)
+    real = real_labels_of(sample.key) if job.label_space == "imagenet-1k" else None
     meta = {"key": sample.key, "label": sample.label, "wnid": e.wnid, "class": job.class_names[sample.label],
             "file": printable(e.name), "format": fmt, "mode": mode, "fixed": fixed,
-            "width": round(width * scale), "height": round(height * scale),
-            "original_size": [width, height] if scale != 1.0 else None,
-            "boxes": [{"wnid": b.wnid, "xmin": round(b.xmin * scale), "ymin": round(b.ymin * scale),
-                       "xmax": round(b.xmax * scale), "ymax": round(b.ymax * scale)} for b in e.boxes]}
+            "width": round(width * scale), "height": round(height * scale), "original_size": [width, height],
+            "boxes": " ".join(f"{b.wnid} {round(b.xmin * scale)} {round(b.ymin * scale)} {round(b.xmax * scale)} "
+                              f"{round(b.ymax * scale)}" for b in e.boxes),
+            "real_labels": list(real) if real is not None else [sample.label]}
     return data, meta
 
 

@@ -33,14 +33,15 @@ from typing import Iterator
 from imnet_data.errors import UsageError
 from imnet_data.paths import check_apart
 from imnet_data.progress import progress
-from imnet_data.shards.manifest import INFO, MANIFEST, WIDS, update_info, write_json
+from imnet_data.shards.manifest import MANIFEST
+from imnet_data.shards.peers import INFO, WIDS, splits_of, update_info
 from imnet_data.shards.schema import check_info, load_json, parse_manifest
 from imnet_data.shards.verify import split_folders
 from imnet_data.stage.errors import Retry, StageError
 from imnet_data.stage.ranks import format_ranks, node_selection, parse_ranks, select
 from imnet_data.stage.sources import FileSource, HttpSource, Source, open_source
 from imnet_data.stage.transfer import FileJob, RateLimit, ShardJob, Transfer, copy_hashed, partial_size, retrying
-from imnet_data.tario import atomic_file
+from imnet_data.tario import atomic_file, write_json
 
 __all__ = ["stage", "StageReport", "StageError", "Retry", "FileSource", "HttpSource", "Source", "open_source",
            "Transfer", "FileJob", "ShardJob", "RateLimit", "retrying", "copy_hashed", "partial_size",
@@ -127,7 +128,7 @@ def find_manifests(t: Transfer, src: Source, splits: list[str] | None, manifest:
         info = t.read(src, INFO)
         if info is None:
             raise ValueError(f"{src}: no {MANIFEST}, no {INFO}; give a split URL or --splits")
-        names = sorted(check_info(load_json(info, src.url(INFO)), src.url(INFO))["splits"])
+        names = splits_of(check_info(load_json(info, src.url(INFO)), src.url(INFO)))
     found = []
     for name in names:
         sub = src.child(name)

@@ -1,0 +1,74 @@
+"""What the readers people already have look for beside the shards, written from each split's manifest:
+
+* ``DEST/<split>/wids.json``: the shard index of ``wids.ShardListDataset`` (random access);
+* ``DEST/_info.json``: timm's WebDataset split table (``create_dataset('wds/...', root=DEST, split=...)``), with
+  ``validation`` (timm's ``train.py`` default ``--val-split``) as another name of ``val``;
+* ``DEST/README.md``: a Hugging Face dataset card whose YAML ``configs`` points each split at its tars only and
+  whose ``features`` give every field its type, so ``datasets.load_dataset(DEST)`` reads the set as it is.
+
+All deterministic, written atomically, rewritten as splits are added.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from imnet_data.shards.schema import SAMPLE_FIELDS, check_info, load_json, read_capped
+from imnet_data.tario import atomic_file, write_json
+
+WIDS = "wids.json"
+INFO = "_info.json"
+CARD = "README.md"
+ALIASES = {"val": "validation"}   # a split -> another name timm and Hugging Face use for it
+
+
+def write_wids(folder: Path, manifest: dict) -> None:
+    """``wids.json`` of a split folder: shard URLs relative to it, with their sample counts and sizes."""
+    write_json(folder / WIDS, {"__kind__": "wids-shard-index-v1", "wids_version": 1,
+                               "name": f"{manifest['name']}-{manifest['split']}",
+                               "shardlist": [{"url": s["name"], "nsamples": s["samples"], "filesize": s["bytes"]}
+                                             for s in manifest["shards"]]})
+
+
+def update_info(root: Path, manifest: dict) -> None:
+    """Add or replace the split's entries of ``root/_info.json`` (and its alias), then rewrite the card."""
+    path = root / INFO
+    try:
+        info = check_info(load_json(read_capped(path, "split table"), str(path)), str(path))
+    except ValueError:   # absent or unusable: start it anew
+        info = {}
+    split = manifest["split"]
+    entry = {"num_samples": manifest["num_samples"],
+             "filenames": [f"{split}/{s['name']}" for s in manifest["shards"]],
+             "shard_lengths": [s["samples"] for s in manifest["shards"]]}
+    info["name"] = manifest["name"]
+    info.setdefault("splits", {})[split] = {"name": split, **entry}
+    if split in ALIASES:
+        info["splits"][ALIASES[split]] = {"name": ALIASES[split], "alias_of": split, **entry}
+    write_json(path, info)
+    write_card(root, info)
+
+
+def splits_of(info: dict) -> list[str]:
+    """The split folders ``_info.json`` lists (not the other names of a split)."""
+    return sorted(name for name, entry in info.get("splits", {}).items() if "alias_of" not in entry)
+
+
+def write_card(root: Path, info: dict) -> None:
+    """``root/README.md``: the dataset card ``datasets.load_dataset(root)`` reads (see the module doc)."""
+    lines = ["---", f"pretty_name: {info['name']} (WebDataset shards by imnet-data)", "configs:",
+             "- config_name: default", "  data_files:"]
+    for split in splits_of(info):
+        lines += [f"  - split: {ALIASES.get(split, split)}", f"    path: {split}/*.tar"]
+    lines += ["dataset_info:", "  features:", "  - name: cls", "    dtype: int64", "  - name: jpg",
+              "    dtype: image", "  - name: json", "    struct:"]
+    for name, (_, dtype, _) in SAMPLE_FIELDS.items():
+        kind, _, item = dtype.partition(":")
+        lines += [f"    - name: {name}", f"      list: {item}" if kind == "list" else f"      dtype: {kind}"]
+    lines += ["  - name: __key__", "    dtype: string", "  - name: __url__", "    dtype: string", "---", "",
+              f"# {info['name']}", "",
+              "WebDataset shards written by imnet-data: per sample `<key>.jpg` (JPEG), `<key>.cls` (class index) "
+              "and `<key>.json` (the fields above). Each split folder also holds its `manifest.json` (sha256 and "
+              "class histogram of every shard), DALI `.idx` files and `wids.json`.", "",
+              "```python", "import datasets", 'ds = datasets.load_dataset("path/to/this/folder")', "```", ""]
+    with atomic_file(root / CARD) as f:
+        f.write("\n".join(lines).encode())
