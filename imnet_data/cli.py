@@ -323,7 +323,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
     if args.merge:
         if len(args.paths) != 1:
-            raise UsageError("--merge takes one path: the shard output folder DEST")
+            raise UsageError("--merge takes one path: the shard output folder or s3:// prefix DEST")
         manifests = shards.merge(args.paths[0], args.splits, check_sha256=args.verify)
         _emit(args, [{k: m[k] for k in ("split", "pattern", "num_samples", "num_bytes")} for m in manifests],
               "\n".join(f"{m['split']}: {m['num_samples']:,} samples, {len(m['shards'])} shards, manifest "
@@ -337,9 +337,9 @@ def cmd_shard(args: argparse.Namespace) -> int:
         name=args.name, seed=args.seed, shuffle=args.shuffle, samples_per_shard=args.samples_per_shard,
         shard_size=args.shard_size, max_size=args.max_size, short_side=args.short_side, quality=args.quality,
         classes=classes, subset=args.subset, fix=not args.no_fix)
-    report = shards.shard(args.paths[0], args.paths[1], options, layout=args.layout, splits=args.splits,
+    report = shards.shard(Path(args.paths[0]), args.paths[1], options, layout=args.layout, splits=args.splits,
                           jobs=args.jobs, node_rank=rank, num_nodes=count, overwrite=args.overwrite,
-                          quiet=args.quiet)
+                          work=args.work, retries=args.retries, quiet=args.quiet)
     _emit(args, report.as_dict(), report.render())
     return 0 if report.ok else 1
 
@@ -368,14 +368,19 @@ def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                     "plan.json.gz; each shard gets a DALI index (.idx); manifest.json, wids.json and "
                     "DEST/_info.json are written last. Same source and options give byte-identical output. "
                     "Re-run to resume. Multi-node: --num-nodes/--node-rank (or SLURM / torchrun variables) "
-                    "on every node, then 'imnet-data shard --merge DEST' once.",
+                    "on every node, then 'imnet-data shard --merge DEST' once.\n\nDEST may be an object-store "
+                    "prefix (s3://bucket/prefix, gs://bucket/prefix; pip install 'imnet-data[s3]'): each shard is "
+                    "written into a local work folder (--work), uploaded and checked (size, sha256) while the "
+                    "next ones are written, then removed locally; the manifest is written last. Credentials and "
+                    "endpoint as the AWS CLI reads them (AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL).",
         epilog="examples:\n  imnet-data shard /data/downloads /data/shards --jobs 8\n"
                "  imnet-data shard /data/downloads /data/shards-160 --short-side 160 --quality 90\n"
                "  imnet-data shard /data/downloads /data/sub --subset 10percent --splits train\n"
                "  srun --array=0-3 imnet-data shard /data/downloads /data/shards   # then:\n"
-               "  imnet-data shard --merge /data/shards")
-    p.add_argument("paths", nargs="+", type=Path, metavar="SRC DEST", help="the download and the output folder "
-                                                                           "(with --merge: only DEST)")
+               "  imnet-data shard --merge /data/shards\n"
+               "  imnet-data shard /data/downloads s3://my-bucket/imagenet --work /scratch/work")
+    p.add_argument("paths", nargs="+", metavar="SRC DEST", help="the download and the output folder or s3:// / gs:// "
+                                                                "prefix (with --merge: only DEST)")
     p.add_argument("--merge", action="store_true", help="after a multi-node run: check all shards, write manifests")
     p.add_argument("--verify", action="store_true", help="with --merge: also recompute every shard's sha256")
     p.add_argument("--layout", metavar="NAME", help="ilsvrc2012, folders, kaggle, imagenet21k or tiny "
@@ -403,7 +408,48 @@ def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("--node-rank", type=_int(0), metavar="K", help="this node's rank, 0..N-1")
     p.add_argument("--overwrite", action="store_true", help="replace shards of a different earlier plan in DEST")
     p.add_argument("--jobs", "-j", type=_int(0), default=0, help="worker processes (default 0: all cores)")
+    p.add_argument("--work", type=Path, metavar="DIR", help="object-store DEST: local folder shards are written "
+                   "into before upload (default: one in the temp dir named after DEST; holds a few shards at a time)")
+    p.add_argument("--retries", type=_int(0), default=5, help="object-store DEST: retries per upload (default 5)")
     p.set_defaults(func=cmd_shard)
+
+
+# ---- upload --------------------------------------------------------------------------------------------------
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from imnet_data.shards.publish import upload
+
+    report = upload(args.dest, args.url, splits=args.splits, jobs=args.jobs, verify=args.verify,
+                    overwrite=args.overwrite, retries=args.retries, timeout=(10.0, args.timeout))
+    _emit(args, report.as_dict(), report.render())
+    return 0 if report.ok else 1
+
+
+def add_upload(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "upload", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="upload shards on disk to an object store (s3://, gs://), checked and resumable",
+        description="Upload every split of the shard output folder DEST (or one split folder) to URL/<split>/: "
+                    "the plan, each shard and its .idx and record (multipart for large files, each checked "
+                    "after it lands: size and sha256), then wids.json and, last, manifest.json and URL/_info.json "
+                    "and the dataset card, so a reader never sees a manifest naming an incomplete object. "
+                    "Objects already there with the right size and sha256 are skipped: re-run to finish. A "
+                    "prefix holding shards of another plan is refused (--overwrite replaces them). Credentials "
+                    "and endpoint as the AWS CLI reads them (AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL); "
+                    "pip install 'imnet-data[s3]'.\n\nExit status: 0 every shard up, 1 some failed.",
+        epilog="examples:\n  imnet-data upload /data/shards s3://my-bucket/imagenet --jobs 8\n"
+               "  AWS_ENDPOINT_URL=http://minio:9000 imnet-data upload /data/shards s3://datasets/imagenet\n"
+               "  imnet-data upload /data/shards gs://my-bucket/imagenet --splits val --json")
+    p.add_argument("dest", type=Path, metavar="DEST", help="the shard output folder (or one split folder)")
+    p.add_argument("url", metavar="URL", help="s3://bucket/prefix or gs://bucket/prefix")
+    p.add_argument("--splits", type=_csv, metavar="LIST", help="comma-separated splits (default: all in DEST)")
+    p.add_argument("--jobs", "-j", type=_int(1), default=4, help="parallel uploads (default 4)")
+    p.add_argument("--verify", action="store_true", help="read back objects already there and check their sha256")
+    p.add_argument("--overwrite", action="store_true", help="replace another plan's shards under URL")
+    p.add_argument("--retries", type=_int(0), default=5, help="retries per file after transient errors (default 5)")
+    p.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+                   help="seconds without an answer before a request is retried (default 60)")
+    p.set_defaults(func=cmd_upload)
 
 
 # ---- verify / preview ----------------------------------------------------------------------------------------
@@ -542,14 +588,18 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def add_stage(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "stage", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="copy shards (all, or this node's) to local disk from a folder or http(s) URL, checked and resumable",
+        help="copy shards (all, or this node's) to local disk from a folder, http(s) or s3:// URL, checked, resumable",
         description="Copy the shards listed in the source's manifest.json (and their DALI .idx) into "
                     "DEST/<split>/, then wids.json and, last, the manifest, so DEST/<split> is ready for the "
                     "loader. SOURCE: a split folder or URL (holding manifest.json) or the shard root (holding "
-                    "<split>/manifest.json; every split, or --splits). Files stream to <name>.partial with their "
+                    "<split>/manifest.json; every split, or --splits): a folder, http(s)://, or an object store "
+                    "(s3://bucket/prefix, gs://bucket/prefix; pip install 'imnet-data[s3]'; credentials and "
+                    "endpoint as the AWS CLI reads them: AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL; "
+                    "anonymous when none are set). Files stream to <name>.partial with their "
                     "sha256 checked on the fly and are renamed when size and sha256 match; connection errors, "
                     "timeouts, 5xx and checksum mismatches are retried with backoff, an interrupted download "
-                    "resumes with an HTTP Range request, 404/403 fail at once. Present files of the right size "
+                    "resumes with a Range request, 404/403 (NoSuchKey, NoSuchBucket) fail at once. Present files "
+                    "of the right size "
                     "(--verify: and sha256) are skipped: re-run to finish. Only this node's shards: --node-rank/"
                     "--num-nodes (default: SLURM or torchrun variables, else all) or --ranks/--world-size, by "
                     "the loader's own assignment.\n\nExit status: 0 every selected shard staged, 1 some failed.",
@@ -558,8 +608,10 @@ def add_stage(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                "  imnet-data stage http://store/shards/train /local/shards --ranks 0-7 --world-size 64\n"
                "  srun --ntasks-per-node=1 imnet-data stage http://store/shards /local/shards --splits train\n"
                "  imnet-data stage /data/shards /scratch/shards --link            # same machine: no copy\n"
+               "  imnet-data stage s3://my-bucket/imagenet /local/shards --jobs 8\n"
                "  imnet-data stage http://store/shards /local/shards --max-rate 200MB --verify --json")
-    p.add_argument("source", metavar="SOURCE", help="a folder or http(s):// URL: a split folder or the shard root")
+    p.add_argument("source", metavar="SOURCE", help="a folder, http(s):// or s3:// / gs:// URL: a split folder or "
+                                                     "the shard root")
     p.add_argument("dest", type=Path, metavar="DEST", help="local shard root (files go to DEST/<split>/)")
     p.add_argument("--splits", type=_csv, metavar="LIST",
                    help="comma-separated splits of a shard root (default: all it lists)")
@@ -577,14 +629,14 @@ def add_stage(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("--max-rate", type=_size, metavar="BYTES", help="bytes/s over all transfers, e.g. 200MB")
     p.add_argument("--retries", type=_int(0), default=5, help="retries per file after transient errors (default 5)")
     p.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
-                   help="seconds without data before an HTTP read is retried (default 60)")
+                   help="seconds without data before a read is retried (default 60)")
     p.add_argument("--fsync", action="store_true", help="flush each file to disk before its rename (slower)")
     p.set_defaults(func=cmd_stage)
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
-    add_demo, add_validate, add_organize, add_shard, add_stage, add_verify, add_preview, add_bench, add_classes,
-    add_fake, add_doctor, add_wordnet]
+    add_demo, add_validate, add_organize, add_shard, add_upload, add_stage, add_verify, add_preview, add_bench,
+    add_classes, add_fake, add_doctor, add_wordnet]
 
 
 def build_parser() -> argparse.ArgumentParser:

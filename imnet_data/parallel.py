@@ -7,8 +7,10 @@ dies (a ``kill -9`` of the command leaves no idle workers behind).
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import gc
+import itertools
 import multiprocessing
 import os
 import signal
@@ -57,8 +59,11 @@ def _watch(parent: int) -> None:
 
 
 def map_units(fn: Callable[[T], R], items: Sequence[T], *, jobs: int | None = None, desc: str = "",
-              unit: str = "unit", quiet: bool = False, weights: Iterable[int] | None = None) -> Iterator[R]:
-    """``fn(item)`` for every item, yielded in item order; ``weights`` (e.g. bytes) drive the progress bar."""
+              unit: str = "unit", quiet: bool = False, weights: Iterable[int] | None = None,
+              ahead: int | None = None) -> Iterator[R]:
+    """``fn(item)`` for every item, yielded in item order; ``weights`` (e.g. bytes) drive the progress bar;
+    ``ahead``: at most this many items in the workers' hands beyond what the caller has taken (a slow consumer,
+    e.g. uploading each shard, then bounds what piles up), else all are handed out at once."""
     n = min(default_jobs(jobs), max(1, len(items)))
     sizes = list(weights) if weights is not None else [1] * len(items)
     with progress(total=sum(sizes), desc=desc, unit="B" if weights is not None else unit, unit_scale=True,
@@ -72,6 +77,14 @@ def map_units(fn: Callable[[T], R], items: Sequence[T], *, jobs: int | None = No
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=init_worker,
                                  initargs=(os.getpid(),)) as pool:
-            for size, result in zip(sizes, pool.map(fn, items, chunksize=1)):
-                bar.update(size)
-                yield result
+            todo = iter(items)
+            pending = collections.deque(pool.submit(fn, item) for item in itertools.islice(todo, ahead or None))
+            try:
+                for size in sizes:
+                    result = pending.popleft().result()
+                    pending.extend(pool.submit(fn, item) for item in itertools.islice(todo, 1))
+                    bar.update(size)
+                    yield result
+            finally:
+                for future in pending:
+                    future.cancel()

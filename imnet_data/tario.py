@@ -78,7 +78,12 @@ def atomic_tar(path: Path, compress: bool = False) -> Iterator[tarfile.TarFile]:
                 yield tar
 
 
+def json_bytes(data: object) -> bytes:
+    """Deterministic JSON (sorted keys, one space of indent) as bytes."""
+    return (json.dumps(data, sort_keys=True, indent=1) + "\n").encode()
+
+
 def write_json(path: Path, data: object) -> None:
-    """Deterministic JSON (sorted keys), written atomically."""
+    """:func:`json_bytes` of ``data``, written atomically."""
     with atomic_file(path) as f:
-        f.write((json.dumps(data, sort_keys=True, indent=1) + "\n").encode())
+        f.write(json_bytes(data))

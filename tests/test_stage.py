@@ -23,8 +23,8 @@ import pytest
 from imnet_data.assign import node_ranks, shards_for_ranks
 from imnet_data.fake import FakeOptions, make_fake
 from imnet_data.shards import ShardOptions, shard
-from imnet_data.shards.manifest import file_sha256
-from imnet_data.stage import StageError, parse_ranks, stage
+from imnet_data.stores.base import file_sha256
+from imnet_data.stage import StoreError, parse_ranks, stage
 from tests.helpers import run_cli
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
@@ -424,7 +424,7 @@ def test_refuses_without_free_space(shards: Path, tmp_path: Path) -> None:
     m = manifest(source)
     m["shards"][0]["bytes"] = 2 ** 60                       # a manifest promising an exabyte shard
     (source / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(StageError, match="not enough free space"):
+    with pytest.raises(StoreError, match="not enough free space"):
         stage(source, tmp_path / "d", quiet=True)
     assert not list((tmp_path / "d").rglob("*.tar*"))
 

@@ -6,20 +6,24 @@ same plan; ``merge`` checks all of them and writes the manifest, giving the byte
 """
 from __future__ import annotations
 
-import shutil
+import hashlib
+import itertools
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from imnet_data.errors import UsageError
-from imnet_data.parallel import map_units
+from imnet_data.parallel import default_jobs, map_units
 from imnet_data.paths import check_apart
 from imnet_data.shards.manifest import MANIFEST, class_names, complete, finalize
-from imnet_data.shards.peers import WIDS
-from imnet_data.shards.plan import PLAN, ShardOptions, SplitPlan, make_plan, read_plan, write_plan
+from imnet_data.shards.plan import PLAN, ShardOptions, SplitPlan, make_plan, plan_bytes
+from imnet_data.shards.publish import Publisher, Uploader
+from imnet_data.shards.target import prepare
 from imnet_data.shards.writer import RECORDS, ShardJob, write_shard
 from imnet_data.sources import open_source
+from imnet_data.stores import FolderStore, HttpStore, Store, open_store
 
 
 @dataclass
@@ -36,6 +40,7 @@ class SplitReport:
     bytes_written: int = 0
     seconds: float = 0.0
     manifest: str | None = None
+    failed: list[dict] = field(default_factory=list)   # {"shard", "reason"}: written, not uploaded
 
 
 @dataclass
@@ -48,7 +53,7 @@ class ShardReport:
 
     @property
     def ok(self) -> bool:
-        return not self.not_found
+        return not self.not_found and not any(s.failed for s in self.splits)
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, **asdict(self)}
@@ -62,45 +67,47 @@ class ShardReport:
                          f"written {len(s.written)} ({s.bytes_written / 1e6:,.1f} MB, {s.seconds:.1f} s, "
                          f"{rate:,.0f} MB/s), kept {s.kept}"
                          + (f", left to other nodes {s.other_nodes}" if s.other_nodes else ""))
+            lines += [f"    FAILED {f['shard']}: {f['reason']}" for f in s.failed]
             lines.append(f"    manifest: {s.manifest}" if s.manifest else
+                         "    manifest: not written: run the same command again" if s.failed else
                          f"    manifest: not written yet; when all nodes are done: imnet-data shard --merge {self.dest}")
         lines += [f"  NOT FOUND: {n} (name the splits to do with --splits)" for n in self.not_found]
         return "\n".join(lines)
 
 
-def shard(src: Path, dest: Path, options: ShardOptions = ShardOptions(), *, layout: str | None = None,
+def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *, layout: str | None = None,
           splits: Iterable[str] | None = None, jobs: int | None = None, node_rank: int = 0, num_nodes: int = 1,
-          overwrite: bool = False, quiet: bool = False) -> ShardReport:
-    """Shard the download at ``src`` into ``dest/<split>/`` (see the module doc); returns what was done."""
+          overwrite: bool = False, work: Path | None = None, retries: int = 5, quiet: bool = False) -> ShardReport:
+    """Shard the download at ``src`` into ``dest/<split>/`` (see the module doc); returns what was done.
+
+    ``dest`` is a folder or an object-store prefix (``s3://bucket/prefix``, ``gs://...``): then each shard is
+    written into ``work`` (default: a folder in the temp dir named after ``dest``), uploaded and checked while
+    the next ones are written, and removed from ``work`` (see :mod:`imnet_data.shards.publish`); ``retries``
+    per upload.
+    """
     source = open_source(Path(src), layout)
-    check_apart(src, dest)
-    dest = Path(dest)
-    reports = []
-    for split in list(splits or source.splits()):
-        plan = make_plan(source, split, options, jobs, quiet)
-        folder = dest / split
-        prepare(folder, plan, overwrite)
-        reports.append(run_split(folder, plan, options, jobs, node_rank, num_nodes, quiet))
-    return ShardReport(str(dest), node_rank, num_nodes, reports, [] if splits else source.not_found())
-
-
-def prepare(folder: Path, plan: SplitPlan, overwrite: bool) -> None:
-    """Make ``folder`` hold this plan: new, the same plan (resume), or with ``overwrite`` an old one removed.
-    A different stored plan without ``overwrite`` raises, saying what differs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stored = read_plan(folder)
-    if stored is not None:
-        same = {k: v for k, v in stored.items() if k != "shards"} == plan.header() and \
-            [s["digest"] for s in stored["shards"]] == [s.digest for s in plan.shards]
-        if same:
+    with open_store(dest, default_jobs(jobs)) as root:
+        if isinstance(root, HttpStore):
+            raise UsageError(f"{dest}: an http(s) URL is read-only; shard into a folder or an s3:// / gs:// prefix")
+        scratch = root.root if isinstance(root, FolderStore) else Path(work or default_work(str(root)))
+        check_apart(src, scratch)
+        uploader = None if isinstance(root, FolderStore) else Uploader(retries)
+        reports = []
+        for split in list(splits or source.splits()):
+            plan = make_plan(source, split, options, jobs, quiet)
+            store = root.child(split)
+            prepare(store, plan.header(), [s.digest for s in plan.shards], plan_bytes(plan), overwrite)
+            folder = scratch / split
+            folder.mkdir(parents=True, exist_ok=True)
             sweep_partials(folder)
-            return
-        if not overwrite:
-            differs = [k for k in ("options", "source", "name", "classes") if stored.get(k) != plan.header()[k]]
-            raise ValueError(f"{folder}: holds shards of a different plan (differs in: "
-                             f"{', '.join(differs) or 'sample order'}); use --overwrite or another DEST")
-        clear(folder)
-    write_plan(plan, folder)
+            reports.append(run_split(SplitTarget(store, root, folder, uploader), plan, options, jobs, node_rank,
+                                     num_nodes, quiet))
+    return ShardReport(str(root), node_rank, num_nodes, reports, [] if splits else source.not_found())
+
+
+def default_work(url: str) -> Path:
+    """The default local work folder of a remote DEST (one per DEST, so a re-run finds what it left)."""
+    return Path(tempfile.gettempdir()) / f"imnet-data-work-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
 def sweep_partials(folder: Path) -> None:
@@ -109,40 +116,57 @@ def sweep_partials(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def clear(folder: Path) -> None:
-    """Remove what an earlier plan wrote in ``folder`` (shards, indexes, records, plan, manifest)."""
-    for pattern in ("*.tar", "*.idx", "*.partial", PLAN, MANIFEST, WIDS):
-        for path in folder.glob(pattern):
-            path.unlink()
-    shutil.rmtree(folder / RECORDS, ignore_errors=True)
+@dataclass
+class SplitTarget:
+    """Where a split's shards go: ``store`` (its folder or prefix; ``root`` above it), written into ``folder``
+    (the store's own folder, or a local work folder whose shards ``uploader`` publishes)."""
+
+    store: Store
+    root: Store
+    folder: Path
+    uploader: Uploader | None = None
 
 
-def run_split(folder: Path, plan: SplitPlan, options: ShardOptions, jobs: int | None, node_rank: int,
+def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs: int | None, node_rank: int,
               num_nodes: int, quiet: bool) -> SplitReport:
-    """Write this node's missing shards of ``plan``; with one node, finish with the manifest."""
+    """Write (and publish) this node's missing shards of ``plan``; with one node, finish with the manifest."""
     report = SplitReport(plan.split, plan.pattern, len(plan.shards), plan.num_samples)
     mine = [s for s in plan.shards if s.index % num_nodes == node_rank]
     report.other_nodes = len(plan.shards) - len(mine)
-    todo = [s for s in mine if complete(folder, s.name, s.digest) is None]
+    todo = [s for s in mine if complete(target.store, s.name, s.digest) is None]
     report.kept = len(mine) - len(todo)
+    local = FolderStore(target.folder)
+    ready = [r for s in todo if target.uploader and (r := complete(local, s.name, s.digest))]  # written, not up
     names = tuple(class_names(plan.label_space, list(plan.classes)))
-    work = [ShardJob(str(folder), s, options, names, plan.label_space) for s in todo]
+    work = [ShardJob(str(target.folder), s, options, names, plan.label_space) for s in todo
+            if s.name not in {r["name"] for r in ready}]
+    n = default_jobs(jobs)
+    publish = Publisher(target.uploader, target.store, target.folder, n) if target.uploader else None
     start = time.perf_counter()
-    for record in map_units(write_shard, work, jobs=jobs, desc=f"shard {plan.split}", quiet=quiet,
-                            weights=[sum(p.entry.size for p in s.samples) for s in todo]):
-        report.written.append(record["name"])
-        report.bytes_written += record["bytes"]
+    try:
+        for record in itertools.chain(ready, map_units(
+                write_shard, work, jobs=jobs, desc=f"shard {plan.split}", quiet=quiet, ahead=2 * n if publish else None,
+                weights=[sum(p.entry.size for p in s.shard.samples) for s in work])):
+            report.written.append(record["name"])
+            report.bytes_written += record["bytes"]
+            if publish:
+                publish(record)
+    finally:
+        report.failed = publish.close() if publish else []
     report.seconds = time.perf_counter() - start
-    if num_nodes == 1:
-        finalize(folder)
-        report.manifest = str(folder / MANIFEST)
+    if num_nodes == 1 and not report.failed:
+        finalize(target.store, target.root)
+        report.manifest = target.store.url(MANIFEST)
     return report
 
 
-def merge(dest: Path, splits: Iterable[str] | None = None, check_sha256: bool = False) -> list[dict]:
-    """After all nodes: check every split's shards against the plan and write the manifests."""
-    dest = Path(dest)
-    folders = [dest / s for s in splits] if splits else sorted(p.parent for p in dest.glob(f"*/{PLAN}"))
-    if not folders:
-        raise UsageError(f"{dest}: no <split>/{PLAN} found; not a shard output folder")
-    return [finalize(folder, check_sha256) for folder in folders]
+def merge(dest: str | Path, splits: Iterable[str] | None = None, check_sha256: bool = False) -> list[dict]:
+    """After all nodes: check every split's shards (in a folder or prefix) against the plan, write the manifests."""
+    with open_store(dest) as root:
+        if isinstance(root, HttpStore):
+            raise UsageError(f"{dest}: an http(s) URL is read-only; merge the folder or s3:// / gs:// prefix")
+        names = list(splits or sorted(n.split("/")[0] for n in root.names() if n.count("/") == 1
+                                      and n.endswith("/" + PLAN)))
+        if not names:
+            raise UsageError(f"{dest}: no <split>/{PLAN} found; not a shard output folder")
+        return [finalize(root.child(name), root, check_sha256) for name in names]

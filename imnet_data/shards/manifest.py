@@ -7,7 +7,6 @@ index. What other tools read beside it (``wids.json``, ``_info.json``, the datas
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from imnet_data import __version__, catalog
@@ -15,7 +14,8 @@ from imnet_data.shards.plan import read_plan
 from imnet_data.shards.peers import update_info, write_wids
 from imnet_data.shards.schema import FORMAT_VERSION, MANIFEST_FORMAT, parse_manifest, read_capped
 from imnet_data.shards.writer import read_record
-from imnet_data.tario import write_json
+from imnet_data.stores import Store
+from imnet_data.tario import json_bytes
 
 MANIFEST = "manifest.json"
 
@@ -24,30 +24,19 @@ class IncompleteError(ValueError):
     """Shards of the plan are missing or do not match their records (the message names them)."""
 
 
-def hash_into(h: "hashlib._Hash", path: Path, chunk: int = 1 << 22) -> "hashlib._Hash":
-    """``h`` updated with the bytes of a file (read in 4 MiB chunks), e.g. a partial download being resumed."""
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file."""
-    return hash_into(hashlib.sha256(), path).hexdigest()
-
-
-def complete(folder: Path, name: str, digest: str, check_sha256: bool = False) -> dict | None:
-    """The record of shard ``name`` if the shard and its index are present and match it (size; sha256 too
-    with ``check_sha256``), else None."""
-    record = read_record(folder, name)
-    if record is None or record.get("digest") != digest:
-        return None
-    tar, idx = folder / name, folder / record["index"]["name"]
-    if not (tar.is_file() and idx.is_file() and tar.stat().st_size == record["bytes"]
-            and idx.stat().st_size == record["index"]["bytes"]):
-        return None
-    if check_sha256 and file_sha256(tar) != record["sha256"]:
+def complete(store: Store, name: str, digest: str, check_sha256: bool = False) -> dict | None:
+    """The record of shard ``name`` if the shard and its index are present in the split folder or prefix and
+    match it (size; sha256 too with ``check_sha256``), else None."""
+    record = read_record(store, name)
+    try:
+        if record is None or record["digest"] != digest:
+            return None
+        if (store.size(name) != record["bytes"]
+                or store.size(record["index"]["name"]) != record["index"]["bytes"]):
+            return None
+        if check_sha256 and store.sha256(name) != record["sha256"]:
+            return None
+    except (KeyError, TypeError):   # a record that is not one of ours: not complete
         return None
     return record
 
@@ -59,24 +48,25 @@ def class_names(space: str, wnids: list[str]) -> list[str]:
     return [catalog.synset_words(w).split(",")[0] for w in wnids]
 
 
-def finalize(folder: Path, check_sha256: bool = False) -> dict:
-    """Check every planned shard of ``folder`` against its record and write the manifest, wids index and
-    ``_info.json``. Raises :class:`IncompleteError` naming the missing or mismatched shards."""
-    plan = read_plan(folder)
+def finalize(split: Store, root: Store, check_sha256: bool = False) -> dict:
+    """Check every planned shard of a split folder or prefix against its record and write the manifest, wids
+    index, ``_info.json`` and dataset card (in ``root``). Raises :class:`IncompleteError` naming the missing or
+    mismatched shards."""
+    plan = read_plan(split)
     if plan is None:
-        raise IncompleteError(f"{folder}: no plan.json.gz; run 'imnet-data shard SRC DEST' first")
+        raise IncompleteError(f"{split}: no plan.json.gz; run 'imnet-data shard SRC DEST' first")
     records, missing = [], []
     for shard in plan["shards"]:
-        record = complete(folder, shard["name"], shard["digest"], check_sha256)
+        record = complete(split, shard["name"], shard["digest"], check_sha256)
         (records.append(record) if record else missing.append(shard["name"]))
     if missing:
-        raise IncompleteError(f"{folder}: {len(missing)} of {len(plan['shards'])} shards missing or incomplete "
+        raise IncompleteError(f"{split}: {len(missing)} of {len(plan['shards'])} shards missing or incomplete "
                               f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); run the "
                               "shard command for them (all nodes) again")
     manifest = build_manifest(plan, records)
-    write_json(folder / MANIFEST, manifest)
-    write_wids(folder, manifest)
-    update_info(folder.parent, manifest)
+    write_wids(split, manifest)
+    split.write(MANIFEST, json_bytes(manifest))   # last but the root's tables: a reader never meets it early
+    update_info(root, manifest)
     return manifest
 
 

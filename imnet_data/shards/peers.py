@@ -6,14 +6,14 @@
 * ``DEST/README.md``: a Hugging Face dataset card whose YAML ``configs`` points each split at its tars only and
   whose ``features`` give every field its type, so ``datasets.load_dataset(DEST)`` reads the set as it is.
 
-All deterministic, written atomically, rewritten as splits are added.
+All deterministic, written atomically into any writable store (a folder, a bucket), rewritten as splits are
+added.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from imnet_data.shards.schema import SAMPLE_FIELDS, check_info, load_json, read_capped
-from imnet_data.tario import atomic_file, write_json
+from imnet_data.shards.schema import SAMPLE_FIELDS, check_info, load_json
+from imnet_data.stores import Store
+from imnet_data.tario import json_bytes
 
 WIDS = "wids.json"
 INFO = "_info.json"
@@ -21,20 +21,20 @@ CARD = "README.md"
 ALIASES = {"val": "validation"}   # a split -> another name timm and Hugging Face use for it
 
 
-def write_wids(folder: Path, manifest: dict) -> None:
+def write_wids(split: Store, manifest: dict) -> None:
     """``wids.json`` of a split folder: shard URLs relative to it, with their sample counts and sizes."""
-    write_json(folder / WIDS, {"__kind__": "wids-shard-index-v1", "wids_version": 1,
-                               "name": f"{manifest['name']}-{manifest['split']}",
-                               "shardlist": [{"url": s["name"], "nsamples": s["samples"], "filesize": s["bytes"]}
-                                             for s in manifest["shards"]]})
+    split.write(WIDS, json_bytes({"__kind__": "wids-shard-index-v1", "wids_version": 1,
+                                  "name": f"{manifest['name']}-{manifest['split']}",
+                                  "shardlist": [{"url": s["name"], "nsamples": s["samples"], "filesize": s["bytes"]}
+                                                for s in manifest["shards"]]}))
 
 
-def update_info(root: Path, manifest: dict) -> None:
+def update_info(root: Store, manifest: dict) -> None:
     """Add or replace the split's entries of ``root/_info.json`` (and its alias), then rewrite the card."""
-    path = root / INFO
     try:
-        info = check_info(load_json(read_capped(path, "split table"), str(path)), str(path))
-    except ValueError:   # absent or unusable: start it anew
+        raw = root.read(INFO)
+        info = check_info(load_json(raw, root.url(INFO)), root.url(INFO)) if raw is not None else {}
+    except ValueError:   # unusable: start it anew
         info = {}
     split = manifest["split"]
     entry = {"num_samples": manifest["num_samples"],
@@ -44,7 +44,7 @@ def update_info(root: Path, manifest: dict) -> None:
     info.setdefault("splits", {})[split] = {"name": split, **entry}
     if split in ALIASES:
         info["splits"][ALIASES[split]] = {"name": ALIASES[split], "alias_of": split, **entry}
-    write_json(path, info)
+    root.write(INFO, json_bytes(info))
     write_card(root, info)
 
 
@@ -53,7 +53,7 @@ def splits_of(info: dict) -> list[str]:
     return sorted(name for name, entry in info.get("splits", {}).items() if "alias_of" not in entry)
 
 
-def write_card(root: Path, info: dict) -> None:
+def write_card(root: Store, info: dict) -> None:
     """``root/README.md``: the dataset card ``datasets.load_dataset(root)`` reads (see the module doc)."""
     lines = ["---", f"pretty_name: {info['name']} (WebDataset shards by imnet-data)", "configs:",
              "- config_name: default", "  data_files:"]
@@ -70,5 +70,4 @@ def write_card(root: Path, info: dict) -> None:
               "and `<key>.json` (the fields above). Each split folder also holds its `manifest.json` (sha256 and "
               "class histogram of every shard), DALI `.idx` files and `wids.json`.", "",
               "```python", "import datasets", 'ds = datasets.load_dataset("path/to/this/folder")', "```", ""]
-    with atomic_file(root / CARD) as f:
-        f.write("\n".join(lines).encode())
+    root.write(CARD, "\n".join(lines).encode())

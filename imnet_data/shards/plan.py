@@ -11,10 +11,12 @@ import contextlib
 import gc
 import gzip
 import hashlib
+import io
 import json
 import math
 import random
 import re
+import zlib
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,9 +27,10 @@ from imnet_data.errors import UsageError
 from imnet_data.parallel import map_units
 from imnet_data.sources import Entry, Source, SourceError, Unit
 from imnet_data.sources.base import stem
-from imnet_data.tario import atomic_file
+from imnet_data.stores import Store
 
 PLAN = "plan.json.gz"
+MAX_PLAN = 4 << 30         # bytes a stored plan may inflate to (the full 21k plan is far smaller)
 FORMAT_VERSION = 1
 TAR_OVERHEAD = 3 * 512 + 3 * 256 + 400   # headers, mean padding and the .cls/.json bodies of one sample
 DEFAULT_NAMES = {"tiny": "tiny-imagenet-200", "imagenet21k": "imagenet-21k"}
@@ -252,19 +255,24 @@ def source_identity(source: Source, split: str, entries: list[Entry]) -> dict:
             "listing_sha256": hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()}
 
 
-def write_plan(plan: SplitPlan, folder: Path) -> Path:
-    """Store the plan as ``folder/plan.json.gz`` (deterministic bytes, written atomically)."""
-    path = folder / PLAN
+def plan_bytes(plan: SplitPlan) -> bytes:
+    """The plan as stored (``plan.json.gz``): deterministic bytes for the same plan."""
     data = json.dumps(plan.as_dict(), sort_keys=True, separators=(",", ":")).encode()
-    with atomic_file(path) as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0, compresslevel=1) as gz:
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=1) as gz:
         gz.write(data)
-    return path
+    return out.getvalue()
 
 
-def read_plan(folder: Path) -> dict | None:
-    """The stored plan of ``folder`` as plain data, or None."""
-    path = folder / PLAN
-    if not path.is_file():
+def read_plan(store: Store) -> dict | None:
+    """The plan stored in a split folder or prefix as plain data, or None (also for one that is not a plan)."""
+    raw = store.read(PLAN)
+    if raw is None:
         return None
-    with gzip.open(path, "rt") as f:
-        return json.load(f)
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflate.decompress(raw, MAX_PLAN)
+        plan = json.loads(data) if not inflate.unconsumed_tail else None
+    except (zlib.error, ValueError, RecursionError):
+        return None
+    return plan if isinstance(plan, dict) and isinstance(plan.get("shards"), list) else None

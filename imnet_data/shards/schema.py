@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-MAX_METADATA = 256 << 20         # bytes of any manifest / index / info file: a 21k manifest is well under this
+from imnet_data.stores.base import MAX_METADATA
+
 MANIFEST_FORMAT = "imnet-data-shards"
 FORMAT_VERSION = 1
 INDEX_VERSION = "v1.2"           # DALI's wds2idx format

@@ -22,9 +22,10 @@ from typing import Iterable
 from imnet_data.errors import UsageError
 from imnet_data.imageio import probe
 from imnet_data.parallel import map_units
-from imnet_data.shards.manifest import MANIFEST, file_sha256, read_manifest
+from imnet_data.shards.manifest import MANIFEST, read_manifest
 from imnet_data.shards.members import ShardTarError, open_shard, read, samples
 from imnet_data.shards.schema import SchemaError, parse_index, render_index
+from imnet_data.stores.base import file_sha256
 from imnet_data.tario import BLOCK
 
 MAX_PER_SHARD = 20            # problems listed per shard; a wrecked shard would otherwise flood the report

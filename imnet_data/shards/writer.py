@@ -26,6 +26,7 @@ from imnet_data.shards.plan import PlannedSample, ShardOptions, ShardPlan
 from imnet_data.shards.schema import render_index
 from imnet_data.sources.access import fetch
 from imnet_data.sources.base import SourceError, printable
+from imnet_data.stores import Store
 from imnet_data.tario import BLOCK, FIXED_MTIME, atomic_file
 
 HANDOFF = 1 << 20           # bytes gathered before the writing thread takes them
@@ -221,8 +222,13 @@ def write_shard(job: ShardJob) -> dict:
     return record
 
 
+def record_name(shard_name: str) -> str:
+    """Where a shard's record lives, relative to its split folder or prefix."""
+    return f"{RECORDS}/{shard_name}.json"
+
+
 def record_path(folder: Path, shard_name: str) -> Path:
-    return folder / RECORDS / (shard_name + ".json")
+    return folder / record_name(shard_name)
 
 
 def write_record(folder: Path, record: dict) -> None:
@@ -233,9 +239,11 @@ def write_record(folder: Path, record: dict) -> None:
         f.write(json.dumps(record, sort_keys=True).encode())
 
 
-def read_record(folder: Path, shard_name: str) -> dict | None:
-    """A shard's record, or None when absent or unreadable."""
+def read_record(store: Store, shard_name: str) -> dict | None:
+    """A shard's record in a split folder or prefix, or None when absent or unreadable."""
+    raw = store.read(record_name(shard_name))
     try:
-        return json.loads(record_path(folder, shard_name).read_text())
-    except (OSError, ValueError):
+        record = json.loads(raw) if raw is not None else None
+    except (ValueError, RecursionError):
         return None
+    return record if isinstance(record, dict) else None

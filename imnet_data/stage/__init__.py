@@ -37,14 +37,12 @@ from imnet_data.shards.manifest import MANIFEST
 from imnet_data.shards.peers import INFO, WIDS, splits_of, update_info
 from imnet_data.shards.schema import check_info, load_json, parse_manifest
 from imnet_data.shards.verify import split_folders
-from imnet_data.stage.errors import Retry, StageError
 from imnet_data.stage.ranks import format_ranks, node_selection, parse_ranks, select
-from imnet_data.stage.sources import FileSource, HttpSource, Source, open_source
-from imnet_data.stage.transfer import FileJob, RateLimit, ShardJob, Transfer, copy_hashed, partial_size, retrying
+from imnet_data.stage.transfer import FileJob, RateLimit, ShardJob, Transfer, partial_size, retrying
+from imnet_data.stores import FolderStore, Store, StoreError, open_store
 from imnet_data.tario import atomic_file, write_json
 
-__all__ = ["stage", "StageReport", "StageError", "Retry", "FileSource", "HttpSource", "Source", "open_source",
-           "Transfer", "FileJob", "ShardJob", "RateLimit", "retrying", "copy_hashed", "partial_size",
+__all__ = ["stage", "StageReport", "StoreError", "Transfer", "FileJob", "ShardJob", "RateLimit", "retrying",
            "select", "node_selection", "parse_ranks", "format_ranks"]
 
 RECORD = ".imnet-stage.json"
@@ -96,7 +94,7 @@ class StageReport:
 class SplitPlan:
     """One split to stage: its source folder, manifest (parsed and verbatim) and the selected shard numbers."""
 
-    source: Source
+    source: Store
     raw: bytes
     manifest: dict
     folder: Path
@@ -107,11 +105,11 @@ class SplitPlan:
         return self.manifest["split"]
 
 
-def find_manifests(t: Transfer, src: Source, splits: list[str] | None, manifest: str | None,
-                   timeout: tuple[float, float]) -> list[tuple[Source, bytes, str]]:
+def find_manifests(t: Transfer, src: Store, splits: list[str] | None, manifest: str | None,
+                   timeout: tuple[float, float]) -> list[tuple[Store, bytes, str]]:
     """``(split source, manifest bytes, where)`` for each split to stage."""
     if manifest is not None:
-        with open_source(os.path.dirname(manifest.rstrip("/")) or ".", 1, timeout) as parent:
+        with open_store(os.path.dirname(manifest.rstrip("/")) or ".", 1, timeout) as parent:
             raw = t.read(parent, os.path.basename(manifest.rstrip("/")))
         if raw is None:
             raise ValueError(f"{manifest}: manifest not found")
@@ -119,7 +117,7 @@ def find_manifests(t: Transfer, src: Source, splits: list[str] | None, manifest:
     raw = t.read(src, MANIFEST)
     if raw is not None:
         return [(src, raw, src.url(MANIFEST))]
-    if isinstance(src, FileSource):
+    if isinstance(src, FolderStore):
         folders = split_folders(src.root, splits)
         names = [f.name for f in folders]
     elif splits:
@@ -152,14 +150,14 @@ def shard_jobs(plan: SplitPlan) -> list[ShardJob]:
 
 
 def check_space(dest: Path, jobs: list[ShardJob], link: bool) -> int:
-    """The bytes still to transfer; StageError when DEST's filesystem has less free space than that."""
+    """The bytes still to transfer; StoreError when DEST's filesystem has less free space than that."""
     needed = sum(f.bytes - partial_size(f) for j in jobs for f in j.files
                  if not (f.dest.is_file() and f.dest.stat().st_size == f.bytes))
     if link:
         return 0
     free = shutil.disk_usage(dest).free
     if needed > free:
-        raise StageError(f"{dest}: not enough free space: {needed / 1e9:,.2f} GB to stage, "
+        raise StoreError(f"{dest}: not enough free space: {needed / 1e9:,.2f} GB to stage, "
                          f"{free / 1e9:,.2f} GB free")
     return needed
 
@@ -183,13 +181,13 @@ def finish(t: Transfer, plan: SplitPlan, dest: Path, selection: str) -> None:
     if wids is not None:
         write_verbatim(plan.folder / WIDS, wids)
     write_verbatim(plan.folder / MANIFEST, plan.raw)
-    update_info(dest, plan.manifest)
+    update_info(FolderStore(dest), plan.manifest)
     staged = [plan.manifest["shards"][i]["name"] for i in plan.shards]
     write_json(plan.folder / RECORD, {"source": str(plan.source), "selection": selection, "shards": staged,
                                       "complete": len(staged) == len(plan.manifest["shards"])})
 
 
-def plan_splits(t: Transfer, src: Source, dest: Path, splits: list[str] | None, manifest: str | None,
+def plan_splits(t: Transfer, src: Store, dest: Path, splits: list[str] | None, manifest: str | None,
                 ranks: list[int] | None, world_size: int | None, timeout: tuple[float, float]) -> list[SplitPlan]:
     """Read the manifests and select the shards of every split to stage."""
     plans = []
@@ -214,15 +212,15 @@ def stage(source: str | os.PathLike, dest: str | os.PathLike, *, splits: list[st
     ``verify``: also check the sha256 of files already present (and of linked sources); ``link``: hard-link (or
     symlink) a filesystem source's files instead of copying; ``max_rate``: bytes/s over all transfers; ``retries``
     and ``backoff`` (seconds, doubling); ``timeout``: (connect, read) seconds for HTTP; ``fsync``: each file
-    before its rename. Raises StageError (free space) or ValueError (no manifest) before transferring anything;
+    before its rename. Raises StoreError (free space) or ValueError (no manifest) before transferring anything;
     failed shards are reported, not raised.
     """
     start, dest = time.monotonic(), Path(dest)
     selection = "all shards" if ranks is None else f"shards of ranks {format_ranks(ranks)} of {world_size}"
-    with open_source(source, jobs, timeout) as src, contextlib.ExitStack() as held:
-        if link and not isinstance(src, FileSource):
+    with open_store(source, jobs, timeout) as src, contextlib.ExitStack() as held:
+        if link and not isinstance(src, FolderStore):
             raise UsageError("link (--link) needs a filesystem source")
-        if isinstance(src, FileSource):
+        if isinstance(src, FolderStore):
             check_apart(src.root, dest)
         t = Transfer(verify, link, retries, backoff, max_rate, fsync)
         plans = plan_splits(t, src, dest, splits, manifest, ranks, world_size, timeout)
@@ -256,5 +254,5 @@ def attempt_shard(t: Transfer, job: ShardJob) -> tuple[bool, dict] | str:
     """A worker's result: ``stage_shard``'s, or the reason it failed."""
     try:
         return t.stage_shard(job)
-    except (StageError, OSError) as e:
+    except (StoreError, OSError) as e:
         return str(e)

@@ -4,28 +4,20 @@ files hashed while they are written, hard or symbolic links for a filesystem sou
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, TypeVar
+from typing import BinaryIO, Callable
 
-import requests
-import urllib3
-
-from imnet_data.shards.manifest import file_sha256, hash_into
-from imnet_data.stage.errors import Retry, StageError
-from imnet_data.stage.sources import FileSource, HttpSource, Source
+from imnet_data.stores import FolderStore, Store
+from imnet_data.stores.base import file_sha256, hash_into
+from imnet_data.stores.errors import Retry, StoreError, retrying
 
 CHUNK = 256 << 10         # bytes per read, hash and write: reused buffers that stay in the CPU cache
 RING = 8                  # buffers in flight between the reading thread and its hashing helper
-BACKOFF_CAP = 30.0        # seconds: the longest wait between two attempts
-TRANSIENT = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError,
-             TimeoutError)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,23 +39,8 @@ class ShardJob:
     """A shard and its index, staged together from one source folder."""
 
     label: str                  # <split>/<shard name>
-    source: "FileSource | HttpSource"
+    source: Store
     files: tuple[FileJob, ...]
-
-
-def retrying(label: str, attempt: Callable[[], T], retries: int, backoff: float,
-             on_retry: Callable[[], None] = lambda: None) -> T:
-    """Run ``attempt`` until it succeeds, at most ``retries`` more times after transient failures, waiting
-    ``backoff * 2**n`` seconds (capped) in between; then StageError naming ``label`` and the last error."""
-    for n in range(retries + 1):
-        try:
-            return attempt()
-        except (Retry, *TRANSIENT) as e:
-            last = e
-            if n < retries:
-                on_retry()
-                time.sleep(min(backoff * 2 ** n, BACKOFF_CAP))
-    raise StageError(f"{label}: failed after {retries + 1} attempts; last: {type(last).__name__}: {last}")
 
 
 class RateLimit:
@@ -124,16 +101,16 @@ class Transfer:
             return False
         return not self.verify or file_sha256(job.dest) == job.sha256
 
-    def read(self, source: Source, name: str) -> bytes | None:
+    def read(self, source: Store, name: str) -> bytes | None:
         """A small file (a manifest) of the source, with retries; None when absent."""
         return retrying(source.url(name), lambda: source.read(name), self.retries, self.backoff)
 
-    def fetch(self, source: Source, job: FileJob) -> None:
+    def fetch(self, source: Store, job: FileJob) -> None:
         """Stream one file to its ``.partial`` (resuming one left by an earlier attempt), check it, rename it."""
         retrying(source.url(job.name), lambda: self.attempt(source, job), self.retries, self.backoff,
                  lambda: self.count(retried=1))
 
-    def attempt(self, source: Source, job: FileJob) -> None:
+    def attempt(self, source: Store, job: FileJob) -> None:
         """One try; a Retry with ``restart`` deletes the partial file (its bytes are wrong)."""
         try:
             self.transfer(source, job)
@@ -142,7 +119,7 @@ class Transfer:
                 job.partial.unlink(missing_ok=True)
             raise
 
-    def transfer(self, source: Source, job: FileJob) -> None:
+    def transfer(self, source: Store, job: FileJob) -> None:
         h, have = hashlib.sha256(), partial_size(job)
         if have:
             hash_into(h, job.partial)
@@ -164,15 +141,15 @@ class Transfer:
             raise Retry(f"sha256 {h.hexdigest()[:12]}... differs from the manifest's {job.sha256[:12]}...", True)
         os.replace(job.partial, job.dest)
 
-    def link_file(self, source: FileSource, job: FileJob) -> str:
+    def link_file(self, source: FolderStore, job: FileJob) -> str:
         """Hard-link (or, across filesystems, symlink) the source file after checking it; the kind made."""
         src = source.root / job.name
         if not src.is_file():
-            raise StageError(f"{src}: not found")
+            raise StoreError(f"{src}: not found")
         if src.stat().st_size != job.bytes:
-            raise StageError(f"{src}: {src.stat().st_size:,} bytes, the manifest says {job.bytes:,}")
+            raise StoreError(f"{src}: {src.stat().st_size:,} bytes, the manifest says {job.bytes:,}")
         if self.verify and file_sha256(src) != job.sha256:
-            raise StageError(f"{src}: sha256 differs from the manifest")
+            raise StoreError(f"{src}: sha256 differs from the manifest")
         job.partial.unlink(missing_ok=True)
         try:
             os.link(src, job.partial)
@@ -184,7 +161,7 @@ class Transfer:
         return kind
 
     def stage_shard(self, shard: ShardJob) -> tuple[bool, dict]:
-        """Stage a shard's files: ``(transferred anything, link kinds made)``; StageError/OSError on failure."""
+        """Stage a shard's files: ``(transferred anything, link kinds made)``; StoreError/OSError on failure."""
         did, kinds = False, {"hardlink": 0, "symlink": 0}
         for job in shard.files:
             if self.present(job):

@@ -1,0 +1,71 @@
+"""A folder on a local or network filesystem as a store (see :mod:`imnet_data.stores.base`)."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+from imnet_data.stores.base import MAX_METADATA, capped, file_sha256
+from imnet_data.stores.errors import StoreError
+from imnet_data.tario import atomic_file
+
+
+class FolderStore:
+    """A folder; names are relative paths in it."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def child(self, name: str) -> "FolderStore":
+        return FolderStore(self.root / name)
+
+    def url(self, name: str) -> str:
+        return str(self.root / name)
+
+    def read(self, name: str) -> bytes | None:
+        """A metadata file's bytes (None when absent; StoreError past the metadata cap)."""
+        try:
+            with open(self.root / name, "rb") as f:
+                return capped(f.read(MAX_METADATA + 1), self.url(name))
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"{self.url(name)}: {e.strerror}") from e
+
+    @contextlib.contextmanager
+    def open(self, name: str, start: int) -> Iterator[tuple[int, Callable[[memoryview], int]]]:
+        """``(offset, readinto)``: file ``name`` from byte ``start``."""
+        try:
+            f = open(self.root / name, "rb")
+        except (FileNotFoundError, PermissionError) as e:
+            raise StoreError(f"{self.root / name}: {e.strerror}") from e
+        with f:
+            f.seek(start)
+            yield start, f.readinto
+
+    def size(self, name: str) -> int | None:
+        try:
+            return (self.root / name).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def write(self, name: str, data: bytes) -> None:
+        """``name`` holding ``data``, under its final name only once complete."""
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as f:
+            f.write(data)
+
+    def sha256(self, name: str) -> str:
+        return file_sha256(self.root / name)
+
+    def names(self) -> list[str]:
+        """Every file under the folder, relative to it, sorted."""
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+
+    def delete(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)
