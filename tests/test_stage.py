@@ -8,12 +8,10 @@ import json
 import os
 import re
 import shutil
-import socket
-import struct
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import unquote, urlsplit
@@ -25,7 +23,7 @@ from imnet_data.fake import FakeOptions, make_fake
 from imnet_data.shards import ShardOptions, shard
 from imnet_data.stores.base import file_sha256
 from imnet_data.stage import StoreError, parse_ranks, stage
-from tests.helpers import run_cli
+from tests.helpers import FaultPlan, QuietHandler, free_port, run_cli, send_faulty, wait_listening
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
 NGINX_CONF = """daemon off;
@@ -46,12 +44,6 @@ http {{
 FAST = {"retries": 3, "backoff": 0.01, "quiet": True}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def nginx(root: Path, work: Path) -> Iterator[str]:
     """Serve ``root`` with nginx (one unprivileged-style process, no master) on a free loopback port; yields the
@@ -62,100 +54,43 @@ def nginx(root: Path, work: Path) -> Iterator[str]:
     port = free_port()
     (work / "nginx.conf").write_text(NGINX_CONF.format(work=work, port=port, root=root.resolve()))
     proc = subprocess.Popen([NGINX, "-c", str(work / "nginx.conf"), "-p", str(work), "-e", str(work / "error.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {proc.stderr.read()} {(work / 'error.log').read_text()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("nginx did not start listening within 10 s")
-            time.sleep(0.05)
+        wait_listening(proc, port, "nginx", work / "error.log")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-class FaultServer(ThreadingHTTPServer):
-    """Serves the files under ``root`` (HTTP/1.1, keep-alive, Range) with faults planned per file and per request:
-    ``drop`` (half the body, then a TCP reset), ``truncate`` (half the body, then a clean close), ``corrupt``
-    (one byte flipped), ``stall`` (half the body, then silence for ``stall`` seconds), ``500``, ``404``,
-    ``norange`` (ignore a Range header: 200 with the whole file). ``log`` holds ``(path, Range header)``,
-    ``clients`` the client addresses (one per TCP connection)."""
+class FaultServer(ThreadingHTTPServer, FaultPlan):
+    """Serves the files under ``root`` (HTTP/1.1, keep-alive, Range) with faults planned per file and per request
+    (:class:`~tests.helpers.FaultPlan`): those of :func:`~tests.helpers.send_faulty`, and ``500``, ``404``,
+    ``norange`` (ignore a Range header: 200 with the whole file)."""
 
     daemon_threads = True
 
     def __init__(self, root: Path, stall: float = 2.0) -> None:
-        super().__init__(("127.0.0.1", 0), FaultHandler)
-        self.root, self.stall = root, stall
-        self.faults: dict[str, list[str | None]] = {}
-        self.log: list[tuple[str, str | None]] = []
-        self.clients: set[tuple[str, int]] = set()
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def plan(self, path: str, *faults: str | None) -> None:
-        self.faults[path] = list(faults)
-
-    def take(self, path: str, rng: str | None, client: tuple[str, int]) -> str | None:
-        with self.lock:
-            self.log.append((path, rng))
-            self.clients.add(client)
-            queue = self.faults.get(path)
-            return queue.pop(0) if queue else None
-
-    def requests(self, path: str) -> list[str | None]:
-        """The Range header (or None) of every request for ``path``."""
-        return [r for p, r in self.log if p == path]
+        ThreadingHTTPServer.__init__(self, ("127.0.0.1", 0), FaultHandler)
+        FaultPlan.__init__(self, stall)
+        self.root = root
 
 
-class FaultHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class FaultHandler(QuietHandler):
     server: FaultServer
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def empty(self, status: int) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
 
     def do_GET(self) -> None:
         path = unquote(urlsplit(self.path).path).lstrip("/")
         rng = self.headers.get("Range")
-        fault = self.server.take(path, rng, self.client_address)
+        fault = self.server.take("GET", path, rng, self.client_address)
         file = self.server.root / path
         if fault in ("404", "500") or not file.is_file():
-            return self.empty(500 if fault == "500" else 404)
+            return send_faulty(self, 500 if fault == "500" else 404, [], b"", None, 0)
         data = file.read_bytes()
         m = re.fullmatch(r"bytes=(\d+)-", rng or "")
         start = int(m.group(1)) if m and fault != "norange" else 0
-        body = bytearray(data[start:])
-        if fault == "corrupt":
-            body[len(body) // 2] ^= 0xFF
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(body)))
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
-        if fault not in ("drop", "truncate", "stall"):
-            self.wfile.write(body)
-            return
-        self.wfile.write(body[:len(body) // 2])
-        if fault == "stall":
-            time.sleep(self.server.stall)
-        elif fault == "drop":
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.close()
+        headers = [("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")] if start else []
+        send_faulty(self, 206 if start else 200, headers, data[start:], fault, self.server.stall)
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,33 @@
-"""Benchmark ``imnet-data stage`` from nginx on loopback against ``curl`` fetching the same files sequentially.
+"""Benchmark ``imnet-data stage`` from nginx and from an S3-protocol server on loopback, against the standard
+tool for each: ``curl`` fetching the same files sequentially, and boto3's own bulk download (what
+``aws s3 cp --recursive`` runs).
 
 The source is a shard-like set: ``--files`` files of random bytes (``--size`` in all) with small ``.idx`` files
 and a manifest holding their real sizes and sha256 (the stager needs nothing else), made once in ``--src``.
 nginx (Debian ``nginx-light``; the same launcher as the tests) serves it on a free loopback port, from the page
-cache (the files are read once first). Then, into a fresh DEST on the same disk each run:
+cache (the files are read once first); moto's S3 server (``moto[server]``; the tests' launcher) holds the same
+files in a bucket (uploaded before timing). Then, into a fresh DEST on the same disk each run:
 
 (a) one ``curl`` process fetching every file in turn (``-o FILE URL`` pairs: one connection, no hashing);
-(b) ``imnet-data stage URL DEST --jobs N --quiet`` (the CLI, timed from start to exit) for each N of ``--jobs``.
+(b) ``imnet-data stage URL DEST --jobs N --quiet`` (the CLI, timed from start to exit) for each N of ``--jobs``;
+(c) one process running boto3's ``TransferManager`` over every object with the AWS CLI's settings
+    (``max_concurrency`` 10, 8 MB multipart chunks: ``aws s3 cp --recursive``), no hashing;
+(d) for reference, boto3's plain ``get_object`` stream, one object after another (no hashing);
+(e) ``imnet-data stage s3://bench/stage DEST --jobs N`` (endpoint from ``AWS_ENDPOINT_URL``) for each N.
 
 Neither curl nor stage (by default) fsyncs; a last row runs stage with ``--fsync`` (each file flushed before
 its rename). Each run is timed until it returns and until a following ``sync`` has put its writes on the disk;
-the best of ``--repeat`` runs (interleaved) is shown. The ratio is stage's throughput over curl's (target >= 0.80):
+the best of ``--repeat`` runs (interleaved) is shown. The ratio is stage's throughput over its group's baseline
+(targets: >= 0.80 of curl over HTTP, >= 0.90 of the S3 bulk download with ``--jobs 1``, more with more jobs):
 
     python tools/bench_stage.py
     python tools/bench_stage.py --src /tmp/imnet-bench/stage-src --size 4GB --files 32 --jobs 1,2,4,8 --repeat 5
+    python tools/bench_stage.py --no-s3           # HTTP only
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -25,7 +35,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -33,7 +43,30 @@ from bench_organize import timed  # noqa: E402  (tools/ is on sys.path when run 
 from tests.test_stage import NGINX, nginx  # noqa: E402  (the tests' nginx launcher)
 
 TARGET = 0.80
+TARGET_S3 = 0.90
 SPLIT = "bench"
+BUCKET = "bench"
+# What `aws s3 cp --recursive` does (the AWS CLI's s3transfer defaults), as one process: the S3 baseline.
+CLI_COPY = """
+import sys, boto3
+from boto3.s3.transfer import TransferConfig
+from s3transfer.manager import TransferManager
+bucket, prefix, out = sys.argv[1:4]
+s3 = boto3.client("s3")
+config = TransferConfig(max_concurrency=10, multipart_chunksize=8 << 20, multipart_threshold=8 << 20)
+with TransferManager(s3, config) as tm:
+    for key in sys.argv[4:]:
+        tm.download(bucket, f"{prefix}/{key}", f"{out}/{key}")
+"""
+# The library's plain stream, one object after another into files (no hashing): a reference, not the baseline.
+RAW_GET = """
+import shutil, sys, boto3
+bucket, prefix, out = sys.argv[1:4]
+s3 = boto3.client("s3")
+for key in sys.argv[4:]:
+    with open(f"{out}/{key}", "wb") as f:
+        shutil.copyfileobj(s3.get_object(Bucket=bucket, Key=f"{prefix}/{key}")["Body"], f, 1 << 20)
+"""
 
 
 def make_source(src: Path, size: int, files: int) -> dict:
@@ -71,6 +104,28 @@ def make_source(src: Path, size: int, files: int) -> dict:
     return manifest
 
 
+@contextlib.contextmanager
+def s3_bucket(folder: Path, files: list[str], work: Path) -> Iterator[dict | None]:
+    """moto's server holding ``folder``'s files under ``s3://bench/stage/``; yields the environment that points
+    boto3 at it (None when moto or boto3 is not installed)."""
+    try:
+        import boto3
+        from tests.test_s3 import moto_server
+    except ImportError:  # moto or boto3 missing: no S3 rows
+        yield None
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    with moto_server(work / "moto.log") as endpoint:
+        env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_ENDPOINT_URL": endpoint}
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
+                          aws_secret_access_key="bench")
+        s3.create_bucket(Bucket=BUCKET)
+        for name in files + ["manifest.json"]:
+            s3.upload_file(str(folder / name), BUCKET, f"stage/{name}")
+        yield env
+
+
 def empty(out: Path) -> None:
     """``out`` emptied (made anew) and the disk synced."""
     shutil.rmtree(out, ignore_errors=True)
@@ -87,6 +142,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=16, help="files (default 16: 128 MB each)")
     parser.add_argument("--jobs", default="1,4", help="comma-separated stage --jobs values (default 1,4)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each method; the best is shown")
+    parser.add_argument("--no-s3", action="store_true", help="leave out the object-store rows")
     args = parser.parse_args()
     if NGINX is None:
         sys.exit("nginx not found: apt-get install -y nginx-light")
@@ -100,35 +156,55 @@ def main() -> None:
         with open(folder / f, "rb") as fh:
             while fh.read(16 << 20):
                 pass
-    with nginx(args.src, args.src.parent / "stage-nginx") as url:
+    with nginx(args.src, args.src.parent / "stage-nginx") as url, \
+            (contextlib.nullcontext(None) if args.no_s3 else s3_bucket(folder, files, args.src.parent / "stage-s3")
+             ) as s3env:
         def curl() -> None:
             cmd = ["curl", "-s", "-f"]
             for f in files:
                 cmd += ["-o", str(out / f), f"{url}/{SPLIT}/{f}"]
             subprocess.run(cmd, check=True)
 
-        def stage(*options: str) -> Callable[[], None]:
-            return lambda: subprocess.run([sys.executable, "-m", "imnet_data", "stage", f"{url}/{SPLIT}", str(out),
-                                           "--quiet", "--all", *options], check=True, stdout=subprocess.DEVNULL)
+        def stage(source: str, *options: str, env: dict | None = None) -> Callable[[], None]:
+            return lambda: subprocess.run([sys.executable, "-m", "imnet_data", "stage", source, str(out), "--quiet",
+                                           "--all", *options], check=True, stdout=subprocess.DEVNULL,
+                                          env={**os.environ, **(env or {})})
+
+        def boto3_run(code: str) -> Callable[[], None]:
+            def run() -> None:
+                (out / SPLIT).mkdir(parents=True, exist_ok=True)
+                subprocess.run([sys.executable, "-c", code, BUCKET, "stage", str(out / SPLIT), *files], check=True,
+                               env={**os.environ, **s3env})
+            return run
 
         jobs = args.jobs.split(",")
-        methods = [("curl, sequential (1 process)", curl)] + \
-            [(f"imnet-data stage --jobs {j}", stage("--jobs", j)) for j in jobs] + \
-            [(f"imnet-data stage --jobs {jobs[-1]} --fsync", stage("--jobs", jobs[-1], "--fsync"))]
+        groups = [("curl, sequential (1 process)", curl, TARGET,
+                   [(f"imnet-data stage --jobs {j}", stage(f"{url}/{SPLIT}", "--jobs", j)) for j in jobs] +
+                   [(f"imnet-data stage --jobs {jobs[-1]} --fsync", stage(f"{url}/{SPLIT}", "--jobs", jobs[-1],
+                                                                          "--fsync"))])]
+        if s3env is None and not args.no_s3:
+            print("moto[server] or boto3 not installed: no object-store rows (pip install -e '.[test]')")
+        elif s3env is not None:
+            groups.append(("S3: aws s3 cp --recursive (boto3)", boto3_run(CLI_COPY), TARGET_S3,
+                           [("S3: boto3 get_object, sequential", boto3_run(RAW_GET))] +
+                           [(f"S3: imnet-data stage --jobs {j}", stage(f"s3://{BUCKET}/stage", "--jobs", j,
+                                                                       env=s3env)) for j in jobs]))
+        methods = [(name, run) for base, run0, _, rows in groups for name, run in [(base, run0)] + rows]
         best: dict[str, tuple[float, float]] = {}
         for _ in range(args.repeat):       # interleaved, so a slow moment of the machine hits every method
             for name, run in methods:
                 t = timed(run, out, empty)
                 best[name] = tuple(min(a, b) for a, b in zip(best.get(name, t), t))  # type: ignore[assignment]
     shutil.rmtree(out, ignore_errors=True)
-    base = best[methods[0][0]]
-    print(f"\n{len(files)} files, {total / 1e6:,.0f} MB, nginx on loopback -> {out} (best of {args.repeat})")
-    print(f"{'method':<32} {'MB/s':>8} {'+sync':>8} {'ratio':>7} {'+sync':>7}")
-    for name, _ in methods:
-        t = best[name]
-        print(f"{name:<32} {total / t[0] / 1e6:>8,.0f} {total / t[1] / 1e6:>8,.0f} {base[0] / t[0]:>7.2f} "
-              f"{base[1] / t[1]:>7.2f}")
-    print(f"target: stage >= {TARGET:.2f} x curl")
+    print(f"\n{len(files)} files, {total / 1e6:,.0f} MB, servers on loopback -> {out} (best of {args.repeat})")
+    print(f"{'method':<40} {'MB/s':>8} {'+sync':>8} {'ratio':>7} {'+sync':>7}")
+    for base_name, _, target, rows in groups:
+        base = best[base_name]
+        for name in [base_name] + [n for n, _ in rows]:
+            t = best[name]
+            print(f"{name:<40} {total / t[0] / 1e6:>8,.0f} {total / t[1] / 1e6:>8,.0f} {base[0] / t[0]:>7.2f} "
+                  f"{base[1] / t[1]:>7.2f}")
+        print(f"  target: stage >= {target:.2f} x {base_name}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 Resume is a re-run: the plan is recomputed and must equal the stored one; shards whose file, index and record
 match the plan are kept, the rest (re)written. Multi-node: node K of N writes the shards ``i % N == K`` of the
 same plan; ``merge`` checks all of them and writes the manifest, giving the bytes one node would have.
+DEST is a folder or an object-store prefix (any writable :mod:`imnet_data.stores` store): the plan, the resume
+checks and the manifest go through the store's methods; into a bucket, shards are written into a local work
+folder and published by :mod:`imnet_data.shards.publish`.
 """
 from __future__ import annotations
 
@@ -102,12 +105,21 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
             sweep_partials(folder)
             reports.append(run_split(SplitTarget(store, root, folder, uploader), plan, options, jobs, node_rank,
                                      num_nodes, quiet))
+        if uploader:
+            remove_empty(scratch)
     return ShardReport(str(root), node_rank, num_nodes, reports, [] if splits else source.not_found())
 
 
 def default_work(url: str) -> Path:
     """The default local work folder of a remote DEST (one per DEST, so a re-run finds what it left)."""
     return Path(tempfile.gettempdir()) / f"imnet-data-work-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+
+
+def remove_empty(folder: Path) -> None:
+    """Remove the folders under ``folder`` (and it) that hold nothing: a remote DEST's work folder, all up."""
+    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def sweep_partials(folder: Path) -> None:

@@ -26,14 +26,15 @@ class IncompleteError(ValueError):
 
 def complete(store: Store, name: str, digest: str, check_sha256: bool = False) -> dict | None:
     """The record of shard ``name`` if the shard and its index are present in the split folder or prefix and
-    match it (size; sha256 too with ``check_sha256``), else None."""
+    match it: size, and the sha256 an object store keeps (read through, with ``check_sha256``); else None."""
     record = read_record(store, name)
     try:
         if record is None or record["digest"] != digest:
             return None
-        if (store.size(name) != record["bytes"]
-                or store.size(record["index"]["name"]) != record["index"]["bytes"]):
-            return None
+        for file in (record, record["index"]):
+            found = store.stat(file["name"])
+            if found is None or found.size != file["bytes"] or found.sha256 not in (None, file["sha256"]):
+                return None
         if check_sha256 and store.sha256(name) != record["sha256"]:
             return None
     except (KeyError, TypeError):   # a record that is not one of ours: not complete

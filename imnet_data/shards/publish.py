@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -26,7 +26,7 @@ from imnet_data.shards.target import header, prepare
 from imnet_data.shards.verify import split_folders
 from imnet_data.shards.writer import record_name
 from imnet_data.stores import FolderStore, S3Store, StoreError, open_store
-from imnet_data.stores.base import file_sha256
+from imnet_data.stores.base import Stat, TransferReport, file_sha256
 from imnet_data.stores.errors import retrying
 
 
@@ -43,8 +43,7 @@ class Uploader:
 
     def present(self, store: S3Store, name: str, size: int, sha256: str) -> bool:
         """The object is there with the file's size and sha256 (read back too, with ``verify``)."""
-        found = retrying(store.url(name), lambda: store.head(name), self.retries, self.backoff)
-        if found is None or found["ContentLength"] != size or found.get("Metadata", {}).get("sha256") != sha256:
+        if retrying(store.url(name), lambda: store.stat(name), self.retries, self.backoff) != Stat(size, sha256):
             return False
         return not self.verify or retrying(store.url(name), lambda: store.sha256(name), self.retries,
                                            self.backoff) == sha256
@@ -112,7 +111,7 @@ class Publisher:
 
 
 @dataclass
-class UploadReport:
+class UploadReport(TransferReport):
     """What :func:`upload` did (``ok`` when nothing failed); ``bytes`` counts what was sent this run."""
 
     source: str
@@ -126,22 +125,10 @@ class UploadReport:
     seconds: float = 0.0
     retries: int = 0
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, "mb_per_s": round(self.mb_per_s, 1), **asdict(self)}
-
     def render(self) -> str:
         lines = [f"uploaded {', '.join(self.splits)} from {self.source} to {self.dest}: {len(self.uploaded)} shards "
                  f"sent, {len(self.skipped)} already there, {len(self.failed)} failed",
-                 f"  {self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s ({self.mb_per_s:,.0f} MB/s); "
-                 f"{self.retries} retries"]
+                 f"  {self.throughput()}; {self.retries} retries"]
         lines += [f"  manifest: {m}" for m in self.manifests]
         lines += [f"  FAILED {f['shard']}: {f['reason']}" for f in self.failed]
         if self.failed:

@@ -1,8 +1,8 @@
 """``imnet-data stage SOURCE DEST``: copy shards (and their DALI indexes) onto a node's local disk, checked.
 
-SOURCE is a folder (local or network filesystem) or an ``http(s)://`` base URL: a split folder holding
-``manifest.json``, or the shard root holding ``<split>/manifest.json`` (every split, or ``splits``; over HTTP the
-root's ``_info.json`` names them). The manifest (the source's, or ``manifest=``) is the authority. DEST mirrors the
+SOURCE is a folder (local or network filesystem), an ``http(s)://`` base URL or an object-store prefix
+(``s3://``, ``gs://``; :mod:`imnet_data.stores`): a split folder holding ``manifest.json``, or the shard root
+holding ``<split>/manifest.json`` (every split, or ``splits``; remotely the root's ``_info.json`` names them). The manifest (the source's, or ``manifest=``) is the authority. DEST mirrors the
 shard root: ``DEST/<split>/`` gets the selected shards and their ``.idx``, then ``wids.json`` and, last, the
 unchanged ``manifest.json`` (and ``DEST/_info.json``), so ``build_loader(DEST/<split>)`` reads it directly. When
 only some shards are staged (``ranks``/``world_size``: the shards those ranks read, by the loader's own rule in
@@ -12,9 +12,9 @@ only some shards are staged (``ranks``/``world_size``: the shards those ranks re
 Each file streams to ``<name>.partial`` with its sha256 computed on the fly and is renamed to its final name
 only when size and sha256 match the manifest (not fsynced, like curl and rsync, unless ``fsync``: after a
 machine crash, a re-run, with ``verify`` to be thorough, repairs what the disk lost). Connection errors,
-timeouts, 5xx and checksum mismatches are retried with exponential backoff; a partial download is resumed with
-an HTTP Range request (its bytes are hashed again first; a server that ignores Range makes it start over);
-401/403/404/410 fail at once. Present files with the right size (and sha256, with ``verify``) are skipped, so a
+timeouts, 5xx, S3's SlowDown and checksum mismatches are retried with exponential backoff; a partial download is
+resumed with a Range request (its bytes are hashed again first; a server that ignores Range makes it start over);
+401/403/404/410 (NoSuchKey, NoSuchBucket, refused credentials) fail at once. Present files with the right size (and sha256, with ``verify``) are skipped, so a
 re-run finishes what was interrupted. A lock file per split folder serializes concurrent runs on one node (e.g.
 every local rank calling :func:`stage`).
 """
@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -40,6 +40,7 @@ from imnet_data.shards.verify import split_folders
 from imnet_data.stage.ranks import format_ranks, node_selection, parse_ranks, select
 from imnet_data.stage.transfer import FileJob, RateLimit, ShardJob, Transfer, partial_size, retrying
 from imnet_data.stores import FolderStore, Store, StoreError, open_store
+from imnet_data.stores.base import TransferReport
 from imnet_data.tario import atomic_file, write_json
 
 __all__ = ["stage", "StageReport", "StoreError", "Transfer", "FileJob", "ShardJob", "RateLimit", "retrying",
@@ -49,7 +50,7 @@ RECORD = ".imnet-stage.json"
 
 
 @dataclass
-class StageReport:
+class StageReport(TransferReport):
     """What :func:`stage` did (``ok`` when nothing failed); ``bytes`` counts what was transferred this run."""
 
     source: str
@@ -65,22 +66,10 @@ class StageReport:
     retries: int = 0
     linked: dict = field(default_factory=lambda: {"hardlink": 0, "symlink": 0})
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, "mb_per_s": round(self.mb_per_s, 1), **asdict(self)}
-
     def render(self) -> str:
         lines = [f"staged {', '.join(self.splits)} ({self.selection}) from {self.source} into {self.dest}: "
                  f"{len(self.fetched)} shards fetched, {len(self.skipped)} skipped, {len(self.failed)} failed",
-                 f"  {self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s ({self.mb_per_s:,.0f} MB/s); "
-                 f"{self.resumed} resumed, {self.retries} retries"]
+                 f"  {self.throughput()}; {self.resumed} resumed, {self.retries} retries"]
         if any(self.linked.values()):
             lines.append(f"  linked instead of copied: {self.linked['hardlink']} hard links, "
                          f"{self.linked['symlink']} symlinks (another filesystem)")

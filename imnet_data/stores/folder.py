@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator
 
-from imnet_data.stores.base import MAX_METADATA, capped, file_sha256
+from imnet_data.stores.base import MAX_METADATA, Stat, capped, file_sha256
 from imnet_data.stores.errors import StoreError
 from imnet_data.tario import atomic_file
 
@@ -47,9 +47,9 @@ class FolderStore:
             f.seek(start)
             yield start, f.readinto
 
-    def size(self, name: str) -> int | None:
+    def stat(self, name: str) -> Stat | None:
         try:
-            return (self.root / name).stat().st_size
+            return Stat((self.root / name).stat().st_size)
         except FileNotFoundError:
             return None
 

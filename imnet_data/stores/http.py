@@ -10,7 +10,7 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
-from imnet_data.stores.base import MAX_METADATA, capped
+from imnet_data.stores.base import MAX_METADATA, capped, direct_reader
 from imnet_data.stores.errors import Retry, StoreError
 
 PERMANENT = {401, 403, 404, 410}
@@ -59,12 +59,8 @@ class HttpStore:
 
     @contextlib.contextmanager
     def open(self, name: str, start: int) -> Iterator[tuple[int, Callable[[memoryview], int]]]:
-        """``(offset, readinto)``: from ``start`` when the server honours the Range request (206), else from 0.
-
-        An identity-encoded body is read straight from the ``http.client`` response under urllib3's (into the
-        caller's buffer: ~20% faster than urllib3's ``readinto``, which copies); lengths are checked by the caller,
-        and a body read to its end hands its connection back to the pool.
-        """
+        """``(offset, readinto)``: from ``start`` when the server honours the Range request (206), else from 0
+        (read as :func:`~imnet_data.stores.base.direct_reader` says)."""
         with self.get(name, {"Range": f"bytes={start}-"} if start else None) as r:
             offset = 0
             if r.status_code == 206:
@@ -72,11 +68,8 @@ class HttpStore:
                 if not m or int(m.group(1)) != start:
                     raise Retry(f"{r.url}: unexpected Content-Range {r.headers.get('Content-Range')!r}", True)
                 offset = start
-            raw = getattr(r.raw, "_fp", None)
-            plain = r.headers.get("Content-Encoding", "identity") == "identity" and hasattr(raw, "readinto")
-            yield offset, raw.readinto if plain else r.raw.readinto
-            if plain and raw.length == 0:   # read to its end: the connection goes back to the pool (keep-alive)
-                r.raw.release_conn()
+            with direct_reader(r.raw) as readinto:
+                yield offset, readinto
 
 
 def check_status(r: requests.Response, url: str) -> None:

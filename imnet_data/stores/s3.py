@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from imnet_data.errors import UsageError
-from imnet_data.stores.base import MAX_METADATA, capped
+from imnet_data.stores.base import MAX_METADATA, Stat, capped, direct_reader
 from imnet_data.stores.errors import Retry, StoreError
 
 SCHEMES = ("s3", "gs")
@@ -61,7 +61,7 @@ def client(scheme: str, jobs: int, timeout: tuple[float, float]):
     session = boto3.session.Session()
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or (
         GCS_ENDPOINT if scheme == "gs" else None)
-    config = Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=max(jobs, 1) + 4,
+    config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, max_pool_connections=max(jobs, 1) + 4,
                     connect_timeout=timeout[0], read_timeout=timeout[1],
                     s3={"addressing_style": "path"} if endpoint else {},
                     signature_version=UNSIGNED if session.get_credentials() is None else None)
@@ -109,7 +109,8 @@ class S3Store:
 
     @contextlib.contextmanager
     def open(self, name: str, start: int) -> Iterator[tuple[int, Callable[[memoryview], int]]]:
-        """``(start, readinto)``: the object from byte ``start`` (a ranged GET), read into the caller's buffer."""
+        """``(start, readinto)``: the object from byte ``start`` (a ranged GET), read into the caller's buffer
+        (see :func:`~imnet_data.stores.base.direct_reader`)."""
         try:
             r = self.call(name, "get_object", Key=self.key(name), **({"Range": f"bytes={start}-"} if start else {}))
         except Missing:
@@ -119,25 +120,18 @@ class S3Store:
             if not m or int(m.group(1)) != start:
                 r["Body"].close()
                 raise Retry(f"{self.url(name)}: unexpected Content-Range {r.get('ContentRange')!r}", True)
-        body = r["Body"]
-        raw = getattr(body, "_raw_stream", None)   # urllib3's response: readinto without a copy
-        with contextlib.closing(body):
-            yield start, raw.readinto if hasattr(raw, "readinto") else (lambda b: _read_into(body, b))
+        with contextlib.closing(r["Body"]) as body:
+            with direct_reader(body._raw_stream) as readinto:   # botocore's body wraps a urllib3 response
+                yield start, readinto
 
-    def head(self, name: str) -> dict | None:
+    def stat(self, name: str) -> Stat | None:
+        """The object's size and the sha256 it was uploaded with (its ``sha256`` metadata, ``""`` when it has
+        none); None when absent."""
         try:
-            return self.call(name, "head_object", Key=self.key(name))
+            found = self.call(name, "head_object", Key=self.key(name))
         except Missing:
             return None
-
-    def size(self, name: str) -> int | None:
-        found = self.head(name)
-        return None if found is None else found["ContentLength"]
-
-    def stored_sha256(self, name: str) -> str | None:
-        """The sha256 an object was uploaded with (its ``sha256`` metadata), None when absent."""
-        found = self.head(name)
-        return None if found is None else found.get("Metadata", {}).get("sha256")
+        return Stat(found["ContentLength"], found.get("Metadata", {}).get("sha256", ""))
 
     def write(self, name: str, data: bytes) -> None:
         """One small object (a manifest); an object appears whole or not at all."""
@@ -156,10 +150,9 @@ class S3Store:
             self.call(name, "put_object", Key=self.key(name), Body=body, Metadata={"sha256": sha256})
         else:
             self.multipart(name, path, sha256, h)
-        found = self.head(name)
-        if found is None or found["ContentLength"] != size or found.get("Metadata", {}).get("sha256") != sha256:
-            raise Retry(f"{self.url(name)}: uploaded, but the object is not the file "
-                        f"({None if found is None else found['ContentLength']} of {size:,} bytes)")
+        found = self.stat(name)
+        if found != Stat(size, sha256):
+            raise Retry(f"{self.url(name)}: uploaded, but the object is not the file ({found} for {size:,} bytes)")
 
     def multipart(self, name: str, path: Path, sha256: str, h: "hashlib._Hash") -> None:
         """Upload in parts of :data:`PART` bytes; completed only when the parts' bytes have ``sha256``."""
@@ -209,12 +202,6 @@ def check_sent(h: "hashlib._Hash", last: bytes, sha256: str, path: Path) -> None
     if h.hexdigest() != sha256:
         raise StoreError(f"{path}: sha256 {h.hexdigest()[:12]}... is not the recorded {sha256[:12]}...: the file "
                          "changed after it was written; not uploaded")
-
-
-def _read_into(body, buffer: memoryview) -> int:
-    data = body.read(len(buffer))
-    buffer[:len(data)] = data
-    return len(data)
 
 
 def sorted_error(error: Exception, url: str, bucket: str) -> Exception:
