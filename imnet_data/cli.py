@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 the job found a problem or failed, 2 usage errors (bad 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -14,11 +15,14 @@ from typing import Callable
 from imnet_data import __version__, catalog
 from imnet_data.catalog import UnknownClassError
 from imnet_data.errors import UsageError
+from imnet_data.parallel import EXECUTORS, executing
 
 
 def _emit(args: argparse.Namespace, data: object, text: str) -> None:
-    """Print ``data`` as JSON with ``--json``, else the human text."""
-    print(json.dumps(data, indent=2, sort_keys=True) if getattr(args, "json", False) else text)
+    """Print ``data`` as JSON with ``--json``, else the human text (to ``args._report_to``: the real stdout, while a
+    cluster executor's own messages are sent to stderr)."""
+    print(json.dumps(data, indent=2, sort_keys=True) if getattr(args, "json", False) else text,
+          file=getattr(args, "_report_to", None) or sys.stdout)
 
 
 def _int(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
@@ -267,7 +271,7 @@ def add_validate(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="check against the real set (default) or against the download's own metadata")
     p.add_argument("--skip-checksums", action="store_true", help="do not hash the archives")
     p.add_argument("--deep", action="store_true", help="also decode every image (in parallel)")
-    p.add_argument("--jobs", "-j", type=_int(0), default=0, help="worker processes (default 0: all cores)")
+    _workers(p)
     p.add_argument("--report", type=Path, metavar="FILE", help="also write the full report as JSON to FILE")
     p.set_defaults(func=cmd_validate)
 
@@ -311,7 +315,7 @@ def add_organize(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--fix", action="store_true", help="re-encode CMYK/grayscale JPEGs and the PNG named .JPEG to "
                                                       "RGB JPEG (same name); skip undecodable files")
     p.add_argument("--quality", type=_int(1, 100), default=95, help="JPEG quality of --fix re-encodes (default 95)")
-    p.add_argument("--jobs", "-j", type=_int(0), default=0, help="worker processes (default 0: all cores)")
+    _workers(p)
     p.set_defaults(func=cmd_organize)
 
 
@@ -342,6 +346,17 @@ def cmd_shard(args: argparse.Namespace) -> int:
                           work=args.work, retries=args.retries, quiet=args.quiet)
     _emit(args, report.as_dict(), report.render())
     return 0 if report.ok else 1
+
+
+def _workers(p: argparse.ArgumentParser) -> None:
+    """--jobs and where the units run: this machine's processes or a Ray cluster."""
+    p.add_argument("--jobs", "-j", type=_int(0), default=0,
+                   help="worker processes (default 0: all cores; --executor ray: units in flight, default all CPUs)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: worker processes here (default); ray: one Ray task per unit on a cluster "
+                        "(pip install 'imnet-data[ray]'; SRC and DEST on a filesystem every node mounts)")
+    p.add_argument("--ray-address", metavar="auto|HOST:PORT", help="with --executor ray: the cluster (default: "
+                   "RAY_ADDRESS, else one running on this machine, else a new one here)")
 
 
 def _size(text: str) -> int:
@@ -407,7 +422,7 @@ def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("--num-nodes", type=_int(1), metavar="N", help="nodes sharing the work (default: from SLURM/torchrun, else 1)")
     p.add_argument("--node-rank", type=_int(0), metavar="K", help="this node's rank, 0..N-1")
     p.add_argument("--overwrite", action="store_true", help="replace shards of a different earlier plan in DEST")
-    p.add_argument("--jobs", "-j", type=_int(0), default=0, help="worker processes (default 0: all cores)")
+    _workers(p)
     p.add_argument("--work", type=Path, metavar="DIR", help="object-store DEST: local folder shards are written "
                    "into before upload (default: one in the temp dir named after DEST; holds a few shards at a time)")
     p.add_argument("--retries", type=_int(0), default=5, help="object-store DEST: retries per upload (default 5)")
@@ -480,7 +495,7 @@ def add_verify(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--splits", type=_csv, metavar="LIST",
                    help="comma-separated splits, e.g. train,val (default: every split with a manifest)")
     p.add_argument("--deep", action="store_true", help="also decode every image and compare .cls with .json")
-    p.add_argument("--jobs", "-j", type=_int(0), default=0, help="worker processes (default 0: all cores)")
+    _workers(p)
     p.set_defaults(func=cmd_verify)
 
 
@@ -660,8 +675,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):   # a file name with non-UTF-8 bytes prints as \xNN, not a codec error
         sys.stdout.reconfigure(errors="backslashreplace")
-    try:
-        return args.func(args)
+    args._report_to, executor = sys.stdout, getattr(args, "executor", "local")
+    try:   # Ray prints its warnings (a worker died, ...) to stdout: they go to stderr, stdout stays the report's
+        with executing(executor, getattr(args, "ray_address", None)), \
+                contextlib.redirect_stdout(sys.stderr if executor != "local" else sys.stdout):
+            return args.func(args)
     except (UsageError, UnknownClassError) as e:
         _error(args, e)
         return 2

@@ -29,7 +29,7 @@ from typing import Iterable
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError
 from imnet_data.errors import UsageError
-from imnet_data.parallel import map_units
+from imnet_data.parallel import check_visible, map_units
 from imnet_data.paths import check_apart
 from imnet_data.sources import Sample, Source, SourceError, Unit, open_source
 from imnet_data.sources.base import WNID, check_wnid
@@ -284,6 +284,7 @@ def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterab
     reader = open_source(Path(src), layout)
     check_apart(src, dest)
     dest = Path(dest).resolve()
+    check_visible([Path(src)], [dest])
     wanted = list(splits) if splits is not None else reader.splits()
     not_found = [] if splits is not None else reader.not_found()
     unknown = [s for s in wanted if s not in reader.splits()]

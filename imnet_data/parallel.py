@@ -4,10 +4,17 @@ One place for the process pool so validate, organize and shard share the same be
 this process (simple to debug and to test), ``jobs=0``/None means all cores, results come back in input order
 (deterministic reports), a worker's exception propagates with its message, and a worker exits when its parent
 dies (a ``kill -9`` of the command leaves no idle workers behind).
+
+The units can run elsewhere: inside ``with executing("ray", address):`` every :func:`map_units` hands them to
+that executor instead (:mod:`imnet_data.ray_executor`: one Ray task per unit on a cluster), and
+:func:`check_visible` lets it check that every node sees the folders the units read and write. The callers do
+not change: what is computed (the plan, the units, the results in order) is the same, so is the output.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import ctypes
 import gc
 import itertools
@@ -18,18 +25,67 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
+from imnet_data.errors import UsageError
 from imnet_data.progress import progress
 
 T = TypeVar("T")
 R = TypeVar("R")
+EXECUTORS = ("local", "ray")
+
+
+class Executor(Protocol):
+    """Where units run when not in this machine's process pool."""
+
+    def workers(self) -> int:
+        """How many units run at once (the cluster's CPUs)."""
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], window: int | None) -> Iterator[R]:
+        """``fn(item)`` for every item, in item order, at most ``window`` in flight (None: all)."""
+
+    def check_visible(self, reads: Sequence[Path], writes: Sequence[Path]) -> None:
+        """Raise, naming the node, unless every worker sees ``reads`` and writes ``writes`` where this process
+        reads them (a shared filesystem)."""
+
+
+_CURRENT: contextvars.ContextVar[Executor | None] = contextvars.ContextVar("imnet_executor", default=None)
+
+
+@contextlib.contextmanager
+def executing(name: str = "local", address: str | None = None) -> Iterator[None]:
+    """Run every :func:`map_units` inside on executor ``name``: ``local`` (this machine's process pool) or
+    ``ray`` (the Ray cluster at ``address``, else ``RAY_ADDRESS``, else one on this machine)."""
+    if name not in EXECUTORS:
+        raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
+    if name == "local":
+        yield
+        return
+    from imnet_data.ray_executor import ray_executor
+
+    with ray_executor(address) as executor:
+        token = _CURRENT.set(executor)
+        try:
+            yield
+        finally:
+            _CURRENT.reset(token)
+
+
+def check_visible(reads: Sequence[Path], writes: Sequence[Path] = ()) -> None:
+    """With a cluster executor: every node sees ``reads`` and ``writes`` as here (see :class:`Executor`)."""
+    executor = _CURRENT.get()
+    if executor is not None:
+        executor.check_visible([Path(p) for p in reads], [Path(p) for p in writes])
 
 
 def default_jobs(jobs: int | None) -> int:
-    """``jobs`` if positive, else the number of usable cores."""
+    """``jobs`` if positive, else the number of usable cores (with a cluster executor: the cluster's)."""
     if jobs and jobs > 0:
         return jobs
+    executor = _CURRENT.get()
+    if executor is not None:
+        return executor.workers()
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -63,28 +119,36 @@ def map_units(fn: Callable[[T], R], items: Sequence[T], *, jobs: int | None = No
               ahead: int | None = None) -> Iterator[R]:
     """``fn(item)`` for every item, yielded in item order; ``weights`` (e.g. bytes) drive the progress bar;
     ``ahead``: at most this many items in the workers' hands beyond what the caller has taken (a slow consumer,
-    e.g. uploading each shard, then bounds what piles up), else all are handed out at once."""
-    n = min(default_jobs(jobs), max(1, len(items)))
+    e.g. uploading each shard, then bounds what piles up), else all are handed out at once. With a cluster
+    executor (:func:`executing`), ``jobs`` given caps the units in flight."""
     sizes = list(weights) if weights is not None else [1] * len(items)
+    executor = _CURRENT.get()
     with progress(total=sum(sizes), desc=desc, unit="B" if weights is not None else unit, unit_scale=True,
                   quiet=quiet) as bar:
-        if n == 1:
-            results: Iterable[R] = map(fn, items)
-            for size, result in zip(sizes, results):
-                bar.update(size)
+        if executor is not None:
+            results = executor.map(fn, items, ahead or (jobs if jobs and jobs > 0 else None))
+        else:
+            results = pool_map(fn, items, min(default_jobs(jobs), max(1, len(items))), ahead)
+        for size, result in zip(sizes, results):
+            bar.update(size)
+            yield result
+
+
+def pool_map(fn: Callable[[T], R], items: Sequence[T], n: int, ahead: int | None) -> Iterator[R]:
+    """``fn(item)`` in ``n`` worker processes (in this one for ``n == 1``), in item order."""
+    if n == 1:
+        yield from map(fn, items)
+        return
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=init_worker,
+                             initargs=(os.getpid(),)) as pool:
+        todo = iter(items)
+        pending = collections.deque(pool.submit(fn, item) for item in itertools.islice(todo, ahead or None))
+        try:
+            while pending:
+                result = pending.popleft().result()
+                pending.extend(pool.submit(fn, item) for item in itertools.islice(todo, 1))
                 yield result
-            return
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=init_worker,
-                                 initargs=(os.getpid(),)) as pool:
-            todo = iter(items)
-            pending = collections.deque(pool.submit(fn, item) for item in itertools.islice(todo, ahead or None))
-            try:
-                for size in sizes:
-                    result = pending.popleft().result()
-                    pending.extend(pool.submit(fn, item) for item in itertools.islice(todo, 1))
-                    bar.update(size)
-                    yield result
-            finally:
-                for future in pending:
-                    future.cancel()
+        finally:
+            for future in pending:
+                future.cancel()

@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import os
+import secrets
 import tarfile
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
@@ -52,9 +53,12 @@ def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
 
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """Open ``path.partial`` for writing; rename to ``path`` on success, delete it on error."""
+    """Open a temp file beside ``path`` for writing; rename it to ``path`` on success, delete it on error.
+
+    The temp name is ``<name>.<unique>.partial``: two writers of one file (a unit retried by a cluster while its
+    first run still finishes, say) each write their own, and the last rename wins, never a mix of both."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
         with open(tmp, "wb") as f:
             yield f

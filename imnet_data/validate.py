@@ -29,7 +29,7 @@ from PIL import ImageFile
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError
 from imnet_data.errors import UsageError
-from imnet_data.parallel import default_jobs, map_units
+from imnet_data.parallel import check_visible, default_jobs, map_units
 from imnet_data.progress import progress
 from imnet_data.sources import Source, SourceError, Unit, detect_layout, open_source
 from imnet_data.sources.base import WNID
@@ -507,6 +507,7 @@ def validate(path: Path | str, *, layout: str | None = None, expect: str = "offi
     start = time.perf_counter()
     root, run = str(Path(path)), next(_RUNS)
     src = _open(root, layout or detect_layout(Path(path)), run)
+    check_visible([Path(path)])
     report = ValidationReport(root, src.layout, expect, deep)
     try:
         _fill(report, src, run, checksums, jobs, quiet)

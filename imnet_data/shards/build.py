@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from imnet_data.errors import UsageError
-from imnet_data.parallel import default_jobs, map_units
+from imnet_data.parallel import check_visible, default_jobs, map_units
 from imnet_data.paths import check_apart
 from imnet_data.shards.manifest import MANIFEST, class_names, complete, finalize
 from imnet_data.shards.plan import PLAN, ShardOptions, SplitPlan, make_plan, plan_bytes
@@ -94,6 +94,7 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
             raise UsageError(f"{dest}: an http(s) URL is read-only; shard into a folder or an s3:// / gs:// prefix")
         scratch = root.root if isinstance(root, FolderStore) else Path(work or default_work(str(root)))
         check_apart(src, scratch)
+        check_visible([src], [scratch])
         uploader = None if isinstance(root, FolderStore) else Uploader(retries)
         reports = []
         for split in list(splits or source.splits()):

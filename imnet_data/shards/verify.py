@@ -21,7 +21,7 @@ from typing import Iterable
 
 from imnet_data.errors import UsageError
 from imnet_data.imageio import probe
-from imnet_data.parallel import map_units
+from imnet_data.parallel import check_visible, map_units
 from imnet_data.shards.manifest import MANIFEST, read_manifest
 from imnet_data.shards.members import ShardTarError, open_shard, read, samples
 from imnet_data.shards.schema import SchemaError, parse_index, render_index
@@ -210,6 +210,7 @@ def verify(dest: Path, splits: Iterable[str] | None = None, deep: bool = False, 
     """Check every shard of ``dest`` (a shard output folder, or one split folder) against its manifest;
     ``jobs`` worker processes (0/None: all cores). Damage is reported, not raised."""
     start = time.perf_counter()
+    check_visible([Path(dest)])
     report = VerifyReport(str(dest), [], deep)
     for folder in split_folders(Path(dest), list(splits) if splits else None):
         try:

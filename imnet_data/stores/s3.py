@@ -44,9 +44,10 @@ class Missing(Exception):
 
 def split_url(url: str) -> tuple[str, str, str]:
     """``(scheme, bucket, prefix)`` of ``s3://bucket/prefix`` (UsageError for anything else)."""
-    m = re.match(r"^(s3|gs)://([a-z0-9][a-z0-9.\-_]{1,254})(?:/(.*))?$", url)
+    m = re.match(r"^(s3|gs)://([a-z0-9][a-z0-9.\-_]{1,220}[a-z0-9])(?:/(.*))?$", url)
     if not m:
-        raise UsageError(f"{url}: not an object-store URL (s3://bucket/prefix or gs://bucket/prefix)")
+        raise UsageError(f"{url}: not an object-store URL (s3://bucket/prefix or gs://bucket/prefix; a bucket name "
+                         "is 3 or more lowercase letters, digits, dots or hyphens)")
     return m.group(1), m.group(2), (m.group(3) or "").strip("/")
 
 

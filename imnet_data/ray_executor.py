@@ -1,0 +1,179 @@
+"""Ray as the executor of :func:`imnet_data.parallel.map_units`: one Ray task per unit (a shard, a class tar, a
+val slice, a shard to verify) on a cluster, results back to the driver in unit order.
+
+The driver plans as on one machine and writes what it writes today (reports, the manifest); only the units
+move. Each task asks for one CPU; Ray retries a task whose worker or node died (``max_retries``; an exception
+raised by the unit itself, a damaged input say, is not retried: it is the answer). Units write their files
+under temporary names and rename them, and shard records are written by the unit once its shard is complete,
+so a retried or re-run unit rewrites the same bytes and a driver killed and re-run keeps what finished.
+
+Sources and DEST must be on a filesystem every node mounts at the same path (units run from the driver's
+working folder, so relative paths work as well). Before the units run,
+:meth:`RayExecutor.check_visible` runs a probe on every node: the sources must list as the driver lists them,
+and a token the driver writes into each output folder must be readable there, so a DEST that is a node's own
+local disk is an error naming that node, not shards scattered over machines. Every node must run the same
+imnet-data version (checked by the same probe).
+
+The cluster is the one at ``address`` (``auto`` or ``HOST:PORT``), else ``RAY_ADDRESS``, else a running one on
+this machine, else a new one here (Ray's own rule for :func:`ray.init`).
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator, Sequence, TypeVar
+
+from imnet_data import __version__
+from imnet_data.errors import UsageError
+
+RETRIES = 3               # Ray retries of a task whose worker or node died
+INSTALL = "pip install 'imnet-data[ray]'"
+PROBE = ".imnet-probe-"
+PROBE_TIMEOUT = 60.0      # seconds every node has to answer the probe
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def imnet_data_unit(fn: Callable[[T], R], item: T, cwd: str) -> R:
+    """A task: one unit, run from the driver's working folder (relative paths mean what they mean there)."""
+    os.chdir(cwd)
+    return fn(item)
+
+
+def imnet_data_probe(reads: list[tuple[str, list[str] | None]], tokens: list[tuple[str, str]]) -> dict:
+    """On one node: what differs from the driver's view of the folders (see the module doc)."""
+    problems = []
+    for path, listing in reads:
+        try:
+            found = sorted(os.listdir(path)) if os.path.isdir(path) else None
+        except OSError as e:
+            problems.append(f"cannot read {path}: {e.strerror}")
+            continue
+        if not os.path.exists(path):
+            problems.append(f"cannot see {path}")
+        elif found != listing:
+            problems.append(f"{path} holds other files than on the driver (not the same shared filesystem?)")
+    for token, content in tokens:
+        try:
+            with open(token) as f:
+                same = f.read() == content
+        except OSError:
+            same = False
+        if not same:
+            problems.append(f"writes to {os.path.dirname(token)} would not reach the driver (that folder is not "
+                            "on a filesystem shared with it)")
+        elif not os.access(os.path.dirname(token), os.W_OK):
+            problems.append(f"cannot write to {os.path.dirname(token)}")
+    return {"version": __version__, "problems": problems}
+
+
+def _listing(path: Path) -> list[str] | None:
+    return sorted(os.listdir(path)) if path.is_dir() else None
+
+
+class RayExecutor:
+    """Units as Ray tasks on the connected cluster (see the module doc)."""
+
+    def __init__(self, retries: int = RETRIES) -> None:
+        import ray
+
+        self.ray, self.retries = ray, retries
+
+    def workers(self) -> int:
+        return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], window: int | None) -> Iterator[R]:
+        """One task per item, ``window`` in flight at most, results in item order; a unit's own exception is
+        raised as itself, a task that could not finish (worker died ``retries + 1`` times) as RuntimeError."""
+        ray = self.ray
+        task = ray.remote(imnet_data_unit).options(num_cpus=1, max_retries=self.retries, retry_exceptions=False)
+        shared = ray.put(fn)                    # sent once to the cluster, not with every task
+        todo = iter(items)
+        cwd = os.getcwd()
+        pending = collections.deque(task.remote(shared, item, cwd) for item in itertools.islice(todo, window))
+        try:
+            for number in itertools.count():
+                if not pending:
+                    return
+                result = self.get(pending.popleft(), number)
+                pending.extend(task.remote(shared, item, cwd) for item in itertools.islice(todo, 1))
+                yield result
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+    def get(self, ref, number: int):
+        ray = self.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            cause = e.cause
+            if isinstance(cause, Exception) and not isinstance(cause, ray.exceptions.RayError):
+                raise cause from None
+            raise RuntimeError(f"unit {number}: Ray task failed: {str(e).splitlines()[0]}") from None
+        except ray.exceptions.RayError as e:
+            raise RuntimeError(f"unit {number}: Ray task failed after {self.retries} retries: "
+                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+    def check_visible(self, reads: Sequence[Path], writes: Sequence[Path]) -> None:
+        """A probe on every alive node with CPUs (see the module doc); RuntimeError naming each node and what it
+        does not see."""
+        ray = self.ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        content = uuid.uuid4().hex
+        tokens = []
+        for folder in writes:
+            folder.mkdir(parents=True, exist_ok=True)
+            token = folder.resolve() / f"{PROBE}{content}"
+            token.write_text(content)
+            tokens.append((str(token), content))
+        try:
+            nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+            probe = ray.remote(imnet_data_probe)
+            refs = [probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                n["NodeID"], soft=False)).remote([(str(Path(p).resolve()), _listing(Path(p))) for p in reads], tokens)
+                for n in nodes]
+            try:
+                found = ray.get(refs, timeout=PROBE_TIMEOUT)
+            except ray.exceptions.GetTimeoutError:
+                late = [node_name(n) for n, r in zip(nodes, refs) if not ray.wait([r], timeout=0)[0]]
+                raise RuntimeError(f"Ray nodes did not answer the probe within {PROBE_TIMEOUT:.0f} s: "
+                                   f"{', '.join(late)}") from None
+        finally:
+            for token, _ in tokens:
+                Path(token).unlink(missing_ok=True)
+        bad = [f"node {node_name(n)}: " + "; ".join(r["problems"] + (
+            [f"runs imnet-data {r['version']}, the driver {__version__}"] if r["version"] != __version__ else []))
+            for n, r in zip(nodes, found) if r["problems"] or r["version"] != __version__]
+        if bad:
+            raise RuntimeError("the Ray cluster cannot run this job: " + " | ".join(bad))
+
+
+def node_name(node: dict) -> str:
+    """A node as ``ray status`` shows it: its address and the start of its ID."""
+    return f"{node.get('NodeManagerAddress', '?')} ({node.get('NodeID', '')[:12]})"
+
+
+@contextlib.contextmanager
+def ray_executor(address: str | None) -> Iterator[RayExecutor]:
+    """Connected to the cluster (see the module doc) for the duration; disconnected after."""
+    try:
+        import ray
+    except ImportError as e:
+        raise UsageError(f"--executor ray needs Ray: {INSTALL}") from e
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False,
+                 configure_logging=True)
+    except ConnectionError as e:
+        raise RuntimeError(f"no Ray cluster at {address}: {e} (start one: ray start --head)") from None
+    try:
+        yield RayExecutor()
+    finally:
+        ray.shutdown()

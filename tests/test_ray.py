@@ -1,0 +1,249 @@
+"""``--executor ray`` against a real Ray cluster on loopback: a head node and a second worker node, each started
+here with ``ray start --block`` (one CPU each: what 2 cores allow). shard, validate --deep, organize and verify
+through it, byte-identical to the local executor and to the ``--num-nodes`` path; a Ray worker killed mid-task
+and the job still completes the same; the driver killed and re-run resumes; a node that does not see DEST is
+named. Tests that need the cluster are skipped when Ray is not installed (``pip install -e '.[ray]'``)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from imnet_data.fake import FakeOptions, FakeResult, make_fake
+from imnet_data.organize import organize
+from imnet_data.parallel import executing
+from imnet_data.shards import ShardOptions, shard
+from tests.helpers import free_port, run_cli, wait_listening
+
+pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.[ray]'")
+RAY = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+NODE = ["--block", "--num-cpus", "1", "--object-store-memory", str(100 << 20), "--disable-usage-stats",
+        "--node-ip-address", "127.0.0.1"]
+SLOW = ["--samples-per-shard", "120", "--short-side", "96", "--quality", "80", "--splits", "train"]
+
+
+@contextlib.contextmanager
+def ray_node(args: list[str], log: Path, wrap: list[str] | None = None) -> Iterator[subprocess.Popen]:
+    """One Ray node (``ray start --block``) in its own process group, stopped (the whole group) after."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([*(wrap or []), RAY, "start", *NODE, *args], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_nodes(address: str, count: int) -> None:
+    """Until the cluster has ``count`` alive nodes (60 s at most), asked from a separate driver."""
+    code = ("import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR')\nend = time.time() + 60\n"
+            "while len([n for n in ray.nodes() if n['Alive']]) != int(sys.argv[2]):\n"
+            "    assert time.time() < end, ray.nodes()\n    time.sleep(0.2)\n")
+    subprocess.run([sys.executable, "-c", code, address, str(count)], check=True, timeout=120,
+                   capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A two-node Ray cluster on loopback; yields its address."""
+    if RAY is None:
+        pytest.skip("the ray command is not installed")
+    log, port = tmp_path_factory.mktemp("ray") / "ray.log", free_port()
+    with ray_node(["--head", "--port", str(port), "--include-dashboard=false"], log) as head:
+        wait_listening(head, port, "ray head", log)
+        address = f"127.0.0.1:{port}"
+        with ray_node(["--address", address], log):
+            wait_nodes(address, 2)
+            yield address
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> FakeResult:
+    return make_fake(tmp_path_factory.mktemp("rayfake") / "src",
+                     FakeOptions(classes=10, train_per_class=20, val_images=20), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> FakeResult:
+    """Real-photo images, so shard tasks that resize them take long enough to be caught running."""
+    pytest.importorskip("skimage", reason="real-photo fakes need scikit-image (the test extra)")
+    return make_fake(tmp_path_factory.mktemp("rayphotos") / "src",
+                     FakeOptions(classes=8, train_per_class=60, val_images=8, profile="imagenet"), quiet=True)
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative name -> bytes), temp files and run reports aside."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.endswith(".partial")}
+
+
+def without(report: dict, *keys: str) -> dict:
+    return {k: v for k, v in report.items() if k not in keys}
+
+
+def ray_cli(cluster: str, *args: str) -> subprocess.CompletedProcess:
+    return run_cli(*args, "--executor", "ray", "--ray-address", cluster)
+
+
+def ray_procs(title: str) -> list[int]:
+    """Pids of Ray workers whose process title is ``title`` (``ray::imnet_data_unit``: running a unit)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().split(b"\0")[0].strip() == title.encode():
+                found.append(int(entry.name))
+    return found
+
+
+# ---- SLURM: the example batch script, its allocation simulated ------------------------------------------------
+
+SRUN = """#!/bin/bash
+# srun of a one-machine test allocation: the step runs here (the allocation options are dropped)
+while [ $# -gt 0 ]; do case "$1" in -w|-N|-n|--nodelist) shift 2;; -*) shift;; *) break;; esac; done
+exec "$@"
+"""
+SCONTROL = """#!/bin/bash
+[ "$1 $2" = "show hostnames" ] && printf 'node-a\\nnode-b\\n'
+"""
+
+
+def test_slurm_script_starts_a_cluster_and_shards(fake: FakeResult, tmp_path: Path) -> None:
+    """``tools/slurm_ray.sbatch`` as SLURM would run it on two nodes (``srun``/``scontrol`` stand-ins run the
+    steps on this machine): a head and a worker join, the shard job runs on them, the nodes stop with it. First
+    in this file, before the module's own cluster starts."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("srun", SRUN), ("scontrol", SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "node-[a-b]",
+           "SLURM_CPUS_PER_TASK": "1", "SRC": str(fake.out), "DEST": str(tmp_path / "shards"),
+           "VENV": sys.prefix, "RAY_PORT": str(free_port())}
+    script = Path(__file__).resolve().parent.parent / "tools" / "slurm_ray.sbatch"
+    done = subprocess.run(["bash", str(script), "--samples-per-shard", "20", "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 worker node(s)" in done.stdout and "manifest:" in done.stdout
+    shard(fake.out, tmp_path / "local", ShardOptions(samples_per_shard=20), quiet=True)
+    assert files(tmp_path / "shards") == files(tmp_path / "local")
+    assert not ray_procs("ray::IDLE")                                # the nodes stopped with the job
+
+
+# ---- the same bytes, whatever the executor -------------------------------------------------------------------
+
+def test_shard_on_ray_is_byte_identical_to_local_and_to_nodes(cluster: str, fake: FakeResult,
+                                                              tmp_path: Path) -> None:
+    options = ["--samples-per-shard", "20"]
+    done = ray_cli(cluster, "shard", str(fake.out), str(tmp_path / "ray"), *options, "--quiet", "--json")
+    assert done.returncode == 0, done.stderr
+    assert all(s["manifest"] for s in json.loads(done.stdout)["splits"])
+    shard(fake.out, tmp_path / "local", ShardOptions(samples_per_shard=20), quiet=True)
+    for rank in (0, 1):
+        assert run_cli("shard", str(fake.out), str(tmp_path / "nodes"), *options, "--num-nodes", "2",
+                       "--node-rank", str(rank), "-q").returncode == 0
+    assert run_cli("shard", "--merge", str(tmp_path / "nodes")).returncode == 0
+    ray_files = files(tmp_path / "ray")
+    assert len([n for n in ray_files if n.endswith(".tar")]) == 11
+    assert ray_files == files(tmp_path / "local") == files(tmp_path / "nodes")
+
+    verified = ray_cli(cluster, "verify", str(tmp_path / "ray"), "--deep", "--json")
+    local = run_cli("verify", str(tmp_path / "ray"), "--deep", "--json")
+    assert verified.returncode == local.returncode == 0, verified.stderr
+    assert without(json.loads(verified.stdout), "seconds") == without(json.loads(local.stdout), "seconds")
+
+
+def test_validate_and_organize_on_ray_match_local(cluster: str, fake: FakeResult, tmp_path: Path) -> None:
+    on_ray = ray_cli(cluster, "validate", str(fake.out), "--expect", "self", "--deep", "--json", "--quiet")
+    local = run_cli("validate", str(fake.out), "--expect", "self", "--deep", "--json", "--quiet")
+    assert on_ray.returncode == local.returncode == 0, on_ray.stderr
+    assert without(json.loads(on_ray.stdout), "seconds") == without(json.loads(local.stdout), "seconds")
+    with executing("ray", cluster):                                    # the library, as a script would use it
+        report = organize(fake.out, tmp_path / "ray", fix=True, quiet=True)
+    assert report.ok
+    organize(fake.out, tmp_path / "local", fix=True, quiet=True)
+    a, b = files(tmp_path / "ray"), files(tmp_path / "local")
+    ra, rb = (json.loads(x.pop("organize-report.json")) for x in (a, b))
+    assert a == b and len(a) > 200
+    assert without(ra, "dest", "seconds") == without(rb, "dest", "seconds")
+
+
+# ---- failures: a worker, the driver, a node that cannot see DEST ---------------------------------------------
+
+def test_worker_killed_mid_task_still_completes_the_same(cluster: str, photos: FakeResult, tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "imnet_data", "shard", str(photos.out), str(tmp_path / "ray"),
+                             *SLOW, "--executor", "ray", "--ray-address", cluster, "--quiet", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.monotonic() + 120
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        running = ray_procs("ray::imnet_data_unit")
+        if running:
+            killed = running[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=300)
+    assert killed is not None, "no unit was caught running"
+    assert proc.returncode == 0, err
+    assert json.loads(out)["splits"][0]["manifest"]
+    shard(photos.out, tmp_path / "local", ShardOptions(samples_per_shard=120, short_side=96, quality=80),
+          splits=["train"], quiet=True)
+    assert files(tmp_path / "ray") == files(tmp_path / "local")
+
+
+def test_driver_killed_then_rerun_resumes(cluster: str, photos: FakeResult, tmp_path: Path) -> None:
+    dest = tmp_path / "ray"
+    cmd = [sys.executable, "-m", "imnet_data", "shard", str(photos.out), str(dest), *SLOW, "--executor", "ray",
+           "--ray-address", cluster, "--quiet", "--json", "--jobs", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    records, deadline = dest / "train" / ".imnet-shard", time.monotonic() + 120
+    while proc.poll() is None and not list(records.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, f"finished before it could be killed: {proc.stderr.read()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = sorted(p.name for p in records.glob("*.json"))
+    assert 1 <= len(finished) < 4 and not (dest / "train" / "manifest.json").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)["splits"][0]
+    assert report["kept"] >= len(finished) and report["kept"] + len(report["written"]) == 4
+    shard(photos.out, tmp_path / "local", ShardOptions(samples_per_shard=120, short_side=96, quality=80),
+          splits=["train"], quiet=True)
+    assert files(dest) == files(tmp_path / "local")
+
+
+def test_a_node_that_cannot_see_dest_is_named(cluster: str, fake: FakeResult, tmp_path: Path) -> None:
+    """A third node whose view of DEST's folder is its own empty tmpfs (a private mount namespace): as if DEST
+    were on one machine's local disk. Last in this file: the node leaves the cluster after."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "--mount", "--propagation", "private", "true"],
+                           capture_output=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("needs unshare --mount (util-linux, as root) to give a node its own view of a folder")
+    wrap = [unshare, "--mount", "--propagation", "private", "sh", "-c", f'mount -t tmpfs none "{hidden}" && '
+            'exec "$0" "$@"']
+    with ray_node(["--address", cluster], tmp_path / "node3.log", wrap):
+        wait_nodes(cluster, 3)
+        done = ray_cli(cluster, "shard", str(fake.out), str(hidden / "shards"), "--samples-per-shard", "20")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    named = re.findall(r"node (\S+) \(([0-9a-f]{12})\): writes to (\S+) would not reach the driver", done.stderr)
+    assert len(named) == 1 and named[0][2] == str(hidden / "shards")    # the one node, by address and ID
+    assert not list((hidden / "shards").rglob("*.tar"))                 # refused before any unit ran
+    wait_nodes(cluster, 2)
