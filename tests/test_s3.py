@@ -358,6 +358,34 @@ def test_upload_refuses_a_changed_shard_and_another_plan(fake: FakeResult, local
     assert upload(other, f"s3://{bucket}/d", splits=["val"], overwrite=True).ok
 
 
+def test_large_files_go_up_in_parts_checked_and_a_failed_upload_leaves_nothing(aws: S3Server, proxy: S3Proxy,
+                                                                                   tmp_path: Path) -> None:
+    """From PART bytes a file goes up as a multipart upload (the default 1 GB shards always do): the object is
+    the file, assembled from parts, with its sha256 as metadata. A part refused by the server, or a file whose
+    bytes are not its recorded sha256, aborts the upload: no object under the name, no upload left pending."""
+    from imnet_data.stores.base import Stat
+    from imnet_data.stores.errors import Retry, StoreError
+    from imnet_data.stores.s3 import PART, s3_store
+
+    bucket = aws.bucket()
+    big = tmp_path / "big.tar"
+    big.write_bytes(os.urandom(PART + (1 << 20)))
+    digest = file_sha256(big)
+    pending = lambda: aws.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])  # noqa: E731
+    with s3_store(f"s3://{bucket}/p", 1, (10.0, 60.0)) as store:
+        proxy.plan(f"PUT {bucket}/p/failed.tar", None, "500")               # part 2 refused
+        with pytest.raises(Retry, match=f"s3://{bucket}/p/failed.tar: InternalError"):
+            store.put("failed.tar", big, digest)
+        with pytest.raises(StoreError, match=f"{big}: sha256 .* is not the recorded"):
+            store.put("changed.tar", big, "0" * 64)
+        assert aws.keys(bucket) == [] and pending() == []
+        store.put("big.tar", big, digest)
+        assert store.stat("big.tar") == Stat(PART + (1 << 20), digest) and store.sha256("big.tar") == digest
+    assert aws.client().head_object(Bucket=bucket, Key="p/big.tar")["ETag"].strip('"').endswith("-2")  # 2 parts
+    assert [p for m, p in proxy.calls if m == "PUT"].count(f"{bucket}/p/big.tar") == 2
+    assert aws.keys(bucket) == ["p/big.tar"] and pending() == []
+
+
 # ---- faults while staging: retries, resume, checksums --------------------------------------------------------
 
 def victim_of(filled: str, local: Path) -> tuple[str, int]:
