@@ -25,7 +25,7 @@ import pytest
 from imnet_data import catalog
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
 from imnet_data.shards import ShardOptions, shard
-from imnet_data.shards.publish import upload
+from imnet_data.shards.publish import Uploader, upload
 from imnet_data.stage import stage
 from imnet_data.stores.base import file_sha256
 from tests.helpers import FaultPlan, QuietHandler, free_port, run_cli, send_faulty, wait_listening
@@ -361,8 +361,9 @@ def test_upload_refuses_a_changed_shard_and_another_plan(fake: FakeResult, local
 def test_large_files_go_up_in_parts_checked_and_a_failed_upload_leaves_nothing(aws: S3Server, proxy: S3Proxy,
                                                                                    tmp_path: Path) -> None:
     """From PART bytes a file goes up as a multipart upload (the default 1 GB shards always do): the object is
-    the file, assembled from parts, with its sha256 as metadata. A part refused by the server, or a file whose
-    bytes are not its recorded sha256, aborts the upload: no object under the name, no upload left pending."""
+    the file, assembled from parts, with its sha256 as metadata. A throttled part is sent again (not the whole
+    file). A part refused past the retries, or a file whose bytes are not its recorded sha256, aborts the
+    upload: no object under the name, no upload left pending."""
     from imnet_data.stores.base import Stat
     from imnet_data.stores.errors import Retry, StoreError
     from imnet_data.stores.s3 import PART, s3_store
@@ -379,10 +380,12 @@ def test_large_files_go_up_in_parts_checked_and_a_failed_upload_leaves_nothing(a
         with pytest.raises(StoreError, match=f"{big}: sha256 .* is not the recorded"):
             store.put("changed.tar", big, "0" * 64)
         assert aws.keys(bucket) == [] and pending() == []
-        store.put("big.tar", big, digest)
+        uploader = Uploader(retries=2, backoff=0.01)
+        proxy.plan(f"PUT {bucket}/p/big.tar", None, "slowdown")              # part 2 throttled once
+        assert uploader.send(store, "big.tar", big, digest) and uploader.retried == 1
         assert store.stat("big.tar") == Stat(PART + (1 << 20), digest) and store.sha256("big.tar") == digest
     assert aws.client().head_object(Bucket=bucket, Key="p/big.tar")["ETag"].strip('"').endswith("-2")  # 2 parts
-    assert [p for m, p in proxy.calls if m == "PUT"].count(f"{bucket}/p/big.tar") == 2
+    assert [p for m, p in proxy.calls if m == "PUT"].count(f"{bucket}/p/big.tar") == 3   # the part again, no more
     assert aws.keys(bucket) == ["p/big.tar"] and pending() == []
 
 

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from imnet_data.errors import UsageError
 from imnet_data.shards.manifest import MANIFEST, read_manifest
@@ -27,7 +27,7 @@ from imnet_data.shards.verify import split_folders
 from imnet_data.shards.writer import record_name
 from imnet_data.stores import FolderStore, S3Store, StoreError, open_store
 from imnet_data.stores.base import Stat, TransferReport, file_sha256
-from imnet_data.stores.errors import retrying
+from imnet_data.stores.errors import T, retrying
 
 
 @dataclass
@@ -55,10 +55,14 @@ class Uploader:
         size = path.stat().st_size
         if self.present(store, name, size, sha256):
             return False
-        retrying(store.url(name), lambda: store.put(name, path, sha256), self.retries, self.backoff,
-                 lambda: self.count(retried=1))
+        self.retry(store.url(name), lambda: store.put(name, path, sha256, self.retry))
         self.count(sent=size)
         return True
+
+    def retry(self, label: str, attempt: Callable[[], T]) -> T:
+        """``attempt`` under this uploader's policy, each retry counted (also each request of an upload: a
+        refused part is sent again, not the whole file)."""
+        return retrying(label, attempt, self.retries, self.backoff, lambda: self.count(retried=1))
 
     def count(self, sent: int = 0, retried: int = 0) -> None:
         with self.lock:

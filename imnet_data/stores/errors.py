@@ -29,6 +29,14 @@ class Retry(Exception):
         self.restart = restart
 
 
+Policy = Callable[[str, Callable[[], T]], T]   # (label, attempt) -> attempt's result, retried as it sees fit
+
+
+def once(label: str, attempt: Callable[[], T]) -> T:
+    """The policy that tries once (the caller retries the whole operation)."""
+    return attempt()
+
+
 def retrying(label: str, attempt: Callable[[], T], retries: int, backoff: float,
              on_retry: Callable[[], None] = lambda: None) -> T:
     """Run ``attempt`` until it succeeds, at most ``retries`` more times after transient failures, waiting

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 from imnet_data.errors import UsageError
 from imnet_data.stores.base import MAX_METADATA, Stat, capped, direct_reader
-from imnet_data.stores.errors import Retry, StoreError
+from imnet_data.stores.errors import Policy, Retry, StoreError, once
 
 SCHEMES = ("s3", "gs")
 GCS_ENDPOINT = "https://storage.googleapis.com"
@@ -139,35 +139,41 @@ class S3Store:
         self.call(name, "put_object", Key=self.key(name), Body=data,
                   Metadata={"sha256": hashlib.sha256(data).hexdigest()})
 
-    def put(self, name: str, path: Path, sha256: str) -> None:
+    def put(self, name: str, path: Path, sha256: str, retry: Policy = once) -> None:
         """A file as object ``name`` (multipart from :data:`PART` bytes) with ``sha256`` as its metadata, then
         checked: the bytes sent must have that sha256 (else StoreError: the file is not the one recorded; nothing
-        is left under the name), and the object must have landed with the file's size (else Retry)."""
+        is left under the name), and the object must have landed with the file's size (else Retry). Each request
+        goes through ``retry`` (a failed part is sent again, not the whole file); a failure that outlasts it
+        aborts the upload."""
         size = path.stat().st_size
         h = hashlib.sha256()
         if size < PART:
             body = path.read_bytes()
             check_sent(h, body, sha256, path)
-            self.call(name, "put_object", Key=self.key(name), Body=body, Metadata={"sha256": sha256})
+            retry(self.url(name), lambda: self.call(name, "put_object", Key=self.key(name), Body=body,
+                                                    Metadata={"sha256": sha256}))
         else:
-            self.multipart(name, path, sha256, h)
-        found = self.stat(name)
+            self.multipart(name, path, sha256, h, retry)
+        found = retry(self.url(name), lambda: self.stat(name))
         if found != Stat(size, sha256):
             raise Retry(f"{self.url(name)}: uploaded, but the object is not the file ({found} for {size:,} bytes)")
 
-    def multipart(self, name: str, path: Path, sha256: str, h: "hashlib._Hash") -> None:
+    def multipart(self, name: str, path: Path, sha256: str, h: "hashlib._Hash", retry: Policy) -> None:
         """Upload in parts of :data:`PART` bytes; completed only when the parts' bytes have ``sha256``."""
-        key = self.key(name)
-        upload = self.call(name, "create_multipart_upload", Key=key, Metadata={"sha256": sha256})["UploadId"]
+        key, url = self.key(name), self.url(name)
+        upload = retry(url, lambda: self.call(name, "create_multipart_upload", Key=key,
+                                              Metadata={"sha256": sha256}))["UploadId"]
         try:
             parts = []
             with open(path, "rb") as f:
                 for number, chunk in enumerate(iter(lambda: f.read(PART), b""), 1):
                     h.update(chunk)
-                    done = self.call(name, "upload_part", Key=key, UploadId=upload, PartNumber=number, Body=chunk)
+                    done = retry(f"{url} (part {number})", lambda: self.call(
+                        name, "upload_part", Key=key, UploadId=upload, PartNumber=number, Body=chunk))
                     parts.append({"PartNumber": number, "ETag": done["ETag"]})
             check_sent(h, b"", sha256, path)
-            self.call(name, "complete_multipart_upload", Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
+            retry(url, lambda: self.call(name, "complete_multipart_upload", Key=key, UploadId=upload,
+                                         MultipartUpload={"Parts": parts}))
         except BaseException:
             with contextlib.suppress(Exception):
                 self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
