@@ -425,7 +425,8 @@ def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     _workers(p)
     p.add_argument("--work", type=Path, metavar="DIR", help="object-store DEST: local folder shards are written "
                    "into before upload (default: one in the temp dir named after DEST; holds a few shards at a time)")
-    p.add_argument("--retries", type=_int(0), default=5, help="object-store DEST: retries per upload (default 5)")
+    p.add_argument("--retries", type=_int(0), default=5, help="object-store DEST: retries per request after "
+                   "transient errors (a part of a large upload alone; default 5)")
     p.set_defaults(func=cmd_shard)
 
 
@@ -461,7 +462,8 @@ def add_upload(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--jobs", "-j", type=_int(1), default=4, help="parallel uploads (default 4)")
     p.add_argument("--verify", action="store_true", help="read back objects already there and check their sha256")
     p.add_argument("--overwrite", action="store_true", help="replace another plan's shards under URL")
-    p.add_argument("--retries", type=_int(0), default=5, help="retries per file after transient errors (default 5)")
+    p.add_argument("--retries", type=_int(0), default=5, help="retries per request after transient errors (a "
+                   "part of a large upload alone; default 5)")
     p.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
                    help="seconds without an answer before a request is retried (default 60)")
     p.set_defaults(func=cmd_upload)
