@@ -12,7 +12,10 @@ working folder, so relative paths work as well). Before the units run,
 :meth:`RayExecutor.check_visible` runs a probe on every node: the sources must list as the driver lists them,
 and a token the driver writes into each output folder must be readable there, so a DEST that is a node's own
 local disk is an error naming that node, not shards scattered over machines. Every node must run the same
-imnet-data version (checked by the same probe).
+imnet-data version (checked by the same probe). The tokens stay until the job ends and the first unit each
+worker runs repeats the probe on its node, so a node that joins mid-run (an autoscaler's) is refused by name
+before it writes anything, instead of writing where the driver never looks. A killed driver's token is removed
+by the next run from the same machine.
 
 The cluster is the one at ``address`` (``auto`` or ``HOST:PORT``), else ``RAY_ADDRESS``, else a running one on
 this machine, else a new one here (Ray's own rule for :func:`ray.init`).
@@ -24,6 +27,7 @@ import contextlib
 import itertools
 import logging
 import os
+import socket
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -39,10 +43,32 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def imnet_data_unit(fn: Callable[[T], R], item: T, cwd: str) -> R:
-    """A task: one unit, run from the driver's working folder (relative paths mean what they mean there)."""
+Probe = tuple[str, list[tuple[str, list[str] | None]], list[tuple[str, str]]]   # (id, reads, tokens)
+_CHECKED: set[str] = set()   # in a worker: the probes this node has passed
+
+
+def imnet_data_unit(fn: Callable[[T], R], item: T, cwd: str, probes: list[Probe]) -> R:
+    """A task: one unit, run from the driver's working folder (relative paths mean what they mean there), on a
+    node that passes the job's probes (checked by the first unit a worker runs: a node that joined the cluster
+    after the probe is refused before it writes anything)."""
     os.chdir(cwd)
+    check_node(probes)
     return fn(item)
+
+
+def check_node(probes: list[Probe]) -> None:
+    """RuntimeError naming this node unless it sees what ``probes`` check (each once per worker process)."""
+    new = [p for p in probes if p[0] not in _CHECKED]
+    problems = [problem for _, reads, tokens in new for problem in probe_problems(imnet_data_probe(reads, tokens))]
+    if problems:
+        import ray
+
+        here = ray.get_runtime_context().get_node_id()
+        node = next((node_name(n) for n in ray.nodes() if n.get("NodeID") == here), here[:12])
+        raise RuntimeError(f"node {node}, not in the cluster when the job started (or its view changed since): "
+                           f"{'; '.join(problems)}; it ran no unit. Take it out of the cluster or mount the "
+                           "folders there, then re-run: finished work is kept")
+    _CHECKED.update(p[0] for p in new)
 
 
 def imnet_data_probe(reads: list[tuple[str, list[str] | None]], tokens: list[tuple[str, str]]) -> dict:
@@ -72,6 +98,13 @@ def imnet_data_probe(reads: list[tuple[str, list[str] | None]], tokens: list[tup
     return {"version": __version__, "problems": problems}
 
 
+def probe_problems(answer: dict) -> list[str]:
+    """A probe's answer as the list of what is wrong (the imnet-data version included)."""
+    wrong = [] if answer["version"] == __version__ else [
+        f"runs imnet-data {answer['version']}, the driver {__version__}"]
+    return answer["problems"] + wrong
+
+
 def _listing(path: Path) -> list[str] | None:
     return sorted(os.listdir(path)) if path.is_dir() else None
 
@@ -83,6 +116,8 @@ class RayExecutor:
         import ray
 
         self.ray, self.retries = ray, retries
+        self.probes: list[Probe] = []       # every probe passed: each task's node must pass them too
+        self.tokens: list[Path] = []        # their token files, removed by close()
 
     def workers(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
@@ -92,16 +127,17 @@ class RayExecutor:
         raised as itself, a task that could not finish (worker died ``retries + 1`` times) as RuntimeError."""
         ray = self.ray
         task = ray.remote(imnet_data_unit).options(num_cpus=1, max_retries=self.retries, retry_exceptions=False)
-        shared = ray.put(fn)                    # sent once to the cluster, not with every task
+        shared, probes = ray.put(fn), ray.put(list(self.probes))   # sent once to the cluster, not with every task
         todo = iter(items)
         cwd = os.getcwd()
-        pending = collections.deque(task.remote(shared, item, cwd) for item in itertools.islice(todo, window))
+        pending = collections.deque(task.remote(shared, item, cwd, probes)
+                                    for item in itertools.islice(todo, window))
         try:
             for number in itertools.count():
                 if not pending:
                     return
                 result = self.get(pending.popleft(), number)
-                pending.extend(task.remote(shared, item, cwd) for item in itertools.islice(todo, 1))
+                pending.extend(task.remote(shared, item, cwd, probes) for item in itertools.islice(todo, 1))
                 yield result
         finally:
             for ref in pending:
@@ -122,37 +158,70 @@ class RayExecutor:
 
     def check_visible(self, reads: Sequence[Path], writes: Sequence[Path]) -> None:
         """A probe on every alive node with CPUs (see the module doc); RuntimeError naming each node and what it
-        does not see."""
-        ray = self.ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+        does not see. The tokens stay until :meth:`close`, so every task checks its own node too (a node that
+        joins mid-run)."""
         content = uuid.uuid4().hex
         tokens = []
         for folder in writes:
             folder.mkdir(parents=True, exist_ok=True)
-            token = folder.resolve() / f"{PROBE}{content}"
+            remove_stale_tokens(folder)
+            token = folder.resolve() / f"{PROBE}{socket.gethostname()}-{os.getpid()}-{content}"
             token.write_text(content)
+            self.tokens.append(token)
             tokens.append((str(token), content))
+        probe: Probe = (content, [(str(Path(p).resolve()), _listing(Path(p))) for p in reads], tokens)
+        nodes = [n for n in self.ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
         try:
-            nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
-            probe = ray.remote(imnet_data_probe)
-            refs = [probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-                n["NodeID"], soft=False)).remote([(str(Path(p).resolve()), _listing(Path(p))) for p in reads], tokens)
-                for n in nodes]
-            try:
-                found = ray.get(refs, timeout=PROBE_TIMEOUT)
-            except ray.exceptions.GetTimeoutError:
-                late = [node_name(n) for n, r in zip(nodes, refs) if not ray.wait([r], timeout=0)[0]]
-                raise RuntimeError(f"Ray nodes did not answer the probe within {PROBE_TIMEOUT:.0f} s: "
-                                   f"{', '.join(late)}") from None
-        finally:
-            for token, _ in tokens:
-                Path(token).unlink(missing_ok=True)
-        bad = [f"node {node_name(n)}: " + "; ".join(r["problems"] + (
-            [f"runs imnet-data {r['version']}, the driver {__version__}"] if r["version"] != __version__ else []))
-            for n, r in zip(nodes, found) if r["problems"] or r["version"] != __version__]
+            found = self.run_probe(probe, nodes)
+        except BaseException:
+            self.close()
+            raise
+        bad = [f"node {node_name(n)}: " + "; ".join(probe_problems(r)) for n, r in zip(nodes, found)
+               if probe_problems(r)]
         if bad:
+            self.close()
             raise RuntimeError("the Ray cluster cannot run this job: " + " | ".join(bad))
+        self.probes.append(probe)
+
+    def run_probe(self, probe: Probe, nodes: list[dict]) -> list[dict]:
+        """The probe's answer from each of ``nodes``."""
+        ray = self.ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        remote = ray.remote(imnet_data_probe)
+        refs = [remote.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(probe[1], probe[2]) for n in nodes]
+        try:
+            return ray.get(refs, timeout=PROBE_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            late = [node_name(n) for n, r in zip(nodes, refs) if not ray.wait([r], timeout=0)[0]]
+            raise RuntimeError(f"Ray nodes did not answer the probe within {PROBE_TIMEOUT:.0f} s: "
+                               f"{', '.join(late)}") from None
+
+    def close(self) -> None:
+        """Remove the probes' token files."""
+        for token in self.tokens:
+            token.unlink(missing_ok=True)
+        self.tokens = []
+
+
+def remove_stale_tokens(folder: Path) -> None:
+    """Remove the tokens that drivers on this machine left in ``folder`` when they were killed (their process
+    is gone); those of live drivers, and of other machines', stay."""
+    for token in folder.glob(f"{PROBE}{socket.gethostname()}-*-*"):
+        pid = token.name[len(PROBE) + len(socket.gethostname()) + 1:].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            token.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # another user's
+        return True
+    return True
 
 
 def node_name(node: dict) -> str:
@@ -173,7 +242,11 @@ def ray_executor(address: str | None) -> Iterator[RayExecutor]:
                  configure_logging=True)
     except ConnectionError as e:
         raise RuntimeError(f"no Ray cluster at {address}: {e} (start one: ray start --head)") from None
+    executor = None
     try:
-        yield RayExecutor()
+        executor = RayExecutor()
+        yield executor
     finally:
+        if executor is not None:
+            executor.close()
         ray.shutdown()

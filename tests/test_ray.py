@@ -247,3 +247,48 @@ def test_a_node_that_cannot_see_dest_is_named(cluster: str, fake: FakeResult, tm
     assert len(named) == 1 and named[0][2] == str(hidden / "shards")    # the one node, by address and ID
     assert not list((hidden / "shards").rglob("*.tar"))                 # refused before any unit ran
     wait_nodes(cluster, 2)
+
+
+def write_into(folder: str, name: str) -> str:
+    """A unit that writes one file into ``folder`` (as every shard or organize unit does into DEST)."""
+    Path(folder, name).write_text(name)
+    return name
+
+
+def test_a_node_that_joins_after_the_probe_is_refused_by_its_first_unit(tmp_path: Path) -> None:
+    """A cluster of its own: the head has no CPUs and the one worker that passed the probe leaves; then a node
+    whose DEST is its own tmpfs joins (as an autoscaler adds one) and gets every unit. Its first unit fails
+    naming it, and nothing is written where the driver would not see it."""
+    from functools import partial
+
+    from imnet_data.parallel import check_visible, map_units
+
+    hidden, src = tmp_path / "hidden", tmp_path / "src"
+    (hidden / "dest").mkdir(parents=True)
+    src.mkdir()
+    (src / "ILSVRC2012_img_val.tar").write_bytes(b"")
+    unshare = shutil.which("unshare")
+    if RAY is None or not unshare or subprocess.run([unshare, "--mount", "--propagation", "private", "true"],
+                                                    capture_output=True).returncode != 0:
+        pytest.skip("needs the ray command and unshare --mount (util-linux, as root)")
+    wrap = [unshare, "--mount", "--propagation", "private", "sh", "-c", f'mount -t tmpfs none "{hidden}" && '
+            f'mkdir "{hidden}/dest" && exec "$0" "$@"']     # its own empty dest: units would "succeed" there
+    log, port = tmp_path / "ray.log", free_port()
+    address = f"127.0.0.1:{port}"
+    with ray_node(["--head", "--port", str(port), "--include-dashboard=false", "--num-cpus", "0"], log) as head:
+        wait_listening(head, port, "ray head", log)
+        with executing("ray", address):
+            with ray_node(["--address", address], tmp_path / "good.log"):
+                wait_nodes(address, 2)
+                check_visible([src], [hidden / "dest"])                  # the good node passes
+                assert list(map_units(partial(write_into, str(hidden / "dest")), ["a"])) == ["a"]
+            wait_nodes(address, 1)
+            with ray_node(["--address", address], tmp_path / "late.log", wrap):
+                wait_nodes(address, 2)
+                import ray
+
+                late = [n["NodeID"][:12] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
+                with pytest.raises(RuntimeError, match=rf"node \S+ \({late[0]}\), not in the cluster when the job "
+                                   rf"started .*writes to {re.escape(str(hidden / 'dest'))} would not reach"):
+                    list(map_units(partial(write_into, str(hidden / "dest")), ["b", "c"]))
+        assert sorted(p.name for p in (hidden / "dest").iterdir()) == ["a"]   # the token removed, no b or c
