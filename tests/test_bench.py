@@ -81,5 +81,14 @@ def test_gpu_check_dry_run_measures_every_row(tmp_path: Path) -> None:
                 "resnet18 fed by plain DALI / resident", "host path / DALI reader, 2 threads"):
         assert ratios[key] > 0
     assert [t["met"] for t in results["targets"]] == [None] * 6 and all(t["measured"] for t in results["targets"])
+
+    spent = subprocess.run([sys.executable, "tools/gpu_check.py", "--out", str(tmp_path / "spent"), "--work",
+                            str(tmp_path / "w"), "--cpu-dry-run", "--budget", "0"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=900)     # no time left: the target rows only, the rest listed
+    assert spent.returncode == 0, spent.stdout[-3000:] + spent.stderr[-3000:]
+    results = json.loads((tmp_path / "spent" / "results.json").read_text())
+    assert Counter(r["group"] for r in results["rows"]) == {"loader": 4, "peer": 2, "end to end": 6}
+    assert len(results["skipped"]) == 1 + 5 + 2 + 2 + 2 and all(t["measured"] for t in results["targets"])
+    assert "Skipped (12 rows, the time budget spent)" in (tmp_path / "spent" / "results.md").read_text()
     table = (out / "results.md").read_text()
     assert "| end to end | resnet18 fed by the loader |" in table and "| train / plain DALI | 1.15 |" in table

@@ -7,12 +7,13 @@ Phases (each timed; a failed phase is recorded and the rest still run):
 1. data: ``imnet-data fake --profile imagenet`` (20,000 train, 5,000 val, ~110 KB mean, drawn on all cores),
    ``imnet-data shard`` and ``imnet-data organize`` (the ImageFolder copy);
 2. ``pytest -m gpu`` (the tests that need a GPU);
-3. rows, all in this process on the same shards: the loader's train and val pipelines (batch 256, 224 px, bf16 and
-   float32); plain DALI (``readers.webdataset`` + DALI's defaults + ``DALIGenericIterator``); DALI decode alone on
-   the hardware decoder and on the CUDA decoder (the ceiling); torchvision ImageFolder + DataLoader(16 workers);
-   sweeps of ``hw_decoder_load`` and of ``num_threads``/``prefetch``; the host path alone vs DALI's reader
-   (``bench --host-only``); end to end ResNet-50 and ResNet-18 (bf16 autocast, channels_last, SGD) on a
-   GPU-resident batch vs fed by the loader vs fed by plain DALI.
+3. rows, all in this process on the same shards, those the targets need first: the loader's train and val
+   pipelines (batch 256, 224 px, bf16 and float32); plain DALI (``readers.webdataset`` + DALI's defaults +
+   ``DALIGenericIterator``); torchvision ImageFolder + DataLoader(16 workers); end to end ResNet-50 and ResNet-18
+   (bf16 autocast, channels_last, SGD) on a GPU-resident batch vs fed by the loader vs fed by plain DALI. Then,
+   until ``--budget`` seconds from the start (the rest listed as skipped): DALI decode alone on the hardware and
+   on the CUDA decoder (the ceiling); sweeps of ``hw_decoder_load`` and of ``num_threads``/``prefetch``; the host
+   path alone vs DALI's reader (``bench --host-only``), per thread count.
 Each row: images/s, CPU cores busy, GPU memory in use and, from ``nvidia-smi dmon``, the SM and JPEG-engine
 utilisation during the row (what is saturated). Writes ``OUT/results.json`` (after every phase, so a cut-off run
 still leaves what it measured) and ``OUT/results.md`` (the table, the ratios and the targets).
@@ -82,6 +83,7 @@ class Run:
     rows: list[dict] = field(default_factory=list)
     ratios: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)   # rows left out: the time budget was spent
 
     def phase(self, name: str, work: Callable[[], object]) -> object:
         """Run one phase, record its seconds and outcome (a failure keeps its traceback and moves on)."""
@@ -106,7 +108,7 @@ class Run:
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         data = {"dry_run": self.dry, "environment": self.environment, "phases": self.phases, "rows": self.rows,
-                "ratios": self.ratios, "targets": self.targets()}
+                "skipped": self.skipped, "ratios": self.ratios, "targets": self.targets()}
         tmp = self.out / "results.json.partial"
         tmp.write_text(json.dumps(data, indent=2, default=str))
         tmp.replace(self.out / "results.json")
@@ -202,7 +204,10 @@ def release() -> None:
         pass
 
 
-def measure(run: Run, work: Path, size: Size, dmon: Dmon) -> None:
+def measure(run: Run, work: Path, size: Size, dmon: Dmon, deadline: float) -> None:
+    """Every row, those the targets need first (loader, plain DALI, ImageFolder, end to end); the ceilings,
+    sweeps and host rows after, each skipped (and listed in ``run.skipped``) once ``deadline`` (monotonic) has
+    passed, so a slow machine still returns the targets inside the device's time."""
     import torch
 
     torch.backends.cudnn.benchmark = True
@@ -213,59 +218,72 @@ def measure(run: Run, work: Path, size: Size, dmon: Dmon) -> None:
     shards = work / "shards"
     base = {"batch_size": size.batch, "image_size": size.image, "device": device, "num_threads": threads}
 
-    def row(group: str, make: Callable[[], b.Row]) -> None:
+    def row(group: str, name: str, make: Callable[[], b.Row], optional: bool = True) -> None:
+        if optional and time.monotonic() > deadline:
+            run.skipped.append(f"{group}: {name}")
+            return
         release()
         started = time.time()
         run.add(group, make(), started, dmon)
-        run.save()
-
-    def loader(name: str, split: str, seconds: float = size.seconds, **settings) -> b.Row:
-        return b.loader_row(name, shards / split, size.batches, 5, seconds, split=split, **{**base, **settings})
-
-    for split in ("train", "val"):
-        row("loader", lambda: loader(f"{split} bf16", split, dtype="bfloat16", layout="channels_last"))
-        row("loader", lambda: loader(f"{split} float32", split, dtype="float32"))
-    row("peer", lambda: b.plain_dali_row("plain DALI", shards / "train", size.batch, threads, device_id,
-                                         size.batches, size.seconds, image_size=size.image))
-    data = b.jpeg_batches(shards / "train", size.batch, 8)
-    if cuda:
-        for load, label in ((1.0, "hardware decoder"), (0.0, "CUDA decoder")):
-            row("ceiling", lambda: b.dali_decode_row(f"DALI decode alone, {label}", data, device_id, load, threads,
-                                                     size.batches, size.seconds))
-    else:
-        row("ceiling", lambda: b.dali_decode_row("DALI decode alone (CPU)", data, None, 0.0, threads,
-                                                 size.batches, size.seconds))
-    row("peer", lambda: b.imagefolder_row(work / "organized", size.batch, size.workers, size.batches, size.image,
-                                          size.seconds))
-    for load in size.hw_loads:
-        row("sweep hw_decoder_load", lambda: loader(f"train bf16, hw_decoder_load={load}", "train", dtype="bfloat16",
-                                                    layout="channels_last", hw_decoder_load=load))
-    for t in size.threads:
-        row("sweep num_threads", lambda: loader(f"train bf16, num_threads={t}", "train", dtype="bfloat16",
-                                                layout="channels_last", num_threads=t))
-    for depth in size.prefetch:
-        row("sweep prefetch", lambda: loader(f"train bf16, prefetch={depth}", "train", dtype="bfloat16",
-                                             layout="channels_last", prefetch=depth))
-    started = time.time()
-    host, host_ratios = b.host_rows(shards / "train", size.batch, b.thread_counts(threads), size.batches,
-                                    size.seconds)
-    for r in host:
-        run.add("host path", r, started, dmon)
-    run.ratios.update(host_ratios)
-    compute_ratios(run, size)
-    run.save()
-    for model in size.models:
-        release()
-        fed = build_loader(shards / "train", batch_size=size.batch, image_size=size.image, device=device,
-                           num_threads=threads, dtype="bfloat16", layout="channels_last")
-        feeds = {"the loader": b.limited(fed, 10**9),
-                 "plain DALI": b.plain_dali(shards / "train", size.batch, threads, device_id, image_size=size.image)}
-        started = time.time()
-        for r in b.model_rows(model, feeds, size.batch, size.steps, size.seconds):
-            run.add("end to end", r, started, dmon)
-            started = time.time()
         compute_ratios(run, size)
         run.save()
+
+    def loader(name: str, split: str, group: str = "loader", optional: bool = True, **settings) -> None:
+        row(group, name, lambda: b.loader_row(name, shards / split, size.batches, 5, size.seconds, split=split,
+                                              **{**base, **settings}), optional)
+
+    for split in ("train", "val"):
+        loader(f"{split} bf16", split, dtype="bfloat16", layout="channels_last", optional=False)
+        loader(f"{split} float32", split, dtype="float32", optional=False)
+    row("peer", "plain DALI", lambda: b.plain_dali_row("plain DALI", shards / "train", size.batch, threads,
+                                                       device_id, size.batches, size.seconds,
+                                                       image_size=size.image), optional=False)
+    name = f"torchvision ImageFolder, {size.workers} workers"
+    row("peer", name, lambda: b.imagefolder_row(work / "organized", size.batch, size.workers, size.batches,
+                                                size.image, size.seconds), optional=False)
+    for model in size.models:
+        end_to_end(run, model, shards, size, device, device_id, threads, dmon)
+    data = b.jpeg_batches(shards / "train", size.batch, 8)
+    decoders = ((1.0, "DALI decode alone, hardware decoder"), (0.0, "DALI decode alone, CUDA decoder")) if cuda \
+        else ((0.0, "DALI decode alone (CPU)"),)
+    for load, name in decoders:
+        row("ceiling", name, lambda: b.dali_decode_row(name, data, device_id, load, threads, size.batches,
+                                                       size.seconds))
+    for load in size.hw_loads:
+        loader(f"train bf16, hw_decoder_load={load}", "train", dtype="bfloat16", layout="channels_last",
+               hw_decoder_load=load, group="sweep hw_decoder_load")
+    for t in size.threads:
+        loader(f"train bf16, num_threads={t}", "train", dtype="bfloat16", layout="channels_last", num_threads=t,
+               group="sweep num_threads")
+    for depth in size.prefetch:
+        loader(f"train bf16, prefetch={depth}", "train", dtype="bfloat16", layout="channels_last",
+               prefetch=depth, group="sweep prefetch")
+    for t in b.thread_counts(threads):
+        if time.monotonic() > deadline:
+            run.skipped.append(f"host path: {t} threads")
+            continue
+        started = time.time()
+        host, host_ratios = b.host_rows(shards / "train", size.batch, [t], size.batches, size.seconds)
+        for r in host:
+            run.add("host path", r, started, dmon)
+        run.ratios.update(host_ratios)
+        run.save()
+
+
+def end_to_end(run: Run, model: str, shards: Path, size: Size, device: str, device_id: int | None,
+               threads: int, dmon: Dmon) -> None:
+    """``model`` on one resident batch, fed by the loader, fed by plain DALI: three rows."""
+    release()
+    fed = build_loader(shards / "train", batch_size=size.batch, image_size=size.image, device=device,
+                       num_threads=threads, dtype="bfloat16", layout="channels_last")
+    feeds = {"the loader": b.limited(fed, 10**9),
+             "plain DALI": b.plain_dali(shards / "train", size.batch, threads, device_id, image_size=size.image)}
+    started = time.time()
+    for r in b.model_rows(model, feeds, size.batch, size.steps, size.seconds):
+        run.add("end to end", r, started, dmon)
+        started = time.time()
+    compute_ratios(run, size)
+    run.save()
 
 
 def compute_ratios(run: Run, size: Size) -> None:
@@ -296,6 +314,8 @@ def markdown(data: dict) -> str:
         mem = "" if r.get("gpu_memory_mb") is None else f"{r['gpu_memory_mb']:,.0f}"
         lines.append(f"| {r['group']} | {r['name']} | {r['images_per_s']:,.0f} | {r['cores_busy']:.1f} | {mem} | "
                      f"{r.get('sm_pct', '')} | {r.get('jpeg_engine_pct', '')} | {r['note']} |")
+    if data["skipped"]:
+        lines += ["", f"Skipped ({len(data['skipped'])} rows, the time budget spent): " + "; ".join(data["skipped"])]
     lines += ["", "| ratio | value |", "|---|---:|"] + [f"| {k} | {v:.2f} |" for k, v in data["ratios"].items()]
     lines += ["", "| target | at least | measured | met |", "|---|---:|---:|---|"]
     for t in data["targets"]:
@@ -322,9 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="where results.json and results.md go ($OUT)")
     parser.add_argument("--work", type=Path, help="data folder (default: OUT/../imnet-gpu-check-work, reused)")
+    parser.add_argument("--budget", type=float, default=480.0, metavar="S",
+                        help="seconds from the start after which the optional rows (ceilings, sweeps, host path) "
+                             "are skipped, so the run ends inside the device's 10-minute command limit "
+                             "(default 480; the target rows always run, first)")
     parser.add_argument("--cpu-dry-run", action="store_true",
                         help="the same flow with DALI's CPU operators and tiny sizes (no GPU needed)")
     args = parser.parse_args(argv)
+    deadline = time.monotonic() + args.budget
     size = DRY if args.cpu_dry_run else FULL
     work = args.work or args.out.resolve().parent / "imnet-gpu-check-work"
     run = Run(args.out, args.cpu_dry_run)
@@ -333,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     run.phase("pytest -m gpu", run_gpu_tests)
     dmon = Dmon(work / "dmon.txt")
     try:
-        run.phase("measure", lambda: measure(run, work, size, dmon))
+        run.phase("measure", lambda: measure(run, work, size, dmon, deadline))
     finally:
         dmon.stop()
     run.save()
