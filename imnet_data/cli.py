@@ -188,9 +188,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def add_doctor(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("doctor", parents=[common], help="show what this machine has (PIL build, DALI, GPU, WordNet)",
-                       description="One screen: Python, PIL build, webdataset, DALI/GPU/nvJPEG, NLTK WordNet, "
-                                   "free disk. Always exits 0; each missing optional piece says how to get it.",
+    p = sub.add_parser("doctor", parents=[common],
+                       help="show what this machine has (PIL build, DALI, GPU, the s3 and ray extras, WordNet)",
+                       description="One screen: Python, PIL build, webdataset, DALI/GPU/nvJPEG, boto3 (s3 extra), "
+                                   "Ray (ray extra), NLTK WordNet, free disk. Always exits 0; each missing "
+                                   "optional piece says how to get it.",
                        epilog="example:\n  imnet-data doctor --path /data", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--path", type=Path, default=Path("."), help="where to report free disk (default .)")
     p.set_defaults(func=cmd_doctor)

@@ -4,6 +4,7 @@ is missing. Every check is best-effort and never raises: a doctor that crashes o
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import importlib.metadata as md
 import platform
 import shutil
@@ -76,6 +77,13 @@ def check_module(name: str, dist: str, hint: str) -> Check:
     return Check(dist, True, _dist_version(dist) or "installed")
 
 
+def check_extra(name: str, dist: str, extra: str, purpose: str) -> Check:
+    """An optional dependency (an extra): found or not, without importing it (``ray`` alone takes 0.5 s)."""
+    if importlib.util.find_spec(name) is None:
+        return Check(dist, None, f"not installed: no {purpose}", f"pip install 'imnet-data[{extra}]'")
+    return Check(dist, True, f"{_dist_version(dist) or 'installed'} ({purpose})")
+
+
 def _gpus() -> list[str]:
     """GPU names from nvidia-smi ([] when there is none or no driver)."""
     if not shutil.which("nvidia-smi"):
@@ -137,7 +145,8 @@ def diagnose(path: Path = Path(".")) -> list[Check]:
             check_module("tqdm", "tqdm", "pip install tqdm"),
             check_module("requests", "requests", "pip install requests"),
             check_module("torch", "torch", "pip install torch (needed by the loaders)"),
-            *check_dali(), check_wordnet(), check_disk(path)]
+            *check_dali(), check_extra("boto3", "boto3", "s3", "s3:// and gs:// shards"),
+            check_extra("ray", "ray", "ray", "--executor ray"), check_wordnet(), check_disk(path)]
 
 
 def render(checks: list[Check]) -> str:

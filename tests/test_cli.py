@@ -1,6 +1,7 @@
 """The ``imnet-data`` command as a user runs it: help, classes, doctor, demo; exit codes and JSON output."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -52,11 +53,14 @@ def test_classes_ancestry_under_and_depth() -> None:
 def test_doctor_reports_every_piece_and_exits_0(tmp_path: Path) -> None:
     r = run_cli("doctor", "--path", str(tmp_path))
     assert r.returncode == 0
-    for piece in ("python", "PIL", "webdataset", "DALI", "GPU", "WordNet", "disk"):
+    for piece in ("python", "PIL", "webdataset", "DALI", "GPU", "boto3", "ray", "WordNet", "disk"):
         assert piece in r.stdout
     checks = json.loads(run_cli("doctor", "--json").stdout)
     pil = next(c for c in checks if c["name"] == "PIL")
     assert "pillow" in pil["detail"] and "libjpeg" in pil["detail"]
+    extras = {c["name"]: c for c in checks if c["name"] in ("boto3", "ray")}
+    assert extras["boto3"]["ok"] and "s3://" in extras["boto3"]["detail"]    # the test extra installs both
+    assert extras["ray"]["ok"] and extras["ray"]["detail"].startswith(importlib.metadata.version("ray"))
 
 
 def test_fake_cli_writes_archives_and_truth(tmp_path: Path) -> None:
