@@ -18,7 +18,7 @@ from webdataset.shardlists import expand_urls
 from imnet_data.assign import rank_pieces
 from imnet_data.shards.manifest import MANIFEST, read_manifest
 from imnet_data.shards.members import index_rows as scan
-from imnet_data.shards.schema import index_parts, parse_index, read_capped, render_index
+from imnet_data.shards.schema import INDEX_VERSION, index_parts, parse_index, read_capped, render_index
 
 
 class ShardError(ValueError):
@@ -127,9 +127,18 @@ def index_path(shard: Path) -> Path:
 
 
 def index_count(shard: Path) -> int:
-    """The sample count of a shard, from its index (or, without one, its tar headers)."""
+    """The sample count of a shard, from its index's first line (``v1.2 N``: every rank counts every shard, so
+    the rest is parsed only by the rank that reads it, :meth:`ShardSet.locate`, which checks N against the
+    lines), else from all of the index or, without one, the tar headers."""
     if not shard.is_file():
         raise ShardError(f"{shard}: shard missing")
+    try:
+        with open(index_path(shard), "rb") as f:
+            head = f.readline(64).split()
+        if len(head) == 2 and head[0] == INDEX_VERSION.encode() and head[1].isdigit():
+            return int(head[1])
+    except OSError:
+        pass
     return len(index_rows(str(shard))[1])
 
 
