@@ -92,6 +92,7 @@ class Schedule:
     total: int            # samples of the split, all ranks
     mine: int             # samples of this rank
     batches: int = field(init=False)
+    _last: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)   # the last epoch's order
 
     def __post_init__(self) -> None:
         o, w = self.options, self.options.world_size
@@ -102,7 +103,15 @@ class Schedule:
                              "(use a smaller batch or remainder='pad')")
 
     def order(self, epoch: int) -> np.ndarray:
-        """Positions into the rank's samples for the whole epoch; ``-1 - i`` marks a pad slot repeating ``i``."""
+        """Positions into the rank's samples for the whole epoch; ``-1 - i`` marks a pad slot repeating ``i``.
+        Kept for the epoch (read-only): an epoch's batches and each step's keys read the same order."""
+        if self._last is None or self._last[0] != epoch:
+            order = self._order(epoch)
+            order.flags.writeable = False
+            self._last = (epoch, order)
+        return self._last[1]
+
+    def _order(self, epoch: int) -> np.ndarray:
         o = self.options
         base = (np.random.default_rng([o.seed, epoch, o.rank]).permutation(self.mine) if o.training
                 else np.arange(self.mine))
