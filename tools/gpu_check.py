@@ -31,13 +31,12 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from imnet_data.loader import bench as b  # noqa: E402  (the repository, not an installed copy, is measured)
-from imnet_data.loader import build_loader  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -218,37 +217,47 @@ def measure(run: Run, work: Path, size: Size, dmon: Dmon, deadline: float) -> No
     shards = work / "shards"
     base = {"batch_size": size.batch, "image_size": size.image, "device": device, "num_threads": threads}
 
-    def row(group: str, name: str, make: Callable[[], b.Row], optional: bool = True) -> None:
+    def row(group: str, name: str, make: Callable[[], Iterable[b.Row]], optional: bool = True) -> None:
+        """The rows ``make`` measures (each timed as it is asked for), or, past the deadline, one skip entry."""
         if optional and time.monotonic() > deadline:
             run.skipped.append(f"{group}: {name}")
             return
         release()
         started = time.time()
-        run.add(group, make(), started, dmon)
+        for r in make():
+            run.add(group, r, started, dmon)
+            started = time.time()
         compute_ratios(run, size)
         run.save()
 
     def loader(name: str, split: str, group: str = "loader", optional: bool = True, **settings) -> None:
-        row(group, name, lambda: b.loader_row(name, shards / split, size.batches, 5, size.seconds, split=split,
-                                              **{**base, **settings}), optional)
+        row(group, name, lambda: [b.loader_row(name, shards / split, size.batches, 5, size.seconds, split=split,
+                                               **{**base, **settings})], optional)
+
+    def host(t: int) -> list[b.Row]:
+        rows, ratios = b.host_rows(shards / "train", size.batch, [t], size.batches, size.seconds)
+        run.ratios.update(ratios)
+        return rows
 
     for split in ("train", "val"):
         loader(f"{split} bf16", split, dtype="bfloat16", layout="channels_last", optional=False)
         loader(f"{split} float32", split, dtype="float32", optional=False)
-    row("peer", "plain DALI", lambda: b.plain_dali_row("plain DALI", shards / "train", size.batch, threads,
-                                                       device_id, size.batches, size.seconds,
-                                                       image_size=size.image), optional=False)
+    row("peer", "plain DALI", lambda: [b.plain_dali_row("plain DALI", shards / "train", size.batch, threads,
+                                                        device_id, size.batches, size.seconds,
+                                                        image_size=size.image)], optional=False)
     name = f"torchvision ImageFolder, {size.workers} workers"
-    row("peer", name, lambda: b.imagefolder_row(work / "organized", size.batch, size.workers, size.batches,
-                                                size.image, size.seconds), optional=False)
+    row("peer", name, lambda: [b.imagefolder_row(work / "organized", size.batch, size.workers, size.batches,
+                                                 size.image, size.seconds)], optional=False)
     for model in size.models:
-        end_to_end(run, model, shards, size, device, device_id, threads, dmon)
+        row("end to end", model, lambda: b.model_rows(model, b.model_feeds(
+            shards / "train", size.batch, threads, device_id, size.image, dtype="bfloat16", layout="channels_last"),
+            size.batch, size.steps, size.seconds), optional=False)
     data = b.jpeg_batches(shards / "train", size.batch, 8)
     decoders = ((1.0, "DALI decode alone, hardware decoder"), (0.0, "DALI decode alone, CUDA decoder")) if cuda \
         else ((0.0, "DALI decode alone (CPU)"),)
     for load, name in decoders:
-        row("ceiling", name, lambda: b.dali_decode_row(name, data, device_id, load, threads, size.batches,
-                                                       size.seconds))
+        row("ceiling", name, lambda: [b.dali_decode_row(name, data, device_id, load, threads, size.batches,
+                                                        size.seconds)])
     for load in size.hw_loads:
         loader(f"train bf16, hw_decoder_load={load}", "train", dtype="bfloat16", layout="channels_last",
                hw_decoder_load=load, group="sweep hw_decoder_load")
@@ -259,31 +268,7 @@ def measure(run: Run, work: Path, size: Size, dmon: Dmon, deadline: float) -> No
         loader(f"train bf16, prefetch={depth}", "train", dtype="bfloat16", layout="channels_last",
                prefetch=depth, group="sweep prefetch")
     for t in b.thread_counts(threads):
-        if time.monotonic() > deadline:
-            run.skipped.append(f"host path: {t} threads")
-            continue
-        started = time.time()
-        host, host_ratios = b.host_rows(shards / "train", size.batch, [t], size.batches, size.seconds)
-        for r in host:
-            run.add("host path", r, started, dmon)
-        run.ratios.update(host_ratios)
-        run.save()
-
-
-def end_to_end(run: Run, model: str, shards: Path, size: Size, device: str, device_id: int | None,
-               threads: int, dmon: Dmon) -> None:
-    """``model`` on one resident batch, fed by the loader, fed by plain DALI: three rows."""
-    release()
-    fed = build_loader(shards / "train", batch_size=size.batch, image_size=size.image, device=device,
-                       num_threads=threads, dtype="bfloat16", layout="channels_last")
-    feeds = {"the loader": b.limited(fed, 10**9),
-             "plain DALI": b.plain_dali(shards / "train", size.batch, threads, device_id, image_size=size.image)}
-    started = time.time()
-    for r in b.model_rows(model, feeds, size.batch, size.steps, size.seconds):
-        run.add("end to end", r, started, dmon)
-        started = time.time()
-    compute_ratios(run, size)
-    run.save()
+        row("host path", f"{t} threads", lambda: host(t))
 
 
 def compute_ratios(run: Run, size: Size) -> None:

@@ -128,14 +128,14 @@ def measured(name: str, batch_size: int, steps: Iterable, warmup: int, note: str
     return Row(name, rate, busy, note, gpu_memory_mb())
 
 
-def limited(loader: Iterable, batches: int) -> Iterator:
-    """Up to ``batches`` batches of ``loader``, epoch after epoch."""
+def limited(loader: Iterable, batches: int | None = None) -> Iterator:
+    """Up to ``batches`` batches of ``loader`` (None: endless), epoch after epoch."""
     done = 0
-    while done < batches:
+    while batches is None or done < batches:
         for batch in loader:
             yield batch
             done += 1
-            if done >= batches:
+            if done == batches:
                 return
 
 
@@ -179,10 +179,9 @@ def plain_dali(folder: Path, batch_size: int, threads: int, device_id: int | Non
 
     iterator = DALIGenericIterator(pipeline(), ["images", "labels"], reader_name="Reader", auto_reset=True,
                                    last_batch_policy=LastBatchPolicy.DROP)
-    for epoch in itertools.count():
-        for batch in iterator:
-            out = batch[0]
-            yield out["images"], ascii_labels(out["labels"])
+    for batch in limited(iterator):
+        out = batch[0]
+        yield out["images"], ascii_labels(out["labels"])
 
 
 def ascii_labels(padded):
@@ -313,9 +312,8 @@ def imagefolder(folder: Path, batch_size: int, workers: int, image_size: int) ->
     data = torch.utils.data.DataLoader(datasets.ImageFolder(str(folder / "train"), tf), batch_size=batch_size,
                                        shuffle=True, num_workers=workers, pin_memory=cuda(), drop_last=True,
                                        persistent_workers=workers > 0)
-    for epoch in itertools.count():
-        for x, y in data:
-            yield (x.cuda(non_blocking=True), y.cuda(non_blocking=True)) if cuda() else (x, y)
+    for x, y in limited(data):
+        yield (x.cuda(non_blocking=True), y.cuda(non_blocking=True)) if cuda() else (x, y)
 
 
 def imagefolder_row(folder: Path, batch_size: int, workers: int, batches: int, image_size: int,
@@ -326,6 +324,16 @@ def imagefolder_row(folder: Path, batch_size: int, workers: int, batches: int, i
 
 
 # ---- end to end --------------------------------------------------------------------------------------------
+
+def model_feeds(train: Path, batch_size: int, threads: int, device_id: int | None, image_size: int,
+                **settings) -> dict[str, Iterator]:
+    """What :func:`model_rows` trains on beside its resident batch: the loader (built with ``settings``) and
+    plain DALI, endless, on the same shards."""
+    loader = build_loader(train, batch_size=batch_size, image_size=image_size, num_threads=threads,
+                          device="cpu" if device_id is None else "cuda", **settings)
+    return {"the loader": limited(loader),
+            "plain DALI": plain_dali(train, batch_size, threads, device_id, image_size=image_size)}
+
 
 def model_rows(model_name: str, feeds: dict[str, Iterable], batch_size: int, steps: int,
                seconds: float | None = None) -> Iterator[Row]:
@@ -409,10 +417,8 @@ def bench(dest: Path, *, backend: str = "dali", device: str | None = None, batch
         if device_id is None:
             raise RuntimeError("--model needs a CUDA GPU")
         progress(f"end to end {model}")
-        loader = build_loader(dest / "train", batch_size=batch_size, backend=backend, device="cuda",
-                              image_size=image_size, num_threads=threads, layout="channels_last")
-        feeds = {"the loader": limited(loader, 10**9),
-                 "plain DALI": plain_dali(dest / "train", batch_size, threads, device_id, image_size=image_size)}
+        feeds = model_feeds(dest / "train", batch_size, threads, device_id, image_size, backend=backend,
+                            layout="channels_last")
         resident, fed, plain = list(model_rows(model, feeds, batch_size, model_steps))
         report.rows += [resident, fed, plain]
         report.ratios[f"{model} fed by the loader / resident"] = fed.images_per_s / resident.images_per_s
