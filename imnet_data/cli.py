@@ -10,12 +10,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from imnet_data import __version__, catalog
 from imnet_data.catalog import UnknownClassError
 from imnet_data.errors import UsageError
-from imnet_data.parallel import EXECUTORS, executing
+from imnet_data.cluster import EXECUTORS
 
 
 def _emit(args: argparse.Namespace, data: object, text: str) -> None:
@@ -672,6 +672,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _executor(name: str, address: str | None) -> Iterator[None]:
+    """``--executor``: ``local`` runs as is (nothing imported); a cluster's units run inside
+    :func:`~imnet_data.parallel.executing`, with stdout sent to stderr (Ray prints its warnings there, a worker
+    died, ...), so stdout stays the report's (``args._report_to``)."""
+    if name == "local":
+        yield
+        return
+    from imnet_data.parallel import executing
+
+    with executing(name, address), contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``imnet-data`` and ``python -m imnet_data``: 0 done, 1 a problem found or the job failed,
     2 a usage error (argparse's own errors included). An unexpected exception is reported in one line, not a
@@ -679,10 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):   # a file name with non-UTF-8 bytes prints as \xNN, not a codec error
         sys.stdout.reconfigure(errors="backslashreplace")
-    args._report_to, executor = sys.stdout, getattr(args, "executor", "local")
-    try:   # Ray prints its warnings (a worker died, ...) to stdout: they go to stderr, stdout stays the report's
-        with executing(executor, getattr(args, "ray_address", None)), \
-                contextlib.redirect_stdout(sys.stderr if executor != "local" else sys.stdout):
+    args._report_to = sys.stdout
+    try:
+        with _executor(getattr(args, "executor", "local"), getattr(args, "ray_address", None)):
             return args.func(args)
     except (UsageError, UnknownClassError) as e:
         _error(args, e)

@@ -28,12 +28,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
+from imnet_data.cluster import EXECUTORS
 from imnet_data.errors import UsageError
 from imnet_data.progress import progress
 
 T = TypeVar("T")
 R = TypeVar("R")
-EXECUTORS = ("local", "ray")
 
 
 class Executor(Protocol):
