@@ -23,40 +23,11 @@ from imnet_data.fake import FakeOptions, FakeResult, make_fake
 from imnet_data.organize import organize
 from imnet_data.parallel import executing
 from imnet_data.shards import ShardOptions, shard
-from tests.helpers import free_port, run_cli, wait_listening
+from tests.helpers import free_port, run_cli
+from tests.servers import RAY, ray_head, ray_node, wait_nodes
 
 pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.[ray]'")
-RAY = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
-NODE = ["--block", "--num-cpus", "1", "--object-store-memory", str(100 << 20), "--disable-usage-stats",
-        "--node-ip-address", "127.0.0.1"]
 SLOW = ["--samples-per-shard", "120", "--short-side", "96", "--quality", "80", "--splits", "train"]
-
-
-@contextlib.contextmanager
-def ray_node(args: list[str], log: Path, wrap: list[str] | None = None) -> Iterator[subprocess.Popen]:
-    """One Ray node (``ray start --block``) in its own process group, stopped (the whole group) after."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([*(wrap or []), RAY, "start", *NODE, *args], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def wait_nodes(address: str, count: int) -> None:
-    """Until the cluster has ``count`` alive nodes (60 s at most), asked from a separate driver."""
-    code = ("import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR')\nend = time.time() + 60\n"
-            "while len([n for n in ray.nodes() if n['Alive']]) != int(sys.argv[2]):\n"
-            "    assert time.time() < end, ray.nodes()\n    time.sleep(0.2)\n")
-    subprocess.run([sys.executable, "-c", code, address, str(count)], check=True, timeout=120,
-                   capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +35,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A two-node Ray cluster on loopback; yields its address."""
     if RAY is None:
         pytest.skip("the ray command is not installed")
-    log, port = tmp_path_factory.mktemp("ray") / "ray.log", free_port()
-    with ray_node(["--head", "--port", str(port), "--include-dashboard=false"], log) as head:
-        wait_listening(head, port, "ray head", log)
-        address = f"127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("ray") / "ray.log"
+    with ray_head(log) as address:
         with ray_node(["--address", address], log):
             wait_nodes(address, 2)
             yield address
@@ -273,10 +242,7 @@ def test_a_node_that_joins_after_the_probe_is_refused_by_its_first_unit(tmp_path
         pytest.skip("needs the ray command and unshare --mount (util-linux, as root)")
     wrap = [unshare, "--mount", "--propagation", "private", "sh", "-c", f'mount -t tmpfs none "{hidden}" && '
             f'mkdir "{hidden}/dest" && exec "$0" "$@"']     # its own empty dest: units would "succeed" there
-    log, port = tmp_path / "ray.log", free_port()
-    address = f"127.0.0.1:{port}"
-    with ray_node(["--head", "--port", str(port), "--include-dashboard=false", "--num-cpus", "0"], log) as head:
-        wait_listening(head, port, "ray head", log)
+    with ray_head(tmp_path / "ray.log", cpus=0) as address:
         with executing("ray", address):
             with ray_node(["--address", address], tmp_path / "good.log"):
                 wait_nodes(address, 2)

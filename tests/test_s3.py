@@ -28,7 +28,8 @@ from imnet_data.shards import ShardOptions, shard
 from imnet_data.shards.publish import Uploader, upload
 from imnet_data.stage import stage
 from imnet_data.stores.base import file_sha256
-from tests.helpers import FaultPlan, QuietHandler, free_port, run_cli, send_faulty, wait_listening
+from tests.helpers import FaultPlan, QuietHandler, run_cli, send_faulty
+from tests.servers import moto_server
 
 boto3 = pytest.importorskip("boto3", reason="the object-store tests need boto3: pip install -e '.[test]'")
 pytest.importorskip("moto.server", reason="the object-store tests need moto's server: pip install 'moto[server]'")
@@ -65,23 +66,6 @@ class S3Server:
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-
-@contextlib.contextmanager
-def moto_server(log: Path, auth: bool = False) -> Iterator[str]:
-    """moto's S3-protocol server in its own process on a free loopback port (``auth``: requests authenticated
-    after the first three, which make the IAM user); yields the endpoint URL."""
-    port = free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "3"} if auth else {})})
-    try:
-        wait_listening(proc, port, "moto server", log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")

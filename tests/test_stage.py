@@ -3,12 +3,10 @@ and a fault-injecting HTTP server (stdlib, threaded) that drops connections, ans
 corrupts or stalls bodies and honours Range requests, logging every request so resume can be asserted."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -23,44 +21,10 @@ from imnet_data.fake import FakeOptions, make_fake
 from imnet_data.shards import ShardOptions, shard
 from imnet_data.stores.base import file_sha256
 from imnet_data.stage import StoreError, parse_ranks, stage
-from tests.helpers import FaultPlan, QuietHandler, free_port, run_cli, send_faulty, wait_listening
+from tests.helpers import FaultPlan, QuietHandler, run_cli, send_faulty
+from tests.servers import nginx
 
-NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
-NGINX_CONF = """daemon off;
-master_process off;
-pid {work}/nginx.pid;
-error_log {work}/error.log;
-events {{ worker_connections 512; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  default_type application/octet-stream;
-  client_body_temp_path {work}/body; proxy_temp_path {work}/proxy; fastcgi_temp_path {work}/fastcgi;
-  uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
-  server {{ listen 127.0.0.1:{port}; root {root}; }}
-}}
-"""
 FAST = {"retries": 3, "backoff": 0.01, "quiet": True}
-
-
-@contextlib.contextmanager
-def nginx(root: Path, work: Path) -> Iterator[str]:
-    """Serve ``root`` with nginx (one unprivileged-style process, no master) on a free loopback port; yields the
-    base URL. Skips the test when nginx is not installed."""
-    if NGINX is None:
-        pytest.skip("nginx not installed: apt-get install -y nginx-light (Debian) to run the HTTP tests")
-    work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    (work / "nginx.conf").write_text(NGINX_CONF.format(work=work, port=port, root=root.resolve()))
-    proc = subprocess.Popen([NGINX, "-c", str(work / "nginx.conf"), "-p", str(work), "-e", str(work / "error.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(proc, port, "nginx", work / "error.log")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 class FaultServer(ThreadingHTTPServer, FaultPlan):

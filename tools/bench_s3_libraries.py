@@ -26,8 +26,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.test_s3 import moto_server  # noqa: E402  (the tests' moto launcher)
-from tests.test_stage import NGINX, nginx  # noqa: E402  (the tests' nginx launcher)
+from tests.servers import NGINX, moto_server, nginx  # noqa: E402  (the tests' launchers)
 
 BUCKET = "bench"
 KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}

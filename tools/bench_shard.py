@@ -78,16 +78,12 @@ def noop(x: int) -> int:
 def ray_cluster(cpus: int, work: Path) -> Iterator[str]:
     """A one-node Ray cluster with ``cpus`` worker CPUs (the tests' launcher); yields its address."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.helpers import free_port, wait_listening
-    from tests.test_ray import ray_node, wait_nodes
+    from tests.servers import ray_head, wait_nodes
 
     work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    with ray_node(["--head", "--port", str(port), "--include-dashboard=false", "--num-cpus", str(cpus)],
-                  work / "ray.log") as head:
-        wait_listening(head, port, "ray head", work / "ray.log")
-        wait_nodes(f"127.0.0.1:{port}", 1)
-        yield f"127.0.0.1:{port}"
+    with ray_head(work / "ray.log", cpus) as address:
+        wait_nodes(address, 1)
+        yield address
 
 
 def per_task(executor: str, address: str | None, jobs: int) -> tuple[float, float]:

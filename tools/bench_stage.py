@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -40,7 +41,7 @@ from typing import Callable, Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_organize import timed  # noqa: E402  (tools/ is on sys.path when run as a script)
-from tests.test_stage import NGINX, nginx  # noqa: E402  (the tests' nginx launcher)
+from tests.servers import NGINX, moto_server, nginx  # noqa: E402  (the tests' launchers)
 
 TARGET = 0.80
 TARGET_S3 = 0.90
@@ -108,12 +109,11 @@ def make_source(src: Path, size: int, files: int) -> dict:
 def s3_bucket(folder: Path, files: list[str], work: Path) -> Iterator[dict | None]:
     """moto's server holding ``folder``'s files under ``s3://bench/stage/``; yields the environment that points
     boto3 at it (None when moto or boto3 is not installed)."""
-    try:
-        import boto3
-        from tests.test_s3 import moto_server
-    except ImportError:  # moto or boto3 missing: no S3 rows
-        yield None
+    if importlib.util.find_spec("boto3") is None or importlib.util.find_spec("moto") is None:
+        yield None                       # moto or boto3 missing: no S3 rows
         return
+    import boto3
+
     work.mkdir(parents=True, exist_ok=True)
     with moto_server(work / "moto.log") as endpoint:
         env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
