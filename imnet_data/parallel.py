@@ -34,6 +34,7 @@ from imnet_data.progress import progress
 
 T = TypeVar("T")
 R = TypeVar("R")
+H = TypeVar("H")      # an executor's handle of a submitted item (a future, a Ray object ref)
 
 
 class Executor(Protocol):
@@ -142,13 +143,24 @@ def pool_map(fn: Callable[[T], R], items: Sequence[T], n: int, ahead: int | None
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=init_worker,
                              initargs=(os.getpid(),)) as pool:
-        todo = iter(items)
-        pending = collections.deque(pool.submit(fn, item) for item in itertools.islice(todo, ahead or None))
-        try:
-            while pending:
-                result = pending.popleft().result()
-                pending.extend(pool.submit(fn, item) for item in itertools.islice(todo, 1))
-                yield result
-        finally:
-            for future in pending:
-                future.cancel()
+        yield from in_order(lambda item: pool.submit(fn, item), lambda future, _: future.result(),
+                            lambda future: future.cancel(), items, ahead)
+
+
+def in_order(submit: Callable[[T], H], result: Callable[[H, int], R], cancel: Callable[[H], object],
+             items: Iterable[T], window: int | None) -> Iterator[R]:
+    """The ``result(handle, number)`` of every item ``submit`` hands to an executor, in item order, with at
+    most ``window`` submitted and not yet taken (None or 0: all at once); what is still pending when the caller
+    stops early is cancelled. The one scheduling loop of every executor."""
+    todo = iter(items)
+    pending = collections.deque(submit(item) for item in itertools.islice(todo, window or None))
+    try:
+        for number in itertools.count():
+            if not pending:
+                return
+            out = result(pending.popleft(), number)
+            pending.extend(submit(item) for item in itertools.islice(todo, 1))
+            yield out
+    finally:
+        for handle in pending:
+            cancel(handle)

@@ -22,9 +22,7 @@ this machine, else a new one here (Ray's own rule for :func:`ray.init`).
 """
 from __future__ import annotations
 
-import collections
 import contextlib
-import itertools
 import logging
 import os
 import socket
@@ -34,6 +32,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 from imnet_data import __version__
 from imnet_data.errors import UsageError
+from imnet_data.parallel import in_order
 
 RETRIES = 3               # Ray retries of a task whose worker or node died
 INSTALL = "pip install 'imnet-data[ray]'"
@@ -128,20 +127,9 @@ class RayExecutor:
         ray = self.ray
         task = ray.remote(imnet_data_unit).options(num_cpus=1, max_retries=self.retries, retry_exceptions=False)
         shared, probes = ray.put(fn), ray.put(list(self.probes))   # sent once to the cluster, not with every task
-        todo = iter(items)
         cwd = os.getcwd()
-        pending = collections.deque(task.remote(shared, item, cwd, probes)
-                                    for item in itertools.islice(todo, window))
-        try:
-            for number in itertools.count():
-                if not pending:
-                    return
-                result = self.get(pending.popleft(), number)
-                pending.extend(task.remote(shared, item, cwd, probes) for item in itertools.islice(todo, 1))
-                yield result
-        finally:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+        yield from in_order(lambda item: task.remote(shared, item, cwd, probes), self.get,
+                            lambda ref: ray.cancel(ref, force=True), items, window)
 
     def get(self, ref, number: int):
         ray = self.ray
