@@ -100,7 +100,7 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
         for split in list(splits or source.splits()):
             plan = make_plan(source, split, options, jobs, quiet)
             store = root.child(split)
-            prepare(store, plan.header(), [s.digest for s in plan.shards], plan_bytes(plan), overwrite)
+            prepare(store, plan.header(), [s.digest for s in plan.shards], lambda: plan_bytes(plan), overwrite)
             folder = scratch / split
             folder.mkdir(parents=True, exist_ok=True)
             sweep_partials(folder)
@@ -149,10 +149,10 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
     todo = [s for s in mine if complete(target.store, s.name, s.digest) is None]
     report.kept = len(mine) - len(todo)
     local = FolderStore(target.folder)
-    ready = [r for s in todo if target.uploader and (r := complete(local, s.name, s.digest))]  # written, not up
-    names = tuple(class_names(plan.label_space, list(plan.classes)))
+    ready = [r for s in todo if (r := complete(local, s.name, s.digest))] if target.uploader else []  # not up
+    names, written = tuple(class_names(plan.label_space, list(plan.classes))), {r["name"] for r in ready}
     work = [ShardJob(str(target.folder), s, options, names, plan.label_space) for s in todo
-            if s.name not in {r["name"] for r in ready}]
+            if s.name not in written]
     n = default_jobs(jobs)
     publish = Publisher(target.uploader, target.store, target.folder, n) if target.uploader else None
     start = time.perf_counter()

@@ -25,9 +25,9 @@ from imnet_data.shards.plan import PLAN, read_plan
 from imnet_data.shards.target import header, prepare
 from imnet_data.shards.verify import split_folders
 from imnet_data.shards.writer import record_name
-from imnet_data.stores import FolderStore, S3Store, StoreError, open_store
+from imnet_data.stores import FolderStore, S3Store, drop_other, open_store
 from imnet_data.stores.base import Stat, TransferReport, file_sha256
-from imnet_data.stores.errors import T, retrying
+from imnet_data.stores.errors import T, reason_or, retrying
 
 
 @dataclass
@@ -102,10 +102,8 @@ class Publisher:
     def collect(self, done: Iterable[Future]) -> None:
         for future in list(done):
             name = self.pending.pop(future)
-            try:
-                future.result()
-            except (StoreError, OSError) as e:
-                self.failed.append({"shard": name, "reason": str(e)})
+            if isinstance(outcome := reason_or(future.result), str):
+                self.failed.append({"shard": name, "reason": outcome})
 
     def close(self) -> list[dict]:
         """Wait for every upload; the failed ones."""
@@ -168,19 +166,20 @@ def upload_split(up: Uploader, pool: ThreadPoolExecutor, folder: Path, manifest:
     store = root.child(manifest["split"])
     plan = read_plan(FolderStore(folder))
     if plan is not None:
-        prepare(store, header(plan), [s.get("digest") for s in plan["shards"]], (folder / PLAN).read_bytes(),
+        prepare(store, header(plan), [s.get("digest") for s in plan["shards"]], (folder / PLAN).read_bytes,
                 overwrite)
-    if (folder / MANIFEST).read_bytes() != retrying(store.url(MANIFEST), lambda: store.read(MANIFEST) or b"",
-                                                    up.retries, up.backoff):
-        store.delete(MANIFEST)   # another shard set's manifest: gone until these shards are all up
-    shards = manifest["shards"]
-    for shard, outcome in zip(shards, pool.map(lambda s: attempt(up, store, folder, s), shards)):
+    local = (folder / MANIFEST).read_bytes()
+    retrying(store.url(MANIFEST), lambda: drop_other(store, MANIFEST, local), up.retries, up.backoff)
+    shards, failed = manifest["shards"], False
+    for shard, outcome in zip(shards, pool.map(lambda s: reason_or(lambda: up.send_shard(store, folder, s)),
+                                               shards)):
         label = f"{manifest['split']}/{shard['name']}"
         if isinstance(outcome, str):
             report.failed.append({"shard": label, "reason": outcome})
+            failed = True
         else:
             (report.uploaded if outcome else report.skipped).append(label)
-    if any(f["shard"].startswith(manifest["split"] + "/") for f in report.failed):
+    if failed:
         return
     for name in (WIDS, MANIFEST):
         if (folder / name).is_file():
@@ -188,10 +187,3 @@ def upload_split(up: Uploader, pool: ThreadPoolExecutor, folder: Path, manifest:
     update_info(root, manifest)
     report.manifests.append(store.url(MANIFEST))
 
-
-def attempt(up: Uploader, store: S3Store, folder: Path, shard: dict) -> bool | str:
-    """A worker's result: whether the shard was sent, or the reason it failed."""
-    try:
-        return up.send_shard(store, folder, shard)
-    except (StoreError, OSError) as e:
-        return str(e)

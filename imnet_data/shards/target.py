@@ -4,6 +4,7 @@ the old shard set removed first). Shared by ``shard`` (into a folder or a bucket
 from __future__ import annotations
 
 import fnmatch
+from typing import Callable
 
 from imnet_data.shards.manifest import MANIFEST
 from imnet_data.shards.peers import WIDS
@@ -19,9 +20,10 @@ def header(plan: dict) -> dict:
     return {k: v for k, v in plan.items() if k != "shards"}
 
 
-def prepare(store: Store, head: dict, digests: list[str], raw: bytes, overwrite: bool) -> None:
-    """Make ``store`` hold the plan of header ``head`` and shard ``digests`` (``raw``: its stored bytes), see
-    the module doc; ValueError naming what differs when it holds another plan and ``overwrite`` is not given."""
+def prepare(store: Store, head: dict, digests: list[str], raw: Callable[[], bytes], overwrite: bool) -> None:
+    """Make ``store`` hold the plan of header ``head`` and shard ``digests`` (``raw()``: its stored bytes, made
+    only when they are written), see the module doc; ValueError naming what differs when it holds another plan
+    and ``overwrite`` is not given."""
     stored = read_plan(store)
     if stored is not None:
         if header(stored) == head and [s.get("digest") for s in stored["shards"]] == digests:
@@ -31,7 +33,7 @@ def prepare(store: Store, head: dict, digests: list[str], raw: bytes, overwrite:
             raise ValueError(f"{store}: holds shards of a different plan (differs in: "
                              f"{', '.join(differs) or 'sample order'}); use --overwrite or another DEST")
         clear(store)
-    store.write(PLAN, raw)
+    store.write(PLAN, raw())
 
 
 def clear(store: Store) -> None:

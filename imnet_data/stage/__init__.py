@@ -39,8 +39,9 @@ from imnet_data.shards.schema import check_info, load_json, parse_manifest
 from imnet_data.shards.verify import split_folders
 from imnet_data.stage.ranks import format_ranks, node_selection, parse_ranks, select
 from imnet_data.stage.transfer import FileJob, RateLimit, ShardJob, Transfer, partial_size, retrying
-from imnet_data.stores import FolderStore, Store, StoreError, open_store
+from imnet_data.stores import FolderStore, Store, StoreError, drop_other, open_store
 from imnet_data.stores.base import TransferReport
+from imnet_data.stores.errors import reason_or
 from imnet_data.tario import atomic_file, write_json
 
 __all__ = ["stage", "StageReport", "StoreError", "Transfer", "FileJob", "ShardJob", "RateLimit", "retrying",
@@ -216,14 +217,13 @@ def stage(source: str | os.PathLike, dest: str | os.PathLike, *, splits: list[st
         for plan in plans:
             plan.folder.mkdir(parents=True, exist_ok=True)
             held.enter_context(locked(plan.folder))
-            if (plan.folder / MANIFEST).is_file() and (plan.folder / MANIFEST).read_bytes() != plan.raw:
-                (plan.folder / MANIFEST).unlink()   # another shard set was here: not complete until the end
+            drop_other(FolderStore(plan.folder), MANIFEST, plan.raw)
         work = [j for p in plans for j in shard_jobs(p)]
         needed = check_space(dest, work, link)
         report = StageReport(str(source), str(dest), [p.split for p in plans], selection)
         with progress(total=needed, desc="stage", unit="B", unit_scale=True, quiet=quiet) as t.bar:
             with ThreadPoolExecutor(max(jobs, 1)) as pool:
-                for job, outcome in zip(work, pool.map(lambda j: attempt_shard(t, j), work)):
+                for job, outcome in zip(work, pool.map(lambda j: reason_or(lambda: t.stage_shard(j)), work)):
                     if isinstance(outcome, str):
                         report.failed.append({"shard": job.label, "reason": outcome})
                         continue
@@ -238,10 +238,3 @@ def stage(source: str | os.PathLike, dest: str | os.PathLike, *, splits: list[st
     report.seconds = time.monotonic() - start
     return report
 
-
-def attempt_shard(t: Transfer, job: ShardJob) -> tuple[bool, dict] | str:
-    """A worker's result: ``stage_shard``'s, or the reason it failed."""
-    try:
-        return t.stage_shard(job)
-    except (StoreError, OSError) as e:
-        return str(e)

@@ -15,9 +15,11 @@ from imnet_data.stores.s3 import S3Store, s3_store
 Store = Union[FolderStore, HttpStore, S3Store]
 
 
-def is_url(location: str | os.PathLike) -> bool:
-    """Whether ``location`` names a remote store (http(s), s3, gs) rather than a folder."""
-    return bool(re.match(r"^(https?|s3|gs)://", os.fspath(location)))
+def drop_other(store: Store, name: str, raw: bytes) -> None:
+    """Remove ``name`` when it holds other bytes than ``raw`` (another shard set's manifest: gone until this
+    set is complete, so no reader meets a manifest naming shards that are being replaced)."""
+    if store.read(name) not in (None, raw):
+        store.delete(name)
 
 
 @contextlib.contextmanager
@@ -35,4 +37,4 @@ def open_store(location: str | os.PathLike, jobs: int = 4,
         yield FolderStore(text)
 
 
-__all__ = ["FolderStore", "HttpStore", "Retry", "S3Store", "Store", "StoreError", "is_url", "open_store"]
+__all__ = ["FolderStore", "HttpStore", "Retry", "S3Store", "Store", "StoreError", "drop_other", "open_store"]

@@ -18,10 +18,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import re
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
-from imnet_data.stores.errors import StoreError
+from imnet_data.stores.errors import Retry, StoreError
 
 MAX_METADATA = 256 << 20    # bytes of any manifest / index / info file: a 21k manifest is well under this
 
@@ -34,8 +35,19 @@ class Stat(NamedTuple):
     sha256: str | None = None
 
 
-def capped(body: bytes, where: str) -> bytes:
-    """``body`` (read up to one byte past the cap), or StoreError when it is past the metadata cap."""
+def check_range(content_range: str | None, start: int, where: str) -> None:
+    """Retry (restart from 0) unless a ranged answer's ``Content-Range`` starts at ``start``."""
+    m = re.match(r"bytes (\d+)-", content_range or "")
+    if not m or int(m.group(1)) != start:
+        raise Retry(f"{where}: unexpected Content-Range {content_range!r}", True)
+
+
+def capped_read(read: Callable[[int], bytes], where: str, declared: int | None = None) -> bytes:
+    """A metadata file's bytes through ``read`` (asked for one byte past the cap); StoreError when its
+    ``declared`` size (a Content-Length) is past the metadata cap (refused unread) or what came is."""
+    if declared is not None and declared > MAX_METADATA:
+        raise StoreError(f"{where}: {declared:,} bytes, over the {MAX_METADATA:,}-byte cap for metadata")
+    body = read(MAX_METADATA + 1)
     if len(body) > MAX_METADATA:
         raise StoreError(f"{where}: over the {MAX_METADATA:,}-byte cap for metadata; refused")
     return body

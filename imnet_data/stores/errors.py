@@ -50,3 +50,12 @@ def retrying(label: str, attempt: Callable[[], T], retries: int, backoff: float,
                 on_retry()
                 time.sleep(min(backoff * 2 ** n, BACKOFF_CAP))
     raise StoreError(f"{label}: failed after {retries + 1} attempts; last: {type(last).__name__}: {last}")
+
+
+def reason_or(attempt: Callable[[], T]) -> T | str:
+    """``attempt()``'s result or, when it fails for good (StoreError, OSError), the reason as text: a pool
+    worker's answer, reported beside the others instead of raised."""
+    try:
+        return attempt()
+    except (StoreError, OSError) as e:
+        return str(e)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator
 
-from imnet_data.stores.base import MAX_METADATA, Stat, capped, file_sha256
+from imnet_data.stores.base import Stat, capped_read, file_sha256
 from imnet_data.stores.errors import StoreError
 from imnet_data.tario import atomic_file
 
@@ -30,7 +30,7 @@ class FolderStore:
         """A metadata file's bytes (None when absent; StoreError past the metadata cap)."""
         try:
             with open(self.root / name, "rb") as f:
-                return capped(f.read(MAX_METADATA + 1), self.url(name))
+                return capped_read(f.read, self.url(name))
         except FileNotFoundError:
             return None
         except OSError as e:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Callable, Iterator
 from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from imnet_data.stores.base import MAX_METADATA, capped, direct_reader
+from imnet_data.stores.base import capped_read, check_range, direct_reader
 from imnet_data.stores.errors import Retry, StoreError
 
 PERMANENT = {401, 403, 404, 410}
@@ -53,9 +52,7 @@ class HttpStore:
                 return None
             check_status(r, url)
             declared = r.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > MAX_METADATA:
-                raise StoreError(f"{url}: {int(declared):,} bytes, over the {MAX_METADATA:,}-byte cap for metadata")
-            return capped(r.raw.read(MAX_METADATA + 1), url)
+            return capped_read(r.raw.read, url, int(declared) if declared.isdigit() else None)
 
     @contextlib.contextmanager
     def open(self, name: str, start: int) -> Iterator[tuple[int, Callable[[memoryview], int]]]:
@@ -64,9 +61,7 @@ class HttpStore:
         with self.get(name, {"Range": f"bytes={start}-"} if start else None) as r:
             offset = 0
             if r.status_code == 206:
-                m = re.match(r"bytes (\d+)-", r.headers.get("Content-Range", ""))
-                if not m or int(m.group(1)) != start:
-                    raise Retry(f"{r.url}: unexpected Content-Range {r.headers.get('Content-Range')!r}", True)
+                check_range(r.headers.get("Content-Range"), start, r.url)
                 offset = start
             with direct_reader(r.raw) as readinto:
                 yield offset, readinto

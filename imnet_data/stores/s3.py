@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from imnet_data.errors import UsageError
-from imnet_data.stores.base import MAX_METADATA, Stat, capped, direct_reader
+from imnet_data.stores.base import Stat, capped_read, check_range, direct_reader
 from imnet_data.stores.errors import Policy, Retry, StoreError, once
 
 SCHEMES = ("s3", "gs")
@@ -101,12 +101,8 @@ class S3Store:
             r = self.call(name, "get_object", Key=self.key(name))
         except Missing:
             return None
-        if r["ContentLength"] > MAX_METADATA:
-            r["Body"].close()
-            raise StoreError(f"{self.url(name)}: {r['ContentLength']:,} bytes, over the {MAX_METADATA:,}-byte cap "
-                             "for metadata")
         with contextlib.closing(r["Body"]) as body:
-            return capped(body.read(MAX_METADATA + 1), self.url(name))
+            return capped_read(body.read, self.url(name), r["ContentLength"])
 
     @contextlib.contextmanager
     def open(self, name: str, start: int) -> Iterator[tuple[int, Callable[[memoryview], int]]]:
@@ -116,12 +112,9 @@ class S3Store:
             r = self.call(name, "get_object", Key=self.key(name), **({"Range": f"bytes={start}-"} if start else {}))
         except Missing:
             raise StoreError(f"{self.url(name)}: NoSuchKey: the object is not there") from None
-        if start:
-            m = re.match(r"bytes (\d+)-", r.get("ContentRange", ""))
-            if not m or int(m.group(1)) != start:
-                r["Body"].close()
-                raise Retry(f"{self.url(name)}: unexpected Content-Range {r.get('ContentRange')!r}", True)
         with contextlib.closing(r["Body"]) as body:
+            if start:
+                check_range(r.get("ContentRange"), start, self.url(name))
             with direct_reader(body._raw_stream) as readinto:   # botocore's body wraps a urllib3 response
                 yield start, readinto
 
