@@ -273,6 +273,23 @@ def test_shard_into_bucket_refuses_another_plan(fake: FakeResult, aws: S3Server,
     assert len([k for k in aws.keys(url.split("/")[2]) if k.endswith(".tar")]) == 3   # the old 1 is gone
 
 
+def test_every_request_of_a_shard_run_is_retried(fake: FakeResult, aws: S3Server, proxy: S3Proxy,
+                                                  tmp_path: Path) -> None:
+    """Not only the shards' uploads: a SlowDown on the plan's PUT, on a shard's HEAD and on the manifest's PUT
+    is retried, and the run ends with its manifest."""
+    bucket = aws.bucket()
+    for request in ("PUT {}/s/val/plan.json.gz", "HEAD {}/s/val/imagenet-1k-val-000000.tar",
+                    "PUT {}/s/val/manifest.json"):
+        proxy.plan(request.format(bucket), "slowdown")
+    report = shard(fake.out, f"s3://{bucket}/s", ShardOptions(samples_per_shard=7), splits=["val"],
+                   work=tmp_path / "w", quiet=True)
+    assert report.ok and report.splits[0].manifest == f"s3://{bucket}/s/val/manifest.json"
+    for request in ("PUT {}/s/val/plan.json.gz", "HEAD {}/s/val/imagenet-1k-val-000000.tar",
+                    "PUT {}/s/val/manifest.json"):
+        method, path = request.format(bucket).split(" ")
+        assert proxy.calls.count((method, path)) >= 2, request        # refused once, then sent again
+
+
 def test_multi_node_shard_into_one_prefix_then_merge(fake: FakeResult, local: Path, aws: S3Server,
                                                      tmp_path: Path) -> None:
     bucket = aws.bucket()
@@ -364,7 +381,8 @@ def test_large_files_go_up_in_parts_checked_and_a_failed_upload_leaves_nothing(a
         with pytest.raises(StoreError, match=f"{big}: sha256 .* is not the recorded"):
             store.put("changed.tar", big, "0" * 64)
         assert aws.keys(bucket) == [] and pending() == []
-        uploader = Uploader(retries=2, backoff=0.01)
+    uploader = Uploader(retries=2, backoff=0.01)
+    with s3_store(f"s3://{bucket}/p", 1, (10.0, 60.0), uploader.retry) as store:    # the uploader's policy
         proxy.plan(f"PUT {bucket}/p/big.tar", None, "slowdown")              # part 2 throttled once
         assert uploader.send(store, "big.tar", big, digest) and uploader.retried == 1
         assert store.stat("big.tar") == Stat(PART + (1 << 20), digest) and store.sha256("big.tar") == digest

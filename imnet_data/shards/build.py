@@ -89,13 +89,14 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
     per upload.
     """
     source = open_source(Path(src), layout)
-    with open_store(dest, default_jobs(jobs)) as root:
+    uploader = Uploader(retries)             # an object store's: every request retried under its policy
+    with open_store(dest, default_jobs(jobs), policy=uploader.retry) as root:
         if isinstance(root, HttpStore):
             raise UsageError(f"{dest}: an http(s) URL is read-only; shard into a folder or an s3:// / gs:// prefix")
         scratch = root.root if isinstance(root, FolderStore) else Path(work or default_work(str(root)))
         check_apart(src, scratch)
         check_visible([src], [scratch])
-        uploader = None if isinstance(root, FolderStore) else Uploader(retries)
+        uploader = None if isinstance(root, FolderStore) else uploader
         reports = []
         for split in list(splits or source.splits()):
             plan = make_plan(source, split, options, jobs, quiet)

@@ -43,10 +43,9 @@ class Uploader:
 
     def present(self, store: S3Store, name: str, size: int, sha256: str) -> bool:
         """The object is there with the file's size and sha256 (read back too, with ``verify``)."""
-        if retrying(store.url(name), lambda: store.stat(name), self.retries, self.backoff) != Stat(size, sha256):
+        if store.stat(name) != Stat(size, sha256):     # the store's requests are retried by :meth:`retry`
             return False
-        return not self.verify or retrying(store.url(name), lambda: store.sha256(name), self.retries,
-                                           self.backoff) == sha256
+        return not self.verify or self.retry(store.url(name), lambda: store.sha256(name)) == sha256
 
     def send(self, store: S3Store, name: str, path: Path, sha256: str | None = None) -> bool:
         """Upload ``path`` as ``name`` unless present (``sha256``: the recorded one; else computed); whether it
@@ -55,13 +54,13 @@ class Uploader:
         size = path.stat().st_size
         if self.present(store, name, size, sha256):
             return False
-        self.retry(store.url(name), lambda: store.put(name, path, sha256, self.retry))
+        self.retry(store.url(name), lambda: store.put(name, path, sha256))   # landed, but not the file
         self.count(sent=size)
         return True
 
     def retry(self, label: str, attempt: Callable[[], T]) -> T:
-        """``attempt`` under this uploader's policy, each retry counted (also each request of an upload: a
-        refused part is sent again, not the whole file)."""
+        """``attempt`` under this uploader's policy, each retry counted: the policy of the store it writes to
+        (every request: a refused part is sent again, not the whole file), and of whole uploads."""
         return retrying(label, attempt, self.retries, self.backoff, lambda: self.count(retried=1))
 
     def count(self, sent: int = 0, retried: int = 0) -> None:
@@ -146,11 +145,11 @@ def upload(dest: str | Path, url: str, *, splits: list[str] | None = None, jobs:
     (ValueError) unless ``overwrite``; failed shards are reported, not raised."""
     start = time.monotonic()
     folders = split_folders(Path(dest), splits)
-    with open_store(url, jobs, timeout) as root:
+    up = Uploader(retries, backoff, verify)
+    with open_store(url, jobs, timeout, up.retry) as root:
         if not isinstance(root, S3Store):
             raise UsageError(f"{url}: upload writes to an object store (s3:// or gs://); to copy to a folder, "
                              "use 'imnet-data stage'")
-        up = Uploader(retries, backoff, verify)
         manifests = [(folder, read_manifest(folder)) for folder in folders]
         report = UploadReport(str(dest), str(root), [m["split"] for _, m in manifests])
         with ThreadPoolExecutor(max(jobs, 1)) as pool:
@@ -168,8 +167,7 @@ def upload_split(up: Uploader, pool: ThreadPoolExecutor, folder: Path, manifest:
     if plan is not None:
         prepare(store, header(plan), [s.get("digest") for s in plan["shards"]], (folder / PLAN).read_bytes,
                 overwrite)
-    local = (folder / MANIFEST).read_bytes()
-    retrying(store.url(MANIFEST), lambda: drop_other(store, MANIFEST, local), up.retries, up.backoff)
+    drop_other(store, MANIFEST, (folder / MANIFEST).read_bytes())
     shards, failed = manifest["shards"], False
     for shard, outcome in zip(shards, pool.map(lambda s: reason_or(lambda: up.send_shard(store, folder, s)),
                                                shards)):

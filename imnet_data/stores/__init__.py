@@ -7,7 +7,7 @@ import os
 import re
 from typing import Iterator, Union
 
-from imnet_data.stores.errors import Retry, StoreError
+from imnet_data.stores.errors import Policy, Retry, StoreError, once
 from imnet_data.stores.folder import FolderStore
 from imnet_data.stores.http import HttpStore, http_store
 from imnet_data.stores.s3 import S3Store, s3_store
@@ -23,15 +23,16 @@ def drop_other(store: Store, name: str, raw: bytes) -> None:
 
 
 @contextlib.contextmanager
-def open_store(location: str | os.PathLike, jobs: int = 4,
-               timeout: tuple[float, float] = (10.0, 60.0)) -> Iterator[Store]:
-    """The store behind a path or URL (connections pooled for ``jobs`` threads, closed after)."""
+def open_store(location: str | os.PathLike, jobs: int = 4, timeout: tuple[float, float] = (10.0, 60.0),
+               policy: Policy = once) -> Iterator[Store]:
+    """The store behind a path or URL (connections pooled for ``jobs`` threads, closed after; an object
+    store's requests under ``policy``, see :func:`~imnet_data.stores.errors.retrying`)."""
     text = os.fspath(location)
     if re.match(r"^https?://", text):
         with http_store(text, jobs, timeout) as store:
             yield store
     elif re.match(r"^(s3|gs)://", text):
-        with s3_store(text, jobs, timeout) as store:
+        with s3_store(text, jobs, timeout, policy) as store:
             yield store
     else:
         yield FolderStore(text)

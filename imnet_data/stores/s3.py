@@ -8,10 +8,10 @@ endpoint from ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) as boto3 and the
 anywhere. Measured against obstore and s3fs before choosing (see the README): single-stream reads as fast as
 obstore's, twice s3fs's.
 
-botocore's own retries are off: every request is tried once here and the callers' retry loop (backoff, counted
-retries) decides. Errors are sorted into permanent ones naming the object or bucket (403, NoSuchKey,
-NoSuchBucket, bad credentials) and :class:`~imnet_data.stores.errors.Retry` (503 SlowDown, 500, throttling,
-dropped connections). Large uploads are multipart; every uploaded file carries its sha256 as metadata and is
+botocore's own retries are off: every request goes through the store's ``policy`` (the writers' retries with
+backoff, counted; for ``stage``, once: its transfers retry and resume themselves). Errors are sorted into
+permanent ones naming the object or bucket (403, NoSuchKey, NoSuchBucket, bad credentials) and
+:class:`~imnet_data.stores.errors.Retry` (503 SlowDown, 500, throttling, dropped connections). Large uploads are multipart; every uploaded file carries its sha256 as metadata and is
 checked (size and sha256) once it has landed.
 """
 from __future__ import annotations
@@ -73,14 +73,14 @@ def client(scheme: str, jobs: int, timeout: tuple[float, float]):
 class S3Store:
     """The objects under ``bucket/prefix``; names are keys below the prefix."""
 
-    def __init__(self, scheme: str, bucket: str, prefix: str, s3) -> None:
-        self.scheme, self.bucket, self.prefix, self.s3 = scheme, bucket, prefix.strip("/"), s3
+    def __init__(self, scheme: str, bucket: str, prefix: str, s3, policy: Policy = once) -> None:
+        self.scheme, self.bucket, self.prefix, self.s3, self.policy = scheme, bucket, prefix.strip("/"), s3, policy
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.bucket}/{self.prefix}".rstrip("/")
 
     def child(self, name: str) -> "S3Store":
-        return S3Store(self.scheme, self.bucket, self.key(name), self.s3)
+        return S3Store(self.scheme, self.bucket, self.key(name), self.s3, self.policy)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -89,11 +89,13 @@ class S3Store:
         return f"{self.scheme}://{self.bucket}/{self.key(name)}"
 
     def call(self, name: str, method: str, **kwargs):
-        """One request about object ``name``, its errors sorted (see the module doc)."""
-        try:
-            return getattr(self.s3, method)(Bucket=self.bucket, **kwargs)
-        except Exception as e:  # noqa: BLE001 -- botocore raises many types; each is sorted below
-            raise sorted_error(e, self.url(name), self.bucket) from e
+        """One request about object ``name`` under the store's policy, its errors sorted (see the module doc)."""
+        def request() -> object:
+            try:
+                return getattr(self.s3, method)(Bucket=self.bucket, **kwargs)
+            except Exception as e:  # noqa: BLE001 -- botocore raises many types; each is sorted below
+                raise sorted_error(e, self.url(name), self.bucket) from e
+        return self.policy(self.url(name), request)
 
     def read(self, name: str) -> bytes | None:
         """A metadata object's bytes (None when absent; StoreError past the metadata cap)."""
@@ -132,41 +134,37 @@ class S3Store:
         self.call(name, "put_object", Key=self.key(name), Body=data,
                   Metadata={"sha256": hashlib.sha256(data).hexdigest()})
 
-    def put(self, name: str, path: Path, sha256: str, retry: Policy = once) -> None:
+    def put(self, name: str, path: Path, sha256: str) -> None:
         """A file as object ``name`` (multipart from :data:`PART` bytes) with ``sha256`` as its metadata, then
         checked: the bytes sent must have that sha256 (else StoreError: the file is not the one recorded; nothing
         is left under the name), and the object must have landed with the file's size (else Retry). Each request
-        goes through ``retry`` (a failed part is sent again, not the whole file); a failure that outlasts it
-        aborts the upload."""
+        is retried by the store's policy (a failed part is sent again, not the whole file); a failure that
+        outlasts it aborts the upload."""
         size = path.stat().st_size
         h = hashlib.sha256()
         if size < PART:
             body = path.read_bytes()
             check_sent(h, body, sha256, path)
-            retry(self.url(name), lambda: self.call(name, "put_object", Key=self.key(name), Body=body,
-                                                    Metadata={"sha256": sha256}))
+            self.call(name, "put_object", Key=self.key(name), Body=body, Metadata={"sha256": sha256})
         else:
-            self.multipart(name, path, sha256, h, retry)
-        found = retry(self.url(name), lambda: self.stat(name))
+            self.multipart(name, path, sha256, h)
+        found = self.stat(name)
         if found != Stat(size, sha256):
             raise Retry(f"{self.url(name)}: uploaded, but the object is not the file ({found} for {size:,} bytes)")
 
-    def multipart(self, name: str, path: Path, sha256: str, h: "hashlib._Hash", retry: Policy) -> None:
+    def multipart(self, name: str, path: Path, sha256: str, h: "hashlib._Hash") -> None:
         """Upload in parts of :data:`PART` bytes; completed only when the parts' bytes have ``sha256``."""
-        key, url = self.key(name), self.url(name)
-        upload = retry(url, lambda: self.call(name, "create_multipart_upload", Key=key,
-                                              Metadata={"sha256": sha256}))["UploadId"]
+        key = self.key(name)
+        upload = self.call(name, "create_multipart_upload", Key=key, Metadata={"sha256": sha256})["UploadId"]
         try:
             parts = []
             with open(path, "rb") as f:
                 for number, chunk in enumerate(iter(lambda: f.read(PART), b""), 1):
                     h.update(chunk)
-                    done = retry(f"{url} (part {number})", lambda: self.call(
-                        name, "upload_part", Key=key, UploadId=upload, PartNumber=number, Body=chunk))
+                    done = self.call(name, "upload_part", Key=key, UploadId=upload, PartNumber=number, Body=chunk)
                     parts.append({"PartNumber": number, "ETag": done["ETag"]})
             check_sent(h, b"", sha256, path)
-            retry(url, lambda: self.call(name, "complete_multipart_upload", Key=key, UploadId=upload,
-                                         MultipartUpload={"Parts": parts}))
+            self.call(name, "complete_multipart_upload", Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
         except BaseException:
             with contextlib.suppress(Exception):
                 self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
@@ -231,7 +229,7 @@ def sorted_error(error: Exception, url: str, bucket: str) -> Exception:
 
 
 @contextlib.contextmanager
-def s3_store(url: str, jobs: int, timeout: tuple[float, float]) -> Iterator[S3Store]:
-    """The store of an ``s3://`` or ``gs://`` URL."""
+def s3_store(url: str, jobs: int, timeout: tuple[float, float], policy: Policy = once) -> Iterator[S3Store]:
+    """The store of an ``s3://`` or ``gs://`` URL, its requests under ``policy``."""
     scheme, bucket, prefix = split_url(url)
-    yield S3Store(scheme, bucket, prefix, client(scheme, jobs, timeout))
+    yield S3Store(scheme, bucket, prefix, client(scheme, jobs, timeout), policy)
