@@ -298,8 +298,7 @@ def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterab
     job = Job(uuid.uuid4().hex, str(Path(src).resolve()), reader.layout, str(dest), fix, quality, keep)
     results = list(map_units(job, units, jobs=jobs, desc="organize", quiet=quiet, weights=[u.size for u in units]))
     report = summarize(job, wanted, results, not_found, time.monotonic() - start)
-    with tario.atomic_file(dest / REPORT) as f:
-        f.write((json.dumps(report.record(), indent=1, sort_keys=True) + "\n").encode())
+    tario.write_json(dest / REPORT, report.record())
     write_class_index(dest, reader.layout, results)
     return report
 
@@ -308,8 +307,7 @@ def write_class_index(dest: Path, layout: str, results: list[UnitResult]) -> Non
     """``DEST/class_to_idx.json``: WNID -> class index in the layout's label space (ImageNet-1k: the 1000-class
     sorted-WNID index, as the shards' ``.cls``), which :func:`imnet_data.imagefolder.image_folder` gives
     torchvision's ImageFolder instead of 0..K-1 over the class folders present."""
-    found = {path.split("/")[1] for r in results for path, _ in r.files}
-    _, classes = catalog.label_space(layout, found)
+    _, classes = catalog.label_space(layout, (path.split("/")[1] for r in results for path, _ in r.files))
     tario.write_json(dest / CLASS_INDEX, {wnid: i for i, wnid in enumerate(classes)})
 
 

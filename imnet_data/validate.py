@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -93,8 +92,7 @@ class ValidationReport:
 
     def save(self, path: Path) -> None:
         """Write :meth:`as_dict` as JSON, atomically (a reader never sees half a report)."""
-        with tario.atomic_file(Path(path)) as f:
-            f.write((json.dumps(self.as_dict(), indent=1, sort_keys=True) + "\n").encode())
+        tario.write_json(Path(path), self.as_dict())
 
     def render(self, per_kind: int = 5) -> str:
         """A readable summary: totals, checksums, problems by severity and kind (the first ``per_kind`` of

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 from imnet_data import tario
@@ -40,8 +39,7 @@ def build_truth(plan: Plan, sha256: dict[tuple[str, str], str], archives: dict[s
 
 def write_truth(result: FakeResult, path: Path) -> None:
     """Write ``result.truth`` as JSON (sorted keys, so the same fake gives the same bytes), atomically."""
-    with tario.atomic_file(Path(path)) as f:
-        f.write((json.dumps(result.truth, indent=1, sort_keys=True) + "\n").encode())
+    tario.write_json(Path(path), result.truth)
 
 
 def _defect(spec: ImageSpec) -> dict:

@@ -100,12 +100,16 @@ def read(tar: tarfile.TarFile, group: Group, ext: str) -> bytes:
     return f.read() if f is not None else b""
 
 
+def index_row(key: str, group: Group) -> tuple[str, list[tuple[str, int, int]]]:
+    """A sample's DALI index row: ``(key, [(ext, data offset, size), ...])``."""
+    return key, [(ext, i.offset_data, i.size) for ext, i in group.items()]
+
+
 def index_rows(path: Path) -> list[tuple[str, list[tuple[str, int, int]]]]:
-    """The DALI index rows of a shard (``(key, [(ext, data offset, size), ...])``) from its tar headers, for a
-    shard that came without ``.idx`` and for ``verify`` to check the one it came with."""
+    """The DALI index rows of a shard (:func:`index_row` of every sample) from its tar headers, for a shard that
+    came without ``.idx`` and for ``verify`` to check the one it came with."""
     with open_shard(path) as tar:
         try:
-            return [(key, [(ext, i.offset_data, i.size) for ext, i in group.items()])
-                    for key, group in samples(path, tar)]
+            return [index_row(key, group) for key, group in samples(path, tar)]
         except tarfile.TarError as e:
             raise ShardTarError(f"{path}: corrupt tar ({e})") from e

@@ -26,6 +26,7 @@ from imnet_data import __version__, catalog
 from imnet_data.errors import UsageError
 from imnet_data.parallel import map_units
 from imnet_data.sources import Entry, Source, SourceError, Unit
+from imnet_data.shards.schema import KEY
 from imnet_data.sources.base import stem
 from imnet_data.stores import Store
 
@@ -171,7 +172,7 @@ def sample_key(entry: Entry) -> str:
     non-UTF-8 bytes, which would break DALI's index and other readers. The original name stays in the sample's
     ``.json`` (``file``); two names that give one key are refused by :func:`make_plan`, naming both."""
     key = KEY_UNSAFE.sub("_", stem(entry.name))
-    if not key or len(key) > 90:
+    if not KEY.match(key):
         raise SourceError(f"{entry.origin}: file name {entry.name!r} gives no usable sample key (1-90 characters)")
     return key
 

@@ -20,7 +20,6 @@ FORMAT_VERSION = 1
 INDEX_VERSION = "v1.2"           # DALI's wds2idx format
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")   # a plain file name in the split folder
 KEY = re.compile(r"^[A-Za-z0-9_-]{1,90}$")                      # a sample key (see shards.plan.sample_key)
-EXT = re.compile(r"^[A-Za-z0-9]{1,16}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # one index line: groups of "ext offset size <key>.ext", one key for all (backreferences: \2 the key, \1 and
 # \3 the extension of the group being matched)

@@ -23,7 +23,7 @@ from imnet_data.errors import UsageError
 from imnet_data.imageio import probe
 from imnet_data.parallel import check_visible, map_units
 from imnet_data.shards.manifest import MANIFEST, read_manifest
-from imnet_data.shards.members import ShardTarError, open_shard, read, samples
+from imnet_data.shards.members import ShardTarError, index_row, open_shard, read, samples
 from imnet_data.shards.schema import SchemaError, parse_index, render_index
 from imnet_data.stores.base import file_sha256
 from imnet_data.tario import BLOCK
@@ -150,7 +150,7 @@ def read_samples(path: Path, job: ShardCheck, result: ShardResult, labels: Count
     with open_shard(path) as tar:
         for key, group in samples(path, tar):
             result.samples += 1
-            rows.append((key, [(ext, info.offset_data, info.size) for ext, info in group.items()]))
+            rows.append(index_row(key, group))
             check_sample(tar, key, group, job, labels, found)
         end = tar.offset
     with open(path, "rb") as f:   # tarfile stops quietly at a damaged header: demand the end-of-archive marker
