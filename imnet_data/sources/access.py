@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from imnet_data.sources.base import SourceError
-from imnet_data.sources.safety import DEFAULT_LIMITS, TINY_LIMITS, check_archive_size, check_zip, check_zip_member
+from imnet_data.sources.safety import DEFAULT_LIMITS, TINY_LIMITS, check_archive_size, check_zip
 
 
 class Descriptors:
@@ -91,8 +91,7 @@ def fetch(loc: tuple, origin: str = "") -> bytes:
         return data
     if kind == "zip":
         try:
-            zf = open_zip(Path(path))
-            return zf.read(check_zip_member(zf.getinfo(rest[0]), path))
+            return open_zip(Path(path)).read(rest[0])   # every member checked when the zip was opened
         except (KeyError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
             raise SourceError(f"{origin}: cannot read the member ({e})") from e
     raise SourceError(f"{origin}: unknown locator kind {kind!r}")
