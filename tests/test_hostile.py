@@ -120,6 +120,20 @@ def test_a_tiny_class_listed_without_images_is_named(tmp_path: Path) -> None:
     assert result.returncode == 1 and f"train/{wnid}/images: holds no images" in result.stderr
 
 
+
+def test_a_tiny_zip_without_wnids_txt_is_named(tmp_path: Path) -> None:
+    made = make_fake_tiny_imagenet(tmp_path / "tiny", classes=2, train_per_class=2, val_images=2, as_zip=True)
+    zip_path = made if made.is_file() else next(made.rglob("*.zip"))
+    with zipfile.ZipFile(zip_path) as zf:
+        members = {zi.filename: zf.read(zi) for zi in zf.infolist() if not zi.filename.endswith("wnids.txt")}
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    for command in ("organize", "shard"):
+        result = run_cli(command, str(zip_path), str(tmp_path / command), "-q")
+        clean(result)
+        assert result.returncode == 1 and f"{zip_path}:tiny-imagenet-200/wnids.txt: missing" in result.stderr
+
 # ---- 2. bombs --------------------------------------------------------------------------------------------------
 
 def devkit_with(fake: FakeResult, extra: dict[str, bytes]) -> bytes:

@@ -128,7 +128,10 @@ class TinyImageNet(Source):
         raise SourceError(f"{self.base}: no split {split!r} in Tiny ImageNet (have {self.splits()})")
 
     def _listed(self) -> list[str]:
-        """The classes ``wnids.txt`` lists (each checked to be a WNID)."""
+        """The classes ``wnids.txt`` lists (each checked to be a WNID); SourceError when it is missing."""
+        if "wnids.txt" not in self.files:
+            raise SourceError(f"{self._origin('wnids.txt')}: missing, so the classes the download should hold "
+                              "are unknown")
         [(_, data, origin)] = self._read_files((("wnids.txt", self.files["wnids.txt"]),))
         return [check_wnid(w, origin) for w in data.decode("ascii", "replace").split()]
 
