@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from imnet_data.sources.base import Box, SourceError, stem
-from imnet_data.sources.safety import BBOX_LIMITS, check_archive_size, iter_tar, read_member
+from imnet_data.sources.safety import BBOX_LIMITS, read_member, tar_members
 
 
 def parse_voc(xml: bytes, origin: str) -> tuple[Box, ...]:
@@ -33,9 +33,7 @@ def parse_loc(prediction: str, origin: str) -> tuple[Box, ...]:
 def load_voc_archive(path: Path) -> dict[str, tuple[Box, ...]]:
     """Every annotation of a bbox archive (``.tar.gz`` of ``*.xml``), keyed by image key (file stem)."""
     out = {}
-    check_archive_size(path, BBOX_LIMITS)
-    with open(path, "rb") as f:
-        for info, reader in iter_tar(f, str(path), BBOX_LIMITS):
-            if info.name.endswith(".xml"):
-                out[stem(info.name)] = parse_voc(read_member(reader, info, str(path)), f"{path}:{info.name}")
+    for info, reader in tar_members(path, BBOX_LIMITS):
+        if info.name.endswith(".xml"):
+            out[stem(info.name)] = parse_voc(read_member(reader, info, str(path)), f"{path}:{info.name}")
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 from imnet_data.sources.base import SourceError
-from imnet_data.sources.safety import DEVKIT_LIMITS, check_archive_size, iter_tar, read_member
+from imnet_data.sources.safety import DEVKIT_LIMITS, read_member, tar_members
 
 META = "data/meta.mat"
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
@@ -63,11 +63,9 @@ def load(root: Path) -> Devkit | None:
     archive, folder = root / ARCHIVE, root / FOLDER
     if archive.is_file():
         wanted = {f"{FOLDER}/{META}": b"", f"{FOLDER}/{GROUND_TRUTH}": b""}
-        check_archive_size(archive, DEVKIT_LIMITS)
-        with open(archive, "rb") as f:
-            for info, reader in iter_tar(f, str(archive), DEVKIT_LIMITS):
-                if info.name in wanted:
-                    wanted[info.name] = read_member(reader, info, str(archive))
+        for info, reader in tar_members(archive, DEVKIT_LIMITS):
+            if info.name in wanted:
+                wanted[info.name] = read_member(reader, info, str(archive))
         missing = [name for name, data in wanted.items() if not data]
         if missing:
             raise SourceError(f"{archive}: devkit lacks {', '.join(missing)}")

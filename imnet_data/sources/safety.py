@@ -151,6 +151,14 @@ def check_archive_size(path: Path, limits: Limits) -> None:
                                  "this kind of archive (the real one is far smaller); refused")
 
 
+def tar_members(path: Path, limits: Limits) -> Iterator[tuple[tarfile.TarInfo, BinaryIO]]:
+    """:func:`iter_tar` of the archive file at ``path``, refused unread when the file is over
+    ``limits.max_archive_bytes`` (:func:`check_archive_size`)."""
+    check_archive_size(path, limits)
+    with open(path, "rb") as f:
+        yield from iter_tar(f, str(path), limits)
+
+
 def iter_tar(fileobj: BinaryIO, origin: str, limits: Limits = DEFAULT_LIMITS,
              max_member: int | None = None) -> Iterator[tuple[tarfile.TarInfo, BinaryIO]]:
     """Stream a tar's regular files as ``(info, reader)`` after checking each member; directories are skipped.
