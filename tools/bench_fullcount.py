@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import itertools
 import json
 import multiprocessing
 import os
@@ -56,10 +55,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -67,7 +65,7 @@ from PIL import Image
 from bench_organize import timed  # tools/ is on sys.path when run as a script
 
 from imnet_data import catalog, tario
-from imnet_data.fake.devkit import write_devkit
+from imnet_data.fake.devkit import write_devkit_of
 from imnet_data.parallel import default_jobs
 from imnet_data.sources.ilsvrc import TRAIN, VAL, index_tar
 
@@ -133,12 +131,6 @@ class StageFailed(RuntimeError):
 
 # ---- the download --------------------------------------------------------------------------------------------
 
-class Wnid(NamedTuple):
-    """What ``write_devkit`` reads of a planned image: its class."""
-
-    wnid: str
-
-
 @dataclass(frozen=True)
 class Layout:
     """The miniature: train count per class (sorted WNIDs) and the class of each val image, in file order."""
@@ -149,14 +141,6 @@ class Layout:
     @property
     def images(self) -> int:
         return sum(self.train.values()) + len(self.val)
-
-
-@dataclass(frozen=True)
-class DevkitPlan:
-    """The two fields of a fake ``Plan`` that ``write_devkit`` reads: one entry per train / val image."""
-
-    train: Iterable[Wnid]
-    val: list[Wnid]
 
 
 def layout(scale: float) -> Layout:
@@ -238,8 +222,7 @@ def ensure_download(src: Path, plan: Layout, jobs: int) -> float | None:
     start = time.perf_counter()
     bases = base_jpegs()
     image_bytes = write_train(src / TRAIN, plan, bases, jobs) + write_val(src / VAL, plan, bases)
-    train = itertools.chain.from_iterable(itertools.repeat(Wnid(w), n) for w, n in plan.train.items())
-    write_devkit(src / DEVKIT, DevkitPlan(train, [Wnid(w) for w in plan.val]))  # type: ignore[arg-type]
+    write_devkit_of(src / DEVKIT, plan.train, plan.val)
     seconds = time.perf_counter() - start
     print(f"made in {seconds:.0f} s ({jobs} workers); mean JPEG {image_bytes / plan.images:,.0f} bytes")
     return seconds

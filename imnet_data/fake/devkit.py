@@ -25,10 +25,16 @@ HEADER = b"MATLAB 5.0 MAT-file, Platform: imnet-data fake, Created on: Thu Jun 1
 
 def write_devkit(path: Path, plan: Plan) -> None:
     """Write the devkit archive for ``plan`` atomically."""
+    write_devkit_of(path, _train_counts(plan), [s.wnid for s in plan.val])
+
+
+def write_devkit_of(path: Path, train_counts: dict[str, int], val_wnids: list[str]) -> None:
+    """Write a devkit archive atomically: ``meta.mat`` with ``train_counts`` (WNID -> train images) and the val
+    ground truth of ``val_wnids`` (the class of each val image, in file order)."""
     meta, truth = facts()["archives"]["devkit"]["meta"], facts()["archives"]["devkit"]["val_ground_truth"]
     with tario.atomic_tar(path, compress=True) as tar:
-        tario.add_bytes(tar, meta, meta_mat(_train_counts(plan)))
-        tario.add_bytes(tar, truth, ground_truth(plan))
+        tario.add_bytes(tar, meta, meta_mat(train_counts))
+        tario.add_bytes(tar, truth, ground_truth(val_wnids))
 
 
 def meta_mat(train_counts: dict[str, int]) -> bytes:
@@ -43,10 +49,10 @@ def meta_mat(train_counts: dict[str, int]) -> bytes:
     return HEADER + buf.getvalue()[len(HEADER):]
 
 
-def ground_truth(plan: Plan) -> bytes:
-    """Line i: the devkit ILSVRC2012_ID (not the sorted index) of val image i."""
+def ground_truth(val_wnids: list[str]) -> bytes:
+    """Line i: the devkit ILSVRC2012_ID (not the sorted index) of val image i, of class ``val_wnids[i - 1]``."""
     catalog = ilsvrc2012()
-    return "".join(f"{catalog.by_wnid(s.wnid).ilsvrc2012_id}\n" for s in plan.val).encode()
+    return "".join(f"{catalog.by_wnid(wnid).ilsvrc2012_id}\n" for wnid in val_wnids).encode()
 
 
 def _train_counts(plan: Plan) -> dict[str, int]:
