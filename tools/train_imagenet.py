@@ -31,6 +31,7 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imnet_data.loader import build_loader  # noqa: E402
+from imnet_data import tario  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,13 +97,9 @@ def learning_rate(args: argparse.Namespace, world: int, step: int, steps_per_epo
 
 def save(path: Path, state: dict) -> None:
     """The checkpoint, atomically (a kill mid-write leaves the previous one), and its position beside it."""
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    meta = path.with_suffix(".json")
-    meta.with_name(meta.name + ".partial").write_text(json.dumps({"epoch": state["epoch"],
-                                                                 "loader": state["loader"]}))
-    os.replace(meta.with_name(meta.name + ".partial"), meta)
+    with tario.atomic_file(path) as f:
+        torch.save(state, f)
+    tario.write_json(path.with_suffix(".json"), {"epoch": state["epoch"], "loader": state["loader"]})
 
 
 @torch.no_grad()
