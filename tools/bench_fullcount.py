@@ -51,9 +51,7 @@ import json
 import multiprocessing
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,7 +60,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench_organize import timed  # tools/ is on sys.path when run as a script
+from bench_organize import StageFailed, run_measured, timed, warm  # tools/ is on sys.path as a script
 
 from imnet_data import catalog, tario
 from imnet_data.fake.devkit import write_devkit_of
@@ -110,25 +108,6 @@ if inner:
 """
 
 # Runs argv[2:] and writes the ru_maxrss (KiB) of its process tree to argv[1]; exits with its status.
-SPAWN = """
-import os, sys
-pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as f:
-    f.write(str(usage.ru_maxrss))
-code = os.waitstatus_to_exitcode(status)
-sys.exit(code if code >= 0 else 128 - code)
-"""
-
-
-class StageFailed(RuntimeError):
-    """A measured command exited non-zero; ``stderr``: what it wrote there (if nothing: its last stdout lines)."""
-
-    def __init__(self, cmd: list[str], code: int, stderr: str) -> None:
-        super().__init__(f"{' '.join(cmd)} exited {code}")
-        self.stderr = stderr
-
-
 # ---- the download --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -247,9 +226,7 @@ def survey(src: Path) -> Download:
     runs find them in the page cache."""
     found = Download(archive_bytes={name: (src / name).stat().st_size for name in (TRAIN, VAL, DEVKIT)})
     for name in found.archive_bytes:
-        with open(src / name, "rb") as f:
-            while f.read(16 << 20):
-                pass
+        warm(src / name)
     for inner in index_tar(src / TRAIN):
         members = index_tar(src / TRAIN, inner.offset_data, inner.size)
         found.train += len(members)
@@ -260,23 +237,6 @@ def survey(src: Path) -> Download:
 
 
 # ---- measuring -----------------------------------------------------------------------------------------------
-
-def run_measured(cmd: list[str]) -> tuple[int, str]:
-    """Run ``cmd`` (must succeed: else :class:`StageFailed` with its stderr); (peak RSS in KiB of its largest
-    process, reaped workers included; its stdout). It is started by a small wrapper (``SPAWN``) that reads the
-    rusage, because a child forked from this process would count this process's RSS as its own until its exec."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile("r") as rss:
-        code = subprocess.run([sys.executable, "-I", "-S", "-c", SPAWN, rss.name, *cmd], stdout=out,
-                              stderr=err).returncode
-        out.seek(0)
-        err.seek(0)
-        output = out.read().decode(errors="replace")
-        if code:
-            said = err.read().decode(errors="replace").strip()
-            raise StageFailed(cmd, code, said or "\n".join(output.strip().splitlines()[-40:]))
-        return int(rss.read()), output
-
 
 def tar_extract(src: Path, out: Path, inner: bool = True) -> int:
     """``TAR_EXTRACT`` of the download into ``out`` (``inner=False``: the outer train tar only); the peak RSS

@@ -19,6 +19,8 @@ import os
 import shutil
 import statistics
 import subprocess
+import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,6 +31,48 @@ from imnet_data.parallel import default_jobs
 from imnet_data.sources.ilsvrc import TRAIN
 
 TARGET = 0.70
+
+SPAWN = """
+import os, sys
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+class StageFailed(RuntimeError):
+    """A measured command exited non-zero; ``stderr``: what it wrote there (if nothing: its last stdout lines)."""
+
+    def __init__(self, cmd: list[str], code: int, stderr: str) -> None:
+        super().__init__(f"{' '.join(cmd)} exited {code}")
+        self.stderr = stderr
+
+
+def run_measured(cmd: list[str]) -> tuple[int, str]:
+    """Run ``cmd`` (must succeed: else :class:`StageFailed` with its stderr); (peak RSS in KiB of its largest
+    process, reaped workers included; its stdout). It is started by a small wrapper (``SPAWN``) that reads the
+    rusage, because a child forked from this process would count this process's RSS as its own until its exec."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as rss:
+        code = subprocess.run([sys.executable, "-I", "-S", "-c", SPAWN, rss.name, *cmd], stdout=out,
+                              stderr=err).returncode
+        out.seek(0)
+        err.seek(0)
+        output = out.read().decode(errors="replace")
+        if code:
+            said = err.read().decode(errors="replace").strip()
+            raise StageFailed(cmd, code, said or "\n".join(output.strip().splitlines()[-40:]))
+        return int(rss.read()), output
+
+
+def warm(path: Path) -> None:
+    """Read a file once, so every method measured after finds it in the page cache alike."""
+    with open(path, "rb") as f:
+        while f.read(16 << 20):
+            pass
 
 
 def ensure_fake(src: Path, classes: int, per_class: int) -> Path:
@@ -83,9 +127,7 @@ def prepared(args: argparse.Namespace) -> tuple[Path, Path]:
     """The fake's train archive (made if missing, then read once into the page cache, for every method alike)
     and the output folder."""
     archive = ensure_fake(args.src, args.classes, args.per_class)
-    with open(archive, "rb") as f:
-        while f.read(16 << 20):
-            pass
+    warm(archive)
     return archive, args.work or args.src.parent / "bench-out"
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -38,8 +37,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from bench_organize import fake_source_args, prepared, report, tar_extract, timed  # tools/ is on sys.path when run as a script
-
+from bench_organize import (fake_source_args, prepared, report, run_measured, tar_extract,  # tools/ is on sys.path
+                            timed)
 from imnet_data.parallel import default_jobs, executing, map_units
 from imnet_data.sources.ilsvrc import index_tar
 
@@ -52,16 +51,6 @@ def tar_plain(archive: Path, out: Path) -> None:
     """Plain ``tar -x`` of the archive (the outer tar only: the inner tars land as files)."""
     out.mkdir(parents=True)
     subprocess.run(["tar", "-xf", str(archive), "-C", str(out)], check=True)
-
-
-def run_measured(cmd: list[str]) -> int:
-    """Run ``cmd`` (must succeed); return the peak RSS in KiB of its largest process, reaped workers included."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise subprocess.CalledProcessError(proc.returncode, cmd)
-    return usage.ru_maxrss
 
 
 def count_images(archive: Path) -> int:
@@ -147,7 +136,7 @@ def run_all(args: argparse.Namespace, archive: Path, out: Path, jobs_list: list[
 
     def shard(name: str, jobs: int, *more: str) -> Callable[[], None]:
         def run() -> None:
-            rss[name] = max(rss.get(name, 0), run_measured([*cli, "--jobs", str(jobs), *more]))
+            rss[name] = max(rss.get(name, 0), run_measured([*cli, "--jobs", str(jobs), *more])[0])
         return run
 
     methods: dict[str, Callable[[], None]] = {

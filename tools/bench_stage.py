@@ -40,7 +40,7 @@ from typing import Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_organize import timed  # noqa: E402  (tools/ is on sys.path when run as a script)
+from bench_organize import timed, warm  # noqa: E402  (tools/ is on sys.path when run as a script)
 from tests.servers import NGINX, moto_server, nginx  # noqa: E402  (the tests' launchers)
 
 TARGET = 0.80
@@ -152,10 +152,8 @@ def main() -> None:
     folder, out = args.src / SPLIT, args.work or args.src.parent / "stage-out"
     files = [s["name"] for s in manifest["shards"]] + [s["index"]["name"] for s in manifest["shards"]]
     total = sum((folder / f).stat().st_size for f in files)
-    for f in files:         # into the page cache, for every method alike
-        with open(folder / f, "rb") as fh:
-            while fh.read(16 << 20):
-                pass
+    for f in files:
+        warm(folder / f)
     with nginx(args.src, args.src.parent / "stage-nginx") as url, \
             (contextlib.nullcontext(None) if args.no_s3 else s3_bucket(folder, files, args.src.parent / "stage-s3")
              ) as s3env:
