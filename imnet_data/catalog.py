@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from imnet_data import resources
 
@@ -178,15 +178,43 @@ def val_ground_truth() -> list[int]:
     return [int(x) for x in resources.read_lines("ilsvrc2012_val_ground_truth.txt.gz")]
 
 
-def label_space(layout: str, found: Iterable[str]) -> tuple[str, tuple[str, ...]]:
-    """The class index space of a download layout, as ``(name, WNIDs in index order)``: ImageNet-1k's sorted
-    WNIDs (what timm and torchvision use) for every 1k layout, Tiny ImageNet's 200 sorted WNIDs, or for 21k the
-    sorted WNIDs ``found`` in the download. The shards' ``.cls`` and organize's ``class_to_idx.json`` use it."""
-    if layout == "tiny":
-        return "tiny-imagenet-200", tuple(sorted(subset("tiny-imagenet")[1]))
-    if layout == "imagenet21k":
-        return "imagenet-21k-found", tuple(sorted(set(found)))
-    return "imagenet-1k", ilsvrc2012().wnids
+@dataclass(frozen=True)
+class LabelSpace:
+    """A class index space: its classes are ``wnids()`` in index order (``.cls`` = position)."""
+
+    about: str
+    wnids: Callable[[], Sequence[str]]
+
+
+LABEL_SPACES = {
+    "imagenet-1k": LabelSpace("ILSVRC2012's 1000 classes, sorted-WNID order (torchvision, timm, TFDS)",
+                              lambda: ilsvrc2012().wnids),
+    "imagenet-21k": LabelSpace("ImageNet-21k fall11's 21,841 classes, sorted-WNID order (timm's imagenet22k list; "
+                               "winter21's 19,167 are among them)", lambda: imagenet21k("fall11")),
+    "imagenet-21k-goog": LabelSpace("Google's 21,843-class ImageNet-21k list (BiT / ViT checkpoints)",
+                                    lambda: imagenet21k("goog")),
+    "imagenet-21k-p": LabelSpace("ImageNet-21K-P winter21's 10,450 classes (timm's in21k_miil models)",
+                                 lambda: imagenet21k("miil_w21")),
+    "tiny-imagenet-200": LabelSpace("Tiny ImageNet's 200 classes, sorted-WNID order",
+                                    lambda: sorted(subset("tiny-imagenet")[1])),
+    "found": LabelSpace("the WNIDs found in the download, sorted: only when asked for, since the indices then "
+                        "depend on which classes this copy holds", lambda: ()),
+}
+DEFAULT_SPACES = {"tiny": "tiny-imagenet-200", "imagenet21k": "imagenet-21k"}   # every other layout: imagenet-1k
+
+
+def label_space(layout: str, found: Callable[[], Iterable[str]],
+                name: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """The class index space, as ``(name, WNIDs in index order)``: ``name`` (one of :data:`LABEL_SPACES`), else
+    the layout's default: ImageNet-1k's sorted WNIDs (what timm and torchvision use) for every 1k layout, Tiny
+    ImageNet's 200, and for 21k the published fall11 list. Only the space ``found`` is derived from the download:
+    the sorted WNIDs ``found()`` gives (called only then), so a subset never silently gets indices of its own.
+    The shards' ``.cls`` and organize's ``class_to_idx.json`` use it."""
+    name = name or DEFAULT_SPACES.get(layout, "imagenet-1k")
+    if name not in LABEL_SPACES:
+        raise UnknownClassError(name, f"unknown label space {name!r} (known: {', '.join(LABEL_SPACES)})",
+                                difflib.get_close_matches(name, LABEL_SPACES, n=2))
+    return name, tuple(sorted(set(found())) if name == "found" else LABEL_SPACES[name].wnids())
 
 
 @lru_cache(maxsize=1)
@@ -244,6 +272,25 @@ def imagenet21k(variant: str = "fall11") -> list[str]:
         raise UnknownClassError(variant, f"unknown ImageNet-21k list {variant!r} (known: {', '.join(IMAGENET21K)})",
                                 difflib.get_close_matches(variant, IMAGENET21K, n=2))
     return resources.read_lines(IMAGENET21K[variant])
+
+
+@dataclass(frozen=True)
+class Release:
+    """A published ImageNet-21k release: its archive, classes and images (``images_at_least``: only a lower
+    bound is published), and where the figures come from."""
+
+    name: str
+    archive: str
+    classes: int
+    images: int
+    images_at_least: bool
+    source: str
+
+
+def imagenet21k_releases() -> tuple[Release, ...]:
+    """The ImageNet-21k releases (fall11, winter21) with their totals, for ``validate --expect official``."""
+    return tuple(Release(name=name, **fields) for name, fields in
+                 sorted(resources.read_json("imagenet21k_releases.json")["releases"].items()))
 
 
 @lru_cache(maxsize=1)

@@ -285,7 +285,8 @@ def cmd_organize(args: argparse.Namespace) -> int:
 
     classes = organize.parse_classes(args.classes) if args.classes else None
     report = organize.organize(args.src, args.dest, layout=args.layout, splits=args.splits, classes=classes,
-                               fix=args.fix, quality=args.quality, jobs=args.jobs, quiet=args.quiet)
+                               fix=args.fix, quality=args.quality, jobs=args.jobs, quiet=args.quiet,
+                               label_space=args.label_space)
     _emit(args, report.as_dict(), report.render())
     return 0 if report.ok else 1
 
@@ -317,6 +318,7 @@ def add_organize(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--fix", action="store_true", help="re-encode CMYK/grayscale JPEGs and the PNG named .JPEG to "
                                                       "RGB JPEG (same name); skip undecodable files")
     p.add_argument("--quality", type=_int(1, 100), default=95, help="JPEG quality of --fix re-encodes (default 95)")
+    _label_space(p)
     _workers(p)
     p.set_defaults(func=cmd_organize)
 
@@ -342,7 +344,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
     options = shards.ShardOptions(
         name=args.name, seed=args.seed, shuffle=args.shuffle, samples_per_shard=args.samples_per_shard,
         shard_size=args.shard_size, max_size=args.max_size, short_side=args.short_side, quality=args.quality,
-        classes=classes, subset=args.subset, fix=not args.no_fix)
+        classes=classes, subset=args.subset, fix=not args.no_fix, label_space=args.label_space)
     report = shards.shard(Path(args.paths[0]), args.paths[1], options, layout=args.layout, splits=args.splits,
                           jobs=args.jobs, node_rank=rank, num_nodes=count, overwrite=args.overwrite,
                           work=args.work, retries=args.retries, quiet=args.quiet)
@@ -359,6 +361,15 @@ def _workers(p: argparse.ArgumentParser) -> None:
                         "(pip install 'imnet-data[ray]'; SRC and DEST on a filesystem every node mounts)")
     p.add_argument("--ray-address", metavar="auto|HOST:PORT", help="with --executor ray: the cluster (default: "
                    "RAY_ADDRESS, else one running on this machine, else a new one here)")
+
+
+def _label_space(p: argparse.ArgumentParser) -> None:
+    """--label-space: the class index the labels (.cls, class_to_idx.json) are written in."""
+    p.add_argument("--label-space", choices=list(catalog.LABEL_SPACES), metavar="NAME",
+                   help="the class index labels are written in: " +
+                        "; ".join(f"{k}: {v.about}" for k, v in catalog.LABEL_SPACES.items()) +
+                        " (default: imagenet-1k for ImageNet-1k layouts, a subset included; imagenet-21k for 21k; "
+                        "tiny-imagenet-200 for Tiny). A class outside it is an error naming the file")
 
 
 def _size(text: str) -> int:
@@ -419,6 +430,7 @@ def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                                                       "imagenet-r, tiny-imagenet")
     p.add_argument("--subset", metavar="NAME|FILE", help="train subset: 1percent, 10percent, or a file of train "
                                                           "file names (val is kept whole)")
+    _label_space(p)
     p.add_argument("--no-fix", action="store_true", help="keep CMYK JPEGs and the PNG as they are (default: "
                                                          "re-encode them to RGB JPEG q95)")
     p.add_argument("--num-nodes", type=_int(1), metavar="N", help="nodes sharing the work (default: from SLURM/torchrun, else 1)")

@@ -271,12 +271,14 @@ class OrganizeReport:
 
 def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterable[str] | None = None,
              classes: Iterable[str] | None = None, fix: bool = False, quality: int = 95, jobs: int | None = None,
-             quiet: bool = False) -> OrganizeReport:
+             quiet: bool = False, label_space: str | None = None) -> OrganizeReport:
     """Organize the download at ``src`` into ``dest`` (see the module doc); safe to re-run after a kill.
 
     ``classes``: WNIDs to keep (None: all); ``fix``: re-encode CMYK/gray/PNG/other to RGB JPEG at ``quality``
-    and skip undecodable files; ``jobs``: worker processes (0/None: all cores). Never writes outside ``dest``
-    nor touches ``src``; writes ``dest/organize-report.json`` at the end.
+    and skip undecodable files; ``jobs``: worker processes (0/None: all cores); ``label_space``: the index of
+    ``dest/class_to_idx.json`` (:func:`imnet_data.catalog.label_space`; a class outside it is refused before
+    anything is written). Never writes outside ``dest`` nor touches ``src``; writes
+    ``dest/organize-report.json`` at the end.
     """
     start = time.monotonic()
     if not 1 <= quality <= 100:
@@ -293,22 +295,29 @@ def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterab
                           f"(has {', '.join(reader.splits())})")
     keep = frozenset(classes) if classes is not None else None
     units = [u for s in wanted for u in reader.units(s) if keep is None or not WNID.match(u.name) or u.name in keep]
+    space = check_space(reader, units, label_space)
     if (dest / STATE).is_dir():
         sweep_temp_files(str(dest), wanted)
     job = Job(uuid.uuid4().hex, str(Path(src).resolve()), reader.layout, str(dest), fix, quality, keep)
     results = list(map_units(job, units, jobs=jobs, desc="organize", quiet=quiet, weights=[u.size for u in units]))
     report = summarize(job, wanted, results, not_found, time.monotonic() - start)
     tario.write_json(dest / REPORT, report.record())
-    write_class_index(dest, reader.layout, results)
+    tario.write_json(dest / CLASS_INDEX, {wnid: i for i, wnid in enumerate(space)})
     return report
 
 
-def write_class_index(dest: Path, layout: str, results: list[UnitResult]) -> None:
-    """``DEST/class_to_idx.json``: WNID -> class index in the layout's label space (ImageNet-1k: the 1000-class
-    sorted-WNID index, as the shards' ``.cls``), which :func:`imnet_data.imagefolder.image_folder` gives
-    torchvision's ImageFolder instead of 0..K-1 over the class folders present."""
-    _, classes = catalog.label_space(layout, (path.split("/")[1] for r in results for path, _ in r.files))
-    tario.write_json(dest / CLASS_INDEX, {wnid: i for i, wnid in enumerate(classes)})
+def check_space(reader: Source, units: list[Unit], name: str | None) -> tuple[str, ...]:
+    """The WNIDs of the label space ``DEST/class_to_idx.json`` maps to (the layout's, or ``name``; ImageNet-1k:
+    the 1000-class sorted-WNID index, as the shards' ``.cls``), which :func:`imnet_data.imagefolder.image_folder`
+    gives torchvision's ImageFolder instead of 0..K-1 over the class folders present. A class unit outside it
+    is a SourceError before anything is written."""
+    space, classes = catalog.label_space(reader.layout, reader.wnids, name)
+    outside = sorted({u.name for u in units if WNID.match(u.name)} - set(classes))
+    if outside:
+        raise SourceError(f"{reader.home(units[0].split)}: class {outside[0]} ({len(outside)} such) is not one of "
+                          f"the {len(classes):,} {space} classes (leave it out with --classes, or pick another "
+                          f"--label-space: {', '.join(catalog.LABEL_SPACES)})")
+    return classes
 
 
 def summarize(job: Job, splits: list[str], results: list[UnitResult], not_found: list[str],

@@ -33,9 +33,8 @@ from imnet_data.progress import progress
 from imnet_data.sources import Source, SourceError, Unit, detect_layout, open_source
 from imnet_data.sources.base import WNID
 from imnet_data.sources.devkit import ARCHIVE as DEVKIT_ARCHIVE, Devkit
-from imnet_data.sources.ilsvrc import TRAIN, VAL
-from imnet_data.sources.kaggle import CLS_LOC, SOLUTION, load_solution
-from imnet_data.sources.tiny import FOLDER as TINY_FOLDER
+from imnet_data.sources.imagenet21k import ARCHIVES as ARCHIVES_21K
+from imnet_data.sources.kaggle import SOLUTION, load_solution
 
 EXPECTS = ("official", "self")
 SEVERITIES = ("error", "warning", "known")
@@ -135,6 +134,7 @@ class Expected:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)   # split -> wnid -> images
     names: dict[str, frozenset[str]] = field(default_factory=dict)    # split -> every file name
     labels: dict[str, dict[str, str]] = field(default_factory=dict)   # split -> file name -> wnid
+    releases: dict[str, tuple[catalog.Release, ...]] = field(default_factory=dict)  # split -> totals it may have
 
 
 def _val_name(number: int) -> str:
@@ -160,7 +160,7 @@ def _with_truth(base: Expected, train: dict[str, int], val: dict[str, str]) -> E
                    labels={"val": val})
 
 
-def _ilsvrc_official(base: Expected) -> Expected:
+def _ilsvrc_official(base: Expected, _: Source) -> Expected:
     """The real set: train counts per class, 50,000 val files with their official labels (50 per class)."""
     cat = catalog.ilsvrc2012()
     val = {_val_name(i): cat.by_ilsvrc2012_id(c).wnid for i, c in enumerate(catalog.val_ground_truth(), 1)}
@@ -171,30 +171,48 @@ def _tiny_classes() -> Expected:
     return Expected("Tiny ImageNet", frozenset(catalog.subset("tiny-imagenet")[1]).__contains__)
 
 
-def _tiny_official(base: Expected) -> Expected:
+def _tiny_official(base: Expected, _: Source) -> Expected:
     """Tiny ImageNet: 500 train images per class, 10,000 val images labelled as the catalog says."""
     val = {file: wnid for file, wnid, _ in catalog.tiny_imagenet_val_annotations()}
     return _with_truth(base, dict.fromkeys(catalog.subset("tiny-imagenet")[1], TINY_TRAIN_PER_CLASS), val)
+
+
+def _imagenet21k_official(base: Expected, src: Source) -> Expected:
+    """ImageNet-21k (no per-class counts are published): the release its archive names, or for an extracted
+    folder the one whose class count it has; that many classes, every one in fall11's list, and its images."""
+    archive = src.archive  # type: ignore[attr-defined]
+    releases = tuple(r for r in catalog.imagenet21k_releases() if archive is None or r.archive == archive.name)
+    fall11 = frozenset(catalog.imagenet21k("fall11"))
+    return replace(base, family="ImageNet-21k (fall11's 21,841 classes)", known=fall11.__contains__,
+                   releases={"train": releases})
 
 
 CLASSES: dict[str, Callable[[], Expected]] = {
     "tiny": _tiny_classes,
     "imagenet21k": lambda: Expected("ImageNet (words.txt)", _is_synset, splits=("train",)),
 }
-OFFICIAL: dict[str, Callable[[Expected], Expected]] = {
-    "ilsvrc2012": _ilsvrc_official, "folders": _ilsvrc_official, "kaggle": _ilsvrc_official, "tiny": _tiny_official}
+OFFICIAL: dict[str, Callable[[Expected, Source], Expected]] = {
+    "ilsvrc2012": _ilsvrc_official, "folders": _ilsvrc_official, "kaggle": _ilsvrc_official, "tiny": _tiny_official,
+    "imagenet21k": _imagenet21k_official}
 
 
 def _classes(src: Source) -> Expected:
-    """Only the class set of ``src``'s layout: what is checked when nothing else is known."""
-    return CLASSES.get(src.layout, _ilsvrc_classes)()
+    """Only the class set of ``src``'s layout (and the splits it should hold): what is checked when nothing else
+    is known. One split's folder (``DEST/train``) should hold only that split."""
+    base = CLASSES.get(src.layout, _ilsvrc_classes)()
+    return replace(base, splits=tuple(src.splits())) if getattr(src, "single", False) else base
 
 
 def _expected(src: Source, expect: str, kit: Devkit | None) -> Expected:
     """The truth to check ``src`` against: the catalog's (official) or the download's own metadata (self)."""
     base = _classes(src)
     if expect == "official":
-        return OFFICIAL.get(src.layout, lambda e: e)(base)
+        unknown = [s for s in base.splits if s not in ("train", "val")]
+        if unknown:
+            raise SourceError(f"{src.root}: the official set has no split named {unknown[0]!r}, so there are no "
+                              "official counts to check it against: name the folder train or val, or check it "
+                              "with --expect self")
+        return OFFICIAL[src.layout](base, src)
     if kit is not None:
         val = {_val_name(i): w for i, w in enumerate(kit.val_wnids, 1)}
         return _with_truth(base, {w: n for w, n in kit.num_train_images.items() if n > 0}, val)
@@ -272,20 +290,6 @@ def _checksum(path: Path, fact: dict, quiet: bool) -> tuple[str, Problem | None]
 
 # ---- where things are, for messages --------------------------------------------------------------------------
 
-def _home(src: Source, split: str) -> str:
-    """Where a split lives: its archive (official, 21k) or folder."""
-    if src.layout == "ilsvrc2012":
-        return str(src.root / {"train": TRAIN, "val": VAL}[split])
-    if src.layout == "kaggle":
-        return str(src.root / CLS_LOC / split)
-    if src.layout == "tiny":
-        base = src.base  # type: ignore[attr-defined]
-        return f"{base}:{TINY_FOLDER}/{split}" if base.is_file() else str(base / split)
-    if src.layout == "imagenet21k":
-        return str(src.archive or src.root)  # type: ignore[attr-defined]
-    return str(src.root / split)
-
-
 def _inside(home: str, name: str) -> str:
     """``name`` in ``home``: ``archive.tar:name`` or ``folder/name``."""
     return f"{home}:{name}" if ".tar" in home else f"{home}/{name}"
@@ -298,7 +302,7 @@ def _class_where(home: str, split: str, wnid: str) -> str:
 
 
 def _unit_where(src: Source, unit: Unit) -> str:
-    home = _home(src, unit.split)
+    home = src.home(unit.split)
     return _class_where(home, unit.split, unit.name) if WNID.match(unit.name) else home
 
 
@@ -414,12 +418,12 @@ def _units(src: Source, expected: Expected) -> tuple[dict[str, list[Unit]], list
     have = src.splits()
     for split in dict.fromkeys([*expected.splits, *have]):
         if split not in have:
-            problems.append(Problem("error", "missing", _home(src, split), f"no {split} split"))
+            problems.append(Problem("error", "missing", src.home(split), f"no {split} split"))
             continue
         try:
             units[split] = src.units(split)
         except UNREADABLE as e:
-            problems.append(Problem("error", "structure", _home(src, split), f"{e} (split not checked further)"))
+            problems.append(Problem("error", "structure", src.home(split), f"{e} (split not checked further)"))
     return units, problems
 
 
@@ -459,7 +463,26 @@ def _check_split(split: str, tally: _Tally, expected: Expected, home: str) -> li
                                     f"{wnid}: missing ({n:,} {split} images expected)"))
     if tally.classes[None]:
         problems.append(Problem("error", "unlabelled", home, f"{tally.classes[None]:,} {split} images have no label"))
-    return problems + _check_names(split, tally, expected, home)
+    return problems + _check_release(split, tally, expected.releases.get(split, ()), home) + \
+        _check_names(split, tally, expected, home)
+
+
+def _check_release(split: str, tally: _Tally, releases: tuple[catalog.Release, ...], home: str) -> list[Problem]:
+    """The split's class and image totals against the release with that many classes (ImageNet-21k, whose
+    per-class counts are not published); a count no release has is a subset or an incomplete copy."""
+    if not releases:
+        return []
+    classes = len(tally.classes.keys() - {None})
+    release = next((r for r in releases if r.classes == classes), None)
+    if release is None:
+        known = ", ".join(f"{r.name} has {r.classes:,}" for r in releases)
+        return [Problem("error", "count", home, f"{classes:,} {split} classes; of the official releases, {known} "
+                        "(a subset or an incomplete copy: --expect self checks it as it is)")]
+    if tally.images < release.images or (tally.images > release.images and not release.images_at_least):
+        bound = "at least " if release.images_at_least else ""
+        return [Problem("error", "count", home, f"{tally.images:,} {split} images; the {release.name} release has "
+                        f"{bound}{release.images:,}")]
+    return []
 
 
 def _check_names(split: str, tally: _Tally, expected: Expected, home: str) -> list[Problem]:
@@ -532,5 +555,5 @@ def _fill(report: ValidationReport, src: Source, run: int, checksums: bool, jobs
     report.problems += problems + more + list(dict.fromkeys(p for r in results for p in r.problems))
     for split, tally in tallies.items():
         report.splits[split] = tally.summary()
-        report.problems += _check_split(split, tally, expected, _home(src, split))
+        report.problems += _check_split(split, tally, expected, src.home(split))
     report.problems += _duplicates(results)

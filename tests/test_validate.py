@@ -217,7 +217,7 @@ def test_tiny_and_imagenet21k_layouts(tmp_path: Path) -> None:
     kinds = {p.kind for p in official.problems}
     assert {"count", "missing_class", "missing"} <= kinds and "label" not in kinds   # real val names and labels
     make_fake_imagenet21k(tmp_path / "21k", classes=3, per_class=2)
-    report = validate(tmp_path / "21k", deep=True, quiet=True)
+    report = validate(tmp_path / "21k", expect="self", deep=True, quiet=True)
     assert report.layout == "imagenet21k" and report.ok and report.splits["train"]["classes"] == 3
 
 

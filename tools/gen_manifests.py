@@ -36,6 +36,17 @@ ARCHIVES = {
     "bbox_val": {"name": "ILSVRC2012_bbox_val_v3.tgz", "md5": None, "size": None, "members": None},
 }
 
+# ImageNet-21k releases: no per-class counts are published, only totals. fall11: 14,197,122 images in 21,841 synsets
+# (image-net.org's own figures, quoted by every 21k paper and timm). winter21: 19,167 classes (2,674 fewer than
+# fall11, removed in 2019-2021; timm's imagenet-w21-wds card); its image total is not published where we could check
+# it, but timm's copy holds 13,151,276 after dropping ~2,000 images under 32 px, a lower bound.
+IMAGENET21K_RELEASES = {
+    "fall11": {"archive": "fall11_whole.tar", "classes": 21841, "images": 14197122, "images_at_least": False,
+               "source": "image-net.org (fall 2011 release)"},
+    "winter21": {"archive": "winter21_whole.tar.gz", "classes": 19167, "images": 13151276, "images_at_least": True,
+                 "source": "timm/imagenet-w21-wds dataset card: 19,167 classes; 13,151,276 images after ~2,000 removed"},
+}
+
 
 def _lines(path: Path) -> list[str]:
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -126,6 +137,7 @@ def generate(ref: Path) -> dict[str, bytes]:
         "imagenet21k_goog.txt.gz": _gz(_text(_lines(i21 / "imagenet21k_goog_synsets.txt"))),
         "imagenet21k_miil_w21.txt.gz": _gz(_text(_lines(i21 / "imagenet21k_miil_w21_synsets.txt"))),
         "imagenet21k_words.tsv.gz": _gz(_text(words21k)),
+        "imagenet21k_releases.json": _json({"format_version": 1, "releases": IMAGENET21K_RELEASES}),
         "tiny_imagenet_wnids.txt": _text(_lines(ref / "tiny-imagenet-200" / "wnids.txt")),
         "tiny_imagenet_val_annotations.tsv.gz": _gz(_text(_lines(ref / "tiny-imagenet-200" / "val_annotations.txt"))),
         "wordnet_is_a.txt.gz": _gz(_text(_lines(ref / "wordnet" / "wordnet.is_a.txt"))),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from imnet_data import __version__, catalog
+from imnet_data.catalog import LABEL_SPACES
 from imnet_data.errors import UsageError
 from imnet_data.parallel import map_units
 from imnet_data.sources import Entry, Source, SourceError, Unit
@@ -34,7 +35,10 @@ PLAN = "plan.json.gz"
 MAX_PLAN = 4 << 30         # bytes a stored plan may inflate to (the full 21k plan is far smaller)
 FORMAT_VERSION = 1
 TAR_OVERHEAD = 3 * 512 + 3 * 256 + 400   # headers, mean padding and the .cls/.json bodies of one sample
-DEFAULT_NAMES = {"tiny": "tiny-imagenet-200", "imagenet21k": "imagenet-21k"}
+# the default shard file prefix: by label space, and for the ``found`` space by layout
+SPACE_NAMES = {"imagenet-1k": "imagenet-1k", "imagenet-21k": "imagenet-21k", "imagenet-21k-goog": "imagenet-21k",
+               "imagenet-21k-p": "imagenet-21k-p", "tiny-imagenet-200": "tiny-imagenet-200"}
+LAYOUT_NAMES = {"tiny": "tiny-imagenet-200", "imagenet21k": "imagenet-21k"}
 KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -53,6 +57,7 @@ class ShardOptions:
     classes: tuple[str, ...] | None = None
     subset: str | None = None             # 1percent, 10percent, or a file of train file names
     fix: bool = True                      # CMYK / PNG / other formats -> RGB JPEG
+    label_space: str | None = None        # a catalog.LABEL_SPACES name; None: the layout's (the plan records it)
 
     def __post_init__(self) -> None:
         """UsageError naming the first option out of range."""
@@ -208,14 +213,15 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
               quiet: bool = False) -> SplitPlan:
     """The plan of one split of ``source``: list, label, select, sort by key, shuffle, cut."""
     entries = list_split(source, split, jobs, quiet)
-    space, classes = catalog.label_space(source.layout, (e.wnid for e in entries if e.wnid))
+    space, classes = catalog.label_space(source.layout, source.wnids, options.label_space)
     index = {w: i for i, w in enumerate(classes)}
     planned = []
     for e in select(entries, split, options):
         if e.wnid is None:
             raise SourceError(f"{e.origin}: no label (a flat val folder needs the devkit beside it)")
         if e.wnid not in index:
-            raise SourceError(f"{e.origin}: class {e.wnid} is not one of the {len(classes)} {space} classes")
+            raise SourceError(f"{e.origin}: class {e.wnid} is not one of the {len(classes):,} {space} classes "
+                              f"(leave it out with --classes, or pick another --label-space: {', '.join(LABEL_SPACES)})")
         planned.append(PlannedSample(sample_key(e), index[e.wnid], e))
     planned.sort(key=lambda p: p.key)
     for a, b in zip(planned, planned[1:]):
@@ -223,7 +229,7 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
             raise SourceError(f"{b.entry.origin}: sample key {b.key!r} also used by {a.entry.origin}")
     if options.shuffles(split):
         random.Random(options.seed).shuffle(planned)
-    name = options.name or DEFAULT_NAMES.get(source.layout, "imagenet-1k")
+    name = options.name or SPACE_NAMES.get(space) or LAYOUT_NAMES.get(source.layout, "imagenet")
     plan = SplitPlan(split, name, recorded_options(options, split), source_identity(source, split, entries),
                      space, classes)
     for i, (a, b) in enumerate(cut(len(planned), [p.entry.size for p in planned], options)):
@@ -236,6 +242,7 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
 def recorded_options(options: ShardOptions, split: str) -> dict:
     """The options as the plan and manifest record them (a subset file by its content digest)."""
     out = asdict(options)
+    del out["label_space"]   # the plan's header records the space itself, resolved
     out["shuffle"] = options.shuffles(split)
     out["quality"] = options.quality or (90 if options.reencodes() else None)
     if options.classes is not None:

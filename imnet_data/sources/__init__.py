@@ -1,12 +1,15 @@
 """Readers of every ImageNet download layout, yielding samples straight out of the archives or folders.
 
-``open_source(path)`` detects the layout (or takes ``layout=``) and returns a :class:`Source` whose ``units``
+``open_source(path)`` detects the layout (or takes ``layout=``; a path that fits several is refused, naming
+them) and returns a :class:`Source` whose ``units``
 workers read in parallel. Layouts:
 
 * ``ilsvrc2012``: the official archives in one folder (train tar of inner tars, val tar, devkit, bbox archives)
-* ``folders``: extracted ``train/<wnid>/*.JPEG`` and flat or foldered ``val/`` (+ devkit for flat val)
+* ``folders``: extracted ``train/<wnid>/*.JPEG`` and flat or foldered ``val/`` (+ devkit for flat val), or one
+  split's folder of ``<wnid>/`` folders (the split named by the folder, e.g. organize's ``DEST/train``)
 * ``kaggle``: ``ILSVRC/Data/CLS-LOC/{train,val}`` with ``LOC_val_solution.csv`` and ``LOC_synset_mapping.txt``
 * ``imagenet21k``: ``winter21_whole.tar.gz`` / ``fall11_whole.tar`` (a tar of ``<wnid>.tar``), or its folder
+  (``<wnid>.tar`` files, or ``<wnid>/`` folders not all ImageNet-1k classes)
 * ``tiny``: ``tiny-imagenet-200.zip`` or its folder
 """
 from __future__ import annotations
@@ -21,20 +24,24 @@ from imnet_data.sources.imagenet21k import ImageNet21k
 from imnet_data.sources.kaggle import Kaggle
 from imnet_data.sources.tiny import TinyImageNet
 
-# Detection tries these in order: the most specific layouts first, plain folders last.
+# The layouts by name; detection asks every one and takes the only one that fits.
 READERS: dict[str, type[Source]] = {"ilsvrc2012": IlsvrcArchives, "kaggle": Kaggle, "tiny": TinyImageNet,
                                     "imagenet21k": ImageNet21k, "folders": Folders}
 
 
 def detect_layout(path: Path) -> str:
-    """The layout name of a download, or UsageError (exit 2: the argument is not a download) saying what was
-    looked for."""
+    """The layout name of a download, or UsageError (exit 2) saying what was looked for: when no layout fits
+    (the argument is not a download), and when several do, naming each with the ``--layout`` that picks it
+    (never a guess: a wrong layout reads the right files with the wrong labels)."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path}: no such file or folder")
-    for name, reader in READERS.items():
-        if reader.detect(path):
-            return name
+    fits = [name for name, reader in READERS.items() if reader.detect(path)]
+    if len(fits) == 1:
+        return fits[0]
+    if fits:
+        raise UsageError(f"{path} fits {len(fits)} layouts, and read as the wrong one its labels would be wrong; "
+                         "name one: " + " | ".join(f"--layout {name}: {READERS[name].about}" for name in fits))
     raise UsageError(f"{path}: not a known ImageNet layout (looked for {', '.join(READERS)}); name one with --layout")
 
 

@@ -93,6 +93,7 @@ class Source:
     """Base of the layout readers: subclasses fill ``layout``, ``splits``, ``units`` and ``read``."""
 
     layout = "?"
+    about = "?"                      # what the layout is, for the message that names the layouts a path fits
     expected: tuple[str, ...] = ()   # the splits this layout's download holds (reported when one is absent)
 
     def __init__(self, root: Path) -> None:
@@ -141,6 +142,21 @@ class Source:
         """
         raise SourceError(f"{self.describe()}: {unit.name} is a compressed stream without random access; extract "
                           "the outer archive first (its inner tars are then read in place)")
+
+    def home(self, split: str) -> str:
+        """Where ``split`` lives, for messages: its archive or folder (default ``ROOT/<split>``)."""
+        return str(self.root / split)
+
+    def wnids(self) -> set[str]:
+        """Every class of the download, over all its splits: class units by their name, other units (val
+        slices) by their listed labels. What the ``found`` label space indexes, one index for every split."""
+        out: set[str] = set()
+        for unit in (u for split in self.splits() for u in self.units(split)):
+            if WNID.match(unit.name):
+                out.add(unit.name)
+            else:
+                out.update(wnid for _, wnid, _ in self.list(unit) if wnid)
+        return out
 
     def samples(self, split: str, classes: set[str] | None = None) -> Iterator[Sample]:
         """Every sample of a split (optionally only ``classes``), unit by unit."""

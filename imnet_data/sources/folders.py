@@ -7,10 +7,12 @@ it is refused by name. The listing helpers here are shared by the other folder-b
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from imnet_data.errors import UsageError
 from imnet_data.sources import devkit
 from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.ilsvrc import VAL_NAME, VAL_UNIT
@@ -82,26 +84,63 @@ def file_locs(folder: str, files: Iterable[tuple[str, int]]) -> Iterator[tuple[s
         yield name, size, os.path.join(folder, name)
 
 
+def _class_folder(entry: os.DirEntry) -> bool:
+    """A ``<wnid>/`` folder holding files directly (Tiny ImageNet's class folders hold an ``images/`` folder)."""
+    if not (entry.is_dir(follow_symlinks=False) and WNID.match(entry.name)):
+        return False
+    with os.scandir(entry.path) as it:
+        inside = list(it)
+    return bool(inside) and not any(e.is_dir(follow_symlinks=False) for e in inside)
+
+
 def _holds_images(folder: Path) -> bool:
-    """Whether ``folder`` has a ``<wnid>/`` subfolder or an official val file (stops at the first)."""
+    """Whether ``folder`` has a ``<wnid>/`` class folder or an official val file (stops at the first)."""
     if not folder.is_dir():
         return False
     with os.scandir(folder) as it:
-        return any((e.is_dir(follow_symlinks=False) and WNID.match(e.name)) or VAL_NAME.match(e.name) for e in it)
+        return any(_class_folder(e) or VAL_NAME.match(e.name) for e in it)
+
+
+def _is_split_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds ``<wnid>/`` folders and nothing else (the first one looked into)."""
+    with os.scandir(folder) as it:
+        found = list(it)
+    return bool(found) and all(e.is_dir(follow_symlinks=False) and WNID.match(e.name) for e in found) and \
+        _class_folder(found[0])
+
+
+SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")   # a split's name goes into shard file names
 
 
 class Folders(Source):
-    """``ROOT/train/<wnid>/`` and ``ROOT/val/`` (flat + devkit, or ``<wnid>/`` folders)."""
+    """``ROOT/train/<wnid>/`` and ``ROOT/val/`` (flat + devkit, or ``<wnid>/`` folders), or one split's folder of
+    ``<wnid>/`` folders (``DEST/train`` of organize: the split is named by the folder)."""
 
     layout = "folders"
+    about = "extracted folders: train/<wnid>/ and val/, or one split's folder of <wnid>/ class folders"
 
     @classmethod
     def detect(cls, path: Path) -> bool:
-        """A folder whose ``train/`` or ``val/`` holds class folders or official val files."""
-        return path.is_dir() and any(_holds_images(path / s) for s in SPLITS)
+        """A folder whose ``train/`` or ``val/`` holds class folders or official val files, or that holds only
+        class folders itself."""
+        return path.is_dir() and (any(_holds_images(path / s) for s in SPLITS) or _is_split_folder(path))
+
+    @cached_property
+    def single(self) -> bool:
+        """The root is one split's folder (no ``train/`` or ``val/`` in it)."""
+        return not any((self.root / s).is_dir() for s in SPLITS)
 
     def splits(self) -> list[str]:
-        return [s for s in SPLITS if (self.root / s).is_dir()]
+        if not self.single:
+            return [s for s in SPLITS if (self.root / s).is_dir()]
+        name = Path(os.path.abspath(self.root)).name
+        if not SPLIT_NAME.match(name):
+            raise UsageError(f"{self.root}: a folder of class folders is one split named by the folder, and "
+                             f"{name!r} cannot name a split (letters, digits, - and _): rename it, e.g. train or val")
+        return [name]
+
+    def home(self, split: str) -> str:
+        return str(self.root if self.single else self.root / split)
 
     @cached_property
     def devkit(self) -> devkit.Devkit | None:
@@ -111,8 +150,8 @@ class Folders(Source):
     def units(self, split: str) -> list[Unit]:
         if split not in self.splits():
             raise SourceError(f"{self.root}: no {split}/ folder (have {self.splits()})")
-        folder = self.root / split
-        if split == "train" or any(e.is_dir(follow_symlinks=False) for e in entries(folder)):
+        folder = Path(self.home(split))
+        if split == "train" or self.single or any(e.is_dir(follow_symlinks=False) for e in entries(folder)):
             return class_units(split, folder)
         files = regular_files(folder)
         for name, _ in files:

@@ -140,7 +140,11 @@ class IlsvrcArchives(Source):
     """A folder holding the official archives (any of train / val; the devkit labels val)."""
 
     layout = "ilsvrc2012"
+    about = "the official archives (ILSVRC2012_img_train.tar / _val.tar + devkit)"
     expected = ("train", "val")
+
+    def home(self, split: str) -> str:
+        return str(self.root / {"train": TRAIN, "val": VAL}[split])
 
     def missing(self, split: str) -> str:
         """The archive looked for, and files named like it (``ILSVRC2012_img_train (1).tar``, a browser's copy)."""

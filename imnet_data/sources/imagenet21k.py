@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from imnet_data import catalog
 from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, stem
 from imnet_data.sources.folders import entries, file_locs, files_unit, read_files, regular_files
 from imnet_data.sources.ilsvrc import index_tar, read_inner_tar
@@ -33,9 +34,11 @@ def find_archive(path: Path) -> Path | None:
 
 
 def _is_extracted(path: Path) -> bool:
-    """A folder of ``<wnid>.tar`` files or ``<wnid>/`` folders (stops at the first)."""
+    """A folder of ``<wnid>.tar`` files, or of ``<wnid>/`` folders not all of ImageNet-1k's classes (those are a
+    1k split's folder, the ``folders`` layout; both fit a mix, and detection then names both)."""
     with os.scandir(path) as it:
-        return any(INNER.match(e.name) or (e.is_dir(follow_symlinks=False) and WNID.match(e.name)) for e in it)
+        found = [e for e in it if INNER.match(e.name) or (e.is_dir(follow_symlinks=False) and WNID.match(e.name))]
+    return any(INNER.match(e.name) for e in found) or not {e.name for e in found} <= set(catalog.ilsvrc2012().wnids)
 
 
 def inner_wnid(name: str, origin: str) -> str:
@@ -63,6 +66,10 @@ class ImageNet21k(Source):
     """The 21k archive (a file, or a folder holding it), or the folder it was extracted into."""
 
     layout = "imagenet21k"
+    about = "ImageNet-21k (fall11_whole.tar / winter21_whole.tar.gz, or its <wnid>.tar / <wnid>/ entries)"
+
+    def home(self, split: str) -> str:
+        return str(self.archive or self.root)
 
     @classmethod
     def detect(cls, path: Path) -> bool:

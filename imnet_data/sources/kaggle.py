@@ -46,7 +46,11 @@ class Kaggle(Source):
     """``ROOT/ILSVRC/Data/CLS-LOC/{train,val}`` with the ``LOC_*`` files in ROOT."""
 
     layout = "kaggle"
+    about = "Kaggle's ILSVRC/Data/CLS-LOC with LOC_val_solution.csv"
     expected = ("train", "val")
+
+    def home(self, split: str) -> str:
+        return str(self.root / CLS_LOC / split)
 
     @classmethod
     def detect(cls, path: Path) -> bool:

@@ -61,7 +61,11 @@ class TinyImageNet(Source):
     """Tiny ImageNet's 200 classes: train (500 per class) and val (10,000, labelled by val_annotations.txt)."""
 
     layout = "tiny"
+    about = "Tiny ImageNet (tiny-imagenet-200.zip or its folder)"
     expected = ("train", "val")
+
+    def home(self, split: str) -> str:
+        return f"{self.base}:{FOLDER}/{split}" if self.base.is_file() else str(self.base / split)
 
     @classmethod
     def detect(cls, path: Path) -> bool:
