@@ -51,7 +51,8 @@ class LoaderOptions:
     layout: str = "NCHW"                    # NHWC: [B,H,W,3]; channels_last: [B,3,H,W] in channels_last memory
     mean: tuple[float, float, float] = MEAN
     std: tuple[float, float, float] = STD
-    num_threads: int = 4
+    num_threads: int | None = None          # DALI: CPU threads (default 4); torch: DataLoader workers (default:
+                                            # the rank's share of the cores, see fallback.default_workers)
     prefetch: int = 2
     remainder: str | None = None            # drop (train default), pad (val default), partial
     on_error: str = "raise"                 # or "skip": replace a corrupt sample by the next good one, counted
