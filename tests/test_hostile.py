@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import signal
 import struct
 import subprocess
@@ -348,6 +349,36 @@ def test_a_malformed_index_is_named_by_the_loader(fake: FakeResult, tmp_path: Pa
     with pytest.raises(ShardError, match=f"{idx}:"):
         build_loader(str(tmp_path / "sh" / "val" / "imagenet-1k-val-{000000..000001}.tar"), "val", batch_size=2,
                      backend="torch", device="cpu")
+
+
+def random_line(lines: list[bytes], number: int) -> list[bytes]:
+    """``lines`` with line ``number`` (1-based) replaced by random bytes holding no newline."""
+    lines[number - 1] = random.Random(number).randbytes(60).replace(b"\n", b"")
+    return lines
+
+
+@pytest.mark.parametrize("damage, line", [
+    (lambda lines: [random.Random(0).randbytes(4096)], 1),                # an .idx that is random bytes
+    (lambda lines: random_line(lines, 3), 3),                              # one line of random bytes
+    (lambda lines: lines[:1] + [b" ".join(lines[1].split(b" ")[:-1])] + lines[2:], 2),   # a field missing
+])
+def test_a_corrupt_index_is_named_with_its_line_everywhere(fake: FakeResult, tmp_path: Path, damage, line) -> None:
+    pytest.importorskip("torch")
+    from imnet_data.loader import ShardError, build_loader
+    shard(fake.out, tmp_path / "sh", ShardOptions(samples_per_shard=4), quiet=True)
+    folder = tmp_path / "sh" / "val"
+    idx = folder / "imagenet-1k-val-000000.idx"
+    idx.write_bytes(b"\n".join(damage(idx.read_bytes().split(b"\n"))))
+    manifest = json.loads((folder / "manifest.json").read_text())   # the manifest agrees with the new index
+    manifest["shards"][0]["index"].update(sha256=hashlib.sha256(idx.read_bytes()).hexdigest(),
+                                          bytes=idx.stat().st_size)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ShardError, match=f"^{idx}:{line}: "):
+        build_loader(folder, batch_size=2, backend="torch", device="cpu")
+    result = run_cli("verify", str(folder), "-q")
+    clean(result)
+    assert result.returncode == 1 and f"the index {idx.name} not a DALI index (val/{idx.name}:{line}: " \
+        in result.stdout, result.stdout
 
 
 # ---- 6. unbounded reads from a server ---------------------------------------------------------------------------

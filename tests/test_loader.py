@@ -2,7 +2,10 @@
 CPU decoders) and the torch fallback, checked sample by sample against the shards read with webdataset."""
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,9 @@ import webdataset as wds
 from imnet_data.fake import FakeOptions, make_fake
 from imnet_data.loader import ShardError, build_loader
 from imnet_data.shards import ShardOptions, shard
+from imnet_data.shards.members import index_rows
+from imnet_data.shards.schema import render_index
+from imnet_data.tario import tar_bytes
 
 torch = pytest.importorskip("torch", reason="the loader yields torch tensors: pip install torch")
 BACKENDS = ["dali", "torch"]
@@ -233,6 +239,51 @@ def test_labels_written_by_another_tool_are_parsed_or_named(shards: Path, tmp_pa
                        num_threads=0, image_size=32)
     with pytest.raises(ShardError, match="bad-000000.tar: sample odd: .cls is not a class index"):
         list(bad)
+    with wds.TarWriter(str(tmp_path / "negative-000000.tar")) as sink:    # no manifest: no upper bound known
+        sink.write({"__key__": "neg", "cls": b"-1", "jpg": jpeg})
+    negative = build_loader(str(tmp_path / "negative-000000.tar"), "val", batch_size=1, backend="torch",
+                            device="cpu", num_threads=0, image_size=32)
+    with pytest.raises(ShardError, match=r"negative-000000.tar: sample neg: .cls -1 is outside the label space "
+                                         r"\(class indices are >= 0\)"):
+        list(negative)
+
+
+def relabel(folder: Path, dest: Path, cls: bytes) -> tuple[Path, str]:
+    """A copy of the split folder whose first sample's ``.cls`` holds ``cls``: the first shard rewritten with
+    tarfile, its ``.idx`` made anew from the tar, the manifest's sizes and sha256s updated, so that only the
+    label is wrong. Returns the copy and the sample's key."""
+    copy = Path(shutil.copytree(folder, dest))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    entry = manifest["shards"][0]
+    tar, idx = copy / entry["name"], copy / entry["index"]["name"]
+    with tarfile.open(tar) as src:
+        members = [(m.name, src.extractfile(m).read()) for m in src]
+    key = members[0][0].removesuffix(".cls")
+    tar.write_bytes(tar_bytes([(members[0][0], cls), *members[1:]]))
+    idx.write_text(render_index(index_rows(tar)))
+    for file, record in ((tar, entry), (idx, entry["index"])):
+        record.update(bytes=file.stat().st_size, sha256=hashlib.sha256(file.read_bytes()).hexdigest())
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy, key
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cls", [b"1000", b"-1"])   # the first past ImageNet-1k's classes, the pad label
+def test_a_label_outside_the_label_space_is_refused_naming_shard_and_key(shards: Path, backend: str, cls: bytes,
+                                                                         tmp_path: Path) -> None:
+    """Never yielded (train), never taken for a pad slot and masked out (val), never skipped as a damaged
+    sample: a label the manifest's classes do not have means the shards are wrong."""
+    needs(backend)
+    copy, key = relabel(shards / "val", tmp_path / "val", cls)
+    first = next(iter(wds.WebDataset(str(copy / "imagenet-1k-val-000000.tar"), shardshuffle=False)))
+    assert (first["__key__"], first["cls"]) == (key, cls)      # a sound tar, only the label changed
+    says = (f"imagenet-1k-val-000000.tar: sample {key}: .cls {int(cls)} is outside the label space "
+            r"\(the manifest's 1000 classes, 0..999\)")
+    for settings in ({}, {"on_error": "skip", "train": True, "remainder": "partial"}):
+        loader = build_loader(copy, batch_size=4, backend=backend, device="cpu", num_threads=1, image_size=32,
+                              **settings)
+        with pytest.raises(ShardError, match=says):
+            list(loader)
 
 
 def test_the_gpu_decoder_settings_are_arguments_dali_knows() -> None:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +195,19 @@ def test_undecodable_jpeg_raises_or_is_skipped(shards: Path, tmp_path: Path) -> 
 def test_cuda_without_a_gpu_says_so(shards: Path) -> None:
     with pytest.raises(RuntimeError, match=r"device='cuda' asked but no CUDA GPU is visible; use device='cpu'"):
         loader(shards / "val", device="cuda")
+
+
+def test_default_workers_are_the_cores_available(shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a fixed 4 workers: torch warns about a DataLoader with more workers than the process's cores (on a
+    2-core machine it did, twice). Run on one core, so the check holds on any machine."""
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="This DataLoader will create")
+            made = loader(shards / "val", num_threads=None)
+            batches = list(made)
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert made.loader.num_workers == 1 and len(batches) == len(made) == 4

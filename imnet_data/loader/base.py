@@ -51,7 +51,8 @@ class LoaderOptions:
     layout: str = "NCHW"                    # NHWC: [B,H,W,3]; channels_last: [B,3,H,W] in channels_last memory
     mean: tuple[float, float, float] = MEAN
     std: tuple[float, float, float] = STD
-    num_threads: int = 4
+    num_threads: int | None = None          # DALI: CPU threads (default 4); torch: DataLoader workers (default:
+                                            # the rank's share of the cores, see fallback.default_workers)
     prefetch: int = 2
     remainder: str | None = None            # drop (train default), pad (val default), partial
     on_error: str = "raise"                 # or "skip": replace a corrupt sample by the next good one, counted
@@ -132,7 +133,7 @@ class BatchReader:
     release the GIL). Picklable: DataLoader workers map the shards themselves."""
 
     def __init__(self, shards: ShardSet, located: Located, on_error: str) -> None:
-        self.files = MappedShards([str(p) for p in shards.paths], located)
+        self.files = MappedShards([str(p) for p in shards.paths], located, shards.num_classes)
         self.on_error = on_error
         self.skipped: list[str] = []
         self._lock = threading.Lock()
@@ -147,18 +148,22 @@ class BatchReader:
         return len(self.files.keys)
 
     def read(self, positions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """JPEG arrays and int64 labels (``-1`` for pad slots) of ``positions`` (see :meth:`Schedule.order`)."""
+        """JPEG arrays and int64 labels (``-1`` for pad slots) of ``positions`` (see :meth:`Schedule.order`); a
+        label outside the label space raises ShardError naming shard and key (:func:`label_of`)."""
         rows = np.where(positions >= 0, positions, -1 - positions)
         images, labels, problems = gather(self.files, rows)
-        for j in np.flatnonzero(problems | (labels < 0)).tolist():   # the rare odd one goes the slow way
+        odd = (problems > 0) | (labels < 0) | (labels >= self.files.limit)
+        for j in np.flatnonzero(odd).tolist():   # the rare odd one goes the slow way
             images[j], labels[j] = self.good_sample(int(rows[j]))
         labels[positions < 0] = -1
         return images, labels
 
     def sample(self, i: int) -> tuple[np.ndarray, int, str | None]:
-        """Sample ``i``'s JPEG view, label, and what is wrong with its bytes (None when they look whole)."""
+        """Sample ``i``'s JPEG view, label, and what is wrong with its bytes (None when they look whole); a label
+        outside the label space raises ShardError whatever ``on_error`` says (the shard set is wrong, not a
+        sample damaged)."""
         images, labels, problems = gather(self.files, np.array([i]))
-        label = int(labels[0]) if labels[0] >= 0 else label_of(self.files, i)
+        label = int(labels[0]) if 0 <= labels[0] < self.files.limit else label_of(self.files, i)
         return images[0], label, PROBLEMS.get(int(problems[0]))
 
     def good_sample(self, i: int, decode: Callable[[np.ndarray], Any] | None = None) -> tuple[Any, int]:

@@ -25,6 +25,7 @@ from imnet_data.loader.loader import Loader
 from imnet_data.loader.shardset import ShardSet
 
 INSTALL = "pip install 'imnet-data[dali]' (nvidia-dali-cuda130; CUDA 12: nvidia-dali-cuda120)"
+THREADS = 4      # DALI's CPU threads when num_threads is not given
 
 
 def import_dali():
@@ -107,7 +108,9 @@ def build_pipeline(options: LoaderOptions, device_id: int | None, source: BatchS
     std = [s * 255 for s in options.std] if normalise else [1.0, 1.0, 1.0]
     hw = gpu_decoder_args(options) if gpu else {}
 
-    @dali.pipeline_def(batch_size=options.batch_size, num_threads=options.num_threads, device_id=device_id,
+    threads = THREADS if options.num_threads is None else options.num_threads
+
+    @dali.pipeline_def(batch_size=options.batch_size, num_threads=threads, device_id=device_id,
                        prefetch_queue_depth=options.prefetch, seed=options.seed * 1009 + options.rank)
     def pipeline():
         # no_copy: the JPEG views point into the mapped shards, which live as long as the loader

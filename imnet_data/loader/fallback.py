@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from functools import partial
 from typing import Iterable, Iterator
 
@@ -23,13 +24,15 @@ from torch.utils.data import DataLoader, Dataset
 from imnet_data.loader.base import BatchReader, LoaderOptions
 from imnet_data.loader.loader import Loader
 from imnet_data.loader.shardset import ShardSet
+from imnet_data.parallel import default_jobs
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "uint8": torch.uint8}
 Box = tuple[float, float, float, float]   # x, y, width, height in source pixels
 
 
 class TorchLoader(Loader):
-    """PIL + DataLoader backend (``options.num_threads`` worker processes, 0 decodes in this process)."""
+    """PIL + DataLoader backend (``options.num_threads`` worker processes, default :func:`default_workers`; 0
+    decodes in this process)."""
 
     backend = "torch"
 
@@ -51,7 +54,8 @@ class TorchLoader(Loader):
         (the main process only hands batches on); for a GPU the uint8 batch is copied and converted there."""
         self.tasks.items = [(self.epoch, self.step + k, positions) for k, positions in enumerate(batches)]
         if self.loader is None:
-            workers, on_host = self.options.num_threads, self.device.type == "cpu"
+            threads, on_host = self.options.num_threads, self.device.type == "cpu"
+            workers = default_workers() if threads is None else threads
             decoder = BatchDecoder(self.reader, self.options, self.output if on_host else None)
             self.loader = DataLoader(decoder, sampler=self.tasks, batch_size=None, num_workers=workers,
                                      prefetch_factor=self.options.prefetch if workers else None,
@@ -63,6 +67,13 @@ class TorchLoader(Loader):
             self.reader.note_skipped(skipped)
             yield (images if self.device.type == "cpu" else self.output(images)), labels.to(self.device,
                                                                                                 non_blocking=True)
+
+
+def default_workers() -> int:
+    """DataLoader workers when ``num_threads`` is not given: the cores this process may run on (its CPU
+    affinity), shared among the ranks of this node (torchrun's ``LOCAL_WORLD_SIZE``). More workers than cores
+    only contend for them (and torch warns about each DataLoader that has them)."""
+    return max(1, default_jobs(None) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
 class Output:

@@ -31,6 +31,7 @@ _MAP_ANONYMOUS, _MAP_NORESERVE = (0x1000, 0x40) if sys.platform == "darwin" else
 _FAILED = ctypes.c_void_p(-1).value
 
 LABEL_BYTES = 8          # a .cls holds at most 7 digits; the window past it lies in the tar padding
+ANY_LABEL = 10 ** (LABEL_BYTES - 1)   # the label bound without a manifest: any number a .cls can hold
 _WINDOW = np.concatenate([np.arange(LABEL_BYTES), [0, 1], np.arange(-16, 0)])   # label, JPEG head, JPEG tail
 _DIGIT_WEIGHT = 10 ** np.arange(LABEL_BYTES - 1, -1, -1, dtype=np.int64)
 
@@ -38,10 +39,13 @@ _DIGIT_WEIGHT = 10 ** np.arange(LABEL_BYTES - 1, -1, -1, dtype=np.int64)
 class MappedShards:
     """The shards ``located`` reads, laid out page-aligned in one range mapped lazily once per process (a
     forked or unpickled copy maps its own). ``start``/``end`` give each sample's JPEG bytes as offsets into
-    :meth:`region`, ``label_at`` its ``.cls``. Rows that do not fit their shard raise ShardError at once."""
+    :meth:`region`, ``label_at`` its ``.cls``; a label must lie in ``0 <= label < classes`` (the manifest's
+    class count; None without a manifest: any label >= 0). Rows that do not fit their shard raise ShardError
+    at once."""
 
-    def __init__(self, paths: list[str], located: Located) -> None:
+    def __init__(self, paths: list[str], located: Located, classes: int | None) -> None:
         self.paths, self.keys, self.shard = paths, located.keys, located.shard
+        self.classes, self.limit = classes, ANY_LABEL if classes is None else classes
         used = np.unique(located.shard)
         sizes = {int(s): os.stat(paths[s]).st_size for s in used}
         self.sizes, self.slots = sizes, {s: 0 for s in sizes}
@@ -149,14 +153,22 @@ def gather(files: MappedShards, rows: np.ndarray) -> tuple[list[np.ndarray], np.
 
 
 def label_of(files: MappedShards, i: int) -> int:
-    """Sample ``i``'s label from a ``.cls`` that is not plain digits (e.g. ``b"7\\n"`` from another writer);
-    ShardError naming shard and key when it is not a number at all."""
+    """Sample ``i``'s label the slow way, for a ``.cls`` that is not plain digits (e.g. ``b"7\\n"`` from
+    another writer) or not a class of the label space; ShardError naming shard and key when it is not a number
+    or outside ``0 <= label < files.classes`` (``-1``, the pad slots' label, included: never yielded as a
+    sample's label, nor masked out as padding)."""
     at, size = int(files.label_at[i]), int(files.cls_size[i])
     text = bytes(files.region()[at:at + size])
+    where = f"{files.path_of(i)}: sample {files.keys[i]}: .cls"
     try:
-        return int(text)
+        label = int(text)
     except ValueError:
-        raise ShardError(f"{files.path_of(i)}: sample {files.keys[i]}: .cls is not a class index ({text!r})") from None
+        raise ShardError(f"{where} is not a class index ({text!r})") from None
+    if not 0 <= label < files.limit:
+        space = "class indices are >= 0" if files.classes is None else \
+            f"the manifest's {files.classes} classes, 0..{files.classes - 1}"
+        raise ShardError(f"{where} {label} is outside the label space ({space})")
+    return label
 
 
 PROBLEMS = {1: "not a JPEG (no start-of-image marker)", 2: "truncated JPEG (no end-of-image marker)"}

@@ -151,9 +151,9 @@ def index_rows(shard: str) -> tuple[np.ndarray, list[str]]:
     idx = index_path(path)
     where = str(idx) if idx.is_file() else str(path)
     try:
-        text = read_capped(idx, "DALI index").decode("ascii") if idx.is_file() else render_index(scan(path))
+        raw = read_capped(idx, "DALI index") if idx.is_file() else render_index(scan(path)).encode()
         table, keys = array('q'), []
-        for key, f in parse_index(text, where):
+        for key, f in parse_index(raw, where):
             if f[0] == "cls" and len(f) > 6 and f[4] == "jpg":    # the writer's order: one look, no dict
                 table.extend((int(f[1]), int(f[2]), int(f[5]), int(f[6])))
             else:
@@ -162,6 +162,6 @@ def index_rows(shard: str) -> tuple[np.ndarray, list[str]]:
                     raise ShardError(f"{where}: sample {key} has no .cls or no .jpg")
                 table.extend((*parts["cls"], *parts["jpg"]))
             keys.append(key)
-    except (ValueError, UnicodeDecodeError) as e:
+    except ValueError as e:
         raise ShardError(str(e)) from e
     return np.frombuffer(table, np.int64).reshape(-1, 4), keys

@@ -188,12 +188,19 @@ def check_info(data: Any, where: str) -> dict:
     return data
 
 
-def parse_index(text: str, where: str) -> Iterator[tuple[str, list[str]]]:
+def parse_index(raw: bytes, where: str) -> Iterator[tuple[str, list[str]]]:
     """The samples of a DALI ``.idx`` (``v1.2 N`` then one line per sample of ``ext offset size name``
     groups), one ``(key, fields)`` at a time (``fields``: the line split at its spaces, see :func:`index_parts`;
-    a generator, so a million lines never live at once); SchemaError naming the line for anything else (a name
-    that is not ``<key>.<ext>``, a negative or non-numeric offset, two keys or one extension twice on a line, a
-    count that does not match: raised once the lines are read)."""
+    a generator, so a million lines never live at once); SchemaError naming the line for anything else (a byte
+    that is not ASCII, a name that is not ``<key>.<ext>``, a negative or non-numeric offset, two keys or one
+    extension twice on a line, a count that does not match: raised once the lines are read)."""
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - raw.rfind(b"\n", 0, e.start)
+        raise SchemaError(f"{where}:{line}: byte 0x{raw[e.start]:02x} at column {column} is not ASCII (an index "
+                          "is ASCII text)") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
