@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 
 SUBCOMMANDS = ["demo", "validate", "organize", "shard", "verify", "preview", "stage", "bench", "classes", "fake",
                "doctor", "wordnet"]
@@ -105,3 +107,13 @@ def test_wordnet_install_then_nltk_backend(tmp_path: Path) -> None:
         missing = run_cli("classes", "--ancestors", "n02085620", "--backend", "nltk",
                           env={"NLTK_DATA": str(tmp_path / "empty")})
         assert missing.returncode == 1 and "imnet-data wordnet --from" in missing.stderr
+
+
+def test_the_test_summary_lists_failures_and_skip_reasons(tmp_path: Path) -> None:
+    """The project's pytest options (pyproject addopts) keep pytest's list of failed tests and add skip reasons."""
+    (tmp_path / "test_x.py").write_text("import pytest\n\ndef test_fails():\n    assert False\n\n"
+                                        "@pytest.mark.skip(reason='no reason at all')\ndef test_skipped():\n    pass\n")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "-p", "no:cacheprovider",
+                        str(tmp_path / "test_x.py")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    summary = r.stdout.split("short test summary info", 1)[-1]
+    assert r.returncode == 1 and "::test_fails - assert False" in summary and "no reason at all" in summary, r.stdout
