@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from imnet_data.cli import COMMANDS
 from tests.helpers import ROOT, run_cli
 
 SUBCOMMANDS = ["demo", "validate", "organize", "shard", "verify", "preview", "stage", "bench", "classes", "fake",
@@ -22,6 +23,29 @@ def test_help_lists_commands_and_each_has_an_example() -> None:
         assert name in top.stdout
         sub = run_cli(name, "--help")
         assert sub.returncode == 0 and f"imnet-data {name}" in sub.stdout.split("example", 1)[1], name
+
+
+# every command with the arguments it needs, so that argparse reaches the options
+ARGS = {"demo": [], "validate": ["A"], "organize": ["A", "B"], "shard": ["A", "B"], "upload": ["A", "s3://b/p"],
+        "stage": ["A", "B"], "verify": ["A"], "preview": ["A", "--out", "p.png"], "bench": ["A"], "classes": [],
+        "fake": ["A"], "doctor": [], "wordnet": []}
+
+
+def test_help_shows_no_argparse_escapes_and_real_slurm_options() -> None:
+    assert set(ARGS) == {add.__name__.removeprefix("add_") for add in COMMANDS}
+    for name in ARGS:
+        assert "%%" not in run_cli(name, "--help").stdout, name
+    shard = run_cli("shard", "--help").stdout
+    assert "<name>-<split>-%06d.tar" in shard and "sbatch --array=0-3 --wrap" in shard and "srun --array" not in shard
+
+
+def test_a_prefix_of_an_option_is_a_usage_error_in_every_command(tmp_path: Path) -> None:
+    for name, args in ARGS.items():
+        r = run_cli(name, *args, "--qui", cwd=tmp_path)          # a prefix of --quiet, which every command has
+        assert r.returncode == 2 and "unrecognized arguments: --qui\n" in r.stderr, (name, r.stderr)
+    r = run_cli("shard", "A", "B", "--sample", "10", cwd=tmp_path)
+    assert r.returncode == 2 and "unrecognized arguments: --sample 10" in r.stderr, r.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_classes_table_search_and_json() -> None:

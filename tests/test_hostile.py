@@ -409,7 +409,7 @@ def test_stage_caps_and_names_every_metadata_fetch(metadata_server: str, tmp_pat
                                   ["shard", "SRC", "DEST", "--samples-per-shard", "0"],
                                   ["shard", "SRC", "DEST", "--shard-size", "0"],
                                   ["stage", "SRC", "DEST", "--ranks", "0-3"],
-                                  ["stage", "SRC", "DEST", "--jobs", "0"],
+                                  ["stage", "SRC", "DEST", "--jobs", "-1"],
                                   ["fake", "DEST", "--train-per-class", "0"],
                                   ["validate", "DEST"],
                                   ["verify", "DEST"]])

@@ -224,6 +224,23 @@ def test_a_different_plan_needs_overwrite(fake, tmp_path: Path) -> None:
     assert len(list((out / "train").glob("*.tar"))) == 7 and len(list((out / "train").glob("*.idx"))) == 7
 
 
+def test_a_size_without_a_unit_is_refused(fake, tmp_path: Path) -> None:
+    result, _, _ = fake
+    for bare in ("10", "0.5"):
+        proc = run_cli("shard", str(result.out), str(tmp_path / "bare"), "--shard-size", bare)
+        assert proc.returncode == 2 and f"--shard-size: '{bare}' has no unit: write {bare}B, {bare}kB, {bare}MB" \
+            in proc.stderr, proc.stderr
+    assert not (tmp_path / "bare").exists()
+    proc = run_cli("shard", str(result.out), str(tmp_path / "kb"), "--shard-size", "20kB", "--splits", "train", "-q")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "kb" / "train" / "manifest.json").read_text())
+    assert manifest["options"]["shard_size"] == 20_000 and len(manifest["shards"]) > 1
+    staged = run_cli("stage", str(tmp_path / "kb" / "train"), str(tmp_path / "st"), "--max-rate", "1000000")
+    assert staged.returncode == 2 and "--max-rate: '1000000' has no unit" in staged.stderr, staged.stderr
+    assert run_cli("stage", str(tmp_path / "kb" / "train"), str(tmp_path / "st"), "--max-rate", "1GiB",
+                   "-q").returncode == 0
+
+
 def test_classes_subset_resize_and_shard_size(fake, tmp_path: Path) -> None:
     result, _, _ = fake
     wnids = sorted({w for w, _ in source_images(result)["train"].values()})[:2]
