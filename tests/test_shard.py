@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -222,6 +223,26 @@ def test_a_different_plan_needs_overwrite(fake, tmp_path: Path) -> None:
     proc = run_cli("shard", str(result.out), str(out), "--samples-per-shard", "9", "-q", "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert len(list((out / "train").glob("*.tar"))) == 7 and len(list((out / "train").glob("*.idx"))) == 7
+
+
+def test_a_different_plan_names_each_difference_with_both_values(fake, tmp_path: Path) -> None:
+    result, _, _ = fake
+    out = tmp_path / "d"
+    run = ["shard", str(result.out), str(out), "--splits", "train", "-q"]
+    assert run_cli(*run).returncode == 0
+    before = files(out)
+    proc = run_cli(*run, "--seed", "1")
+    assert proc.returncode == 1 and "(differs in options: seed 0 -> 1); use --overwrite" in proc.stderr, proc.stderr
+    images = source_images(result)["train"]
+    wnids = sorted({w for w, _ in images.values()})[:4]
+    listed = tmp_path / "files.txt"
+    listed.write_text("\n".join(n for n, (w, _) in sorted(images.items()) if w in wnids) + "\n")
+    proc = run_cli(*run, "--shard-size", "500MB", "--classes", ",".join(wnids), "--subset", str(listed))
+    assert proc.returncode == 1, proc.stderr
+    digest = hashlib.sha256(listed.read_bytes()).hexdigest()[:8]
+    assert (f"differs in options: classes null -> [{wnids[0]}, {wnids[1]}, {wnids[2]}, ... 4 in all], "
+            f"shard_size 1000000000 -> 500000000, subset null -> files.txt@{digest}); use") in proc.stderr, proc.stderr
+    assert files(out) == before
 
 
 def test_a_size_without_a_unit_is_refused(fake, tmp_path: Path) -> None:
