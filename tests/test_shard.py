@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -260,6 +261,26 @@ def test_a_size_without_a_unit_is_refused(fake, tmp_path: Path) -> None:
     assert staged.returncode == 2 and "--max-rate: '1000000' has no unit" in staged.stderr, staged.stderr
     assert run_cli("stage", str(tmp_path / "kb" / "train"), str(tmp_path / "st"), "--max-rate", "1GiB",
                    "-q").returncode == 0
+
+
+def test_val_without_labels_names_the_val_tar_or_folder_and_the_devkit(fake, tmp_path: Path) -> None:
+    result, _, _ = fake
+    official, flat = tmp_path / "official", tmp_path / "flat"
+    official.mkdir()
+    for role in ("train", "val"):
+        os.link(result.archives[role], official / result.archives[role].name)
+    (flat / "val").mkdir(parents=True)
+    with tarfile.open(result.archives["val"]) as tar:
+        tar.extractall(flat / "val", filter="data")
+    devkit = "the devkit ILSVRC2012_devkit_t12.tar.gz (or its extracted ILSVRC2012_devkit_t12/) beside it in"
+    for src, where, says in (
+            (official, "ILSVRC2012_img_val.tar:", f"the val tar ILSVRC2012_img_val.tar needs {devkit} {official}"),
+            (flat, "val/", f"a flat val folder needs {devkit} {flat}, or val/<wnid>/ class folders")):
+        proc = run_cli("shard", str(src), str(tmp_path / f"{src.name}-out"), "--splits", "val", "-q")
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{src}/{where}ILSVRC2012_val_00000001.JPEG: no label: {says}\n" in proc.stderr, proc.stderr
+        proc = run_cli("organize", str(src), str(tmp_path / f"{src.name}-org"), "--splits", "val", "--jobs", "1", "-q")
+        assert proc.returncode == 1 and f"JPEG: no class label for this val image: {says}\n" in proc.stderr, proc.stderr
 
 
 def test_classes_subset_resize_and_shard_size(fake, tmp_path: Path) -> None:
