@@ -362,15 +362,12 @@ def _workers(p: argparse.ArgumentParser) -> None:
                    "RAY_ADDRESS, else one running on this machine, else a new one here)")
 
 
-# the units a size option takes, any case: kB, MB, GB are powers of 1000, KiB, MiB, GiB of 1024
-SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
 def _size(text: str) -> int:
     """Bytes (at least 1) from a number with its unit: ``500MB``, ``1GB``, ``2GiB``, ``200kB``, ``4096B``. A bare
     number is a usage error: ``--shard-size 10`` read as 10 bytes made a shard per sample without a word."""
+    units = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
     low = text.strip().lower()
-    suffix = next((u for u in sorted(SIZE_UNITS, key=len, reverse=True) if low.endswith(u)), "")
+    suffix = next((u for u in sorted(units, key=len, reverse=True) if low.endswith(u)), "")
     number = low[:len(low) - len(suffix)].strip()
     try:
         value = float(number)
@@ -381,9 +378,9 @@ def _size(text: str) -> int:
     if not suffix:
         raise argparse.ArgumentTypeError(f"{text!r} has no unit: write {number}B, {number}kB, {number}MB or "
                                          f"{number}GB (or KiB, MiB, GiB)")
-    if value * SIZE_UNITS[suffix] < 1:
+    if value * units[suffix] < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: a size must be at least 1 byte")
-    return int(value * SIZE_UNITS[suffix])
+    return int(value * units[suffix])
 
 
 def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
