@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from imnet_data import __version__, catalog
 from imnet_data.catalog import UnknownClassError
@@ -355,7 +356,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
 def _workers(p: argparse.ArgumentParser) -> None:
     """--jobs and where the units run: this machine's processes or a Ray cluster."""
     p.add_argument("--jobs", "-j", type=_int(0), default=0,
-                   help="worker processes (default 0: all cores; --executor ray: units in flight, default all CPUs)")
+                   help="worker processes (default 0: one per core; --executor ray: units in flight, default all CPUs)")
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: worker processes here (default); ray: one Ray task per unit on a cluster "
                         "(pip install 'imnet-data[ray]'; SRC and DEST on a filesystem every node mounts)")
@@ -373,24 +374,31 @@ def _label_space(p: argparse.ArgumentParser) -> None:
 
 
 def _size(text: str) -> int:
-    """Bytes (at least 1) from ``1000000``, ``500MB``, ``1GB``, ``2GiB``; anything else is a usage error."""
-    units = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30, "b": 1}
+    """Bytes (at least 1) from a number with its unit: ``500MB``, ``1GB``, ``2GiB``, ``200kB``, ``4096B``. A bare
+    number is a usage error: ``--shard-size 10`` read as 10 bytes made a shard per sample without a word."""
+    units = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
     low = text.strip().lower()
     suffix = next((u for u in sorted(units, key=len, reverse=True) if low.endswith(u)), "")
+    number = low[:len(low) - len(suffix)].strip()
     try:
-        value = int(float(low[:len(low) - len(suffix)]) * units.get(suffix, 1))
+        value = float(number)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 500MB, 1GB, 1000000)") from None
-    if value < 1:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 500MB, 1GB, 2GiB)")
+    if not suffix:
+        raise argparse.ArgumentTypeError(f"{text!r} has no unit: write {number}B, {number}kB, {number}MB or "
+                                         f"{number}GB (or KiB, MiB, GiB)")
+    if value * units[suffix] < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: a size must be at least 1 byte")
-    return value
+    return int(value * units[suffix])
 
 
 def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "shard", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="write WebDataset shards (+ DALI indexes, manifest) straight from the download",
-        description="Write DEST/<split>/<name>-<split>-%%06d.tar WebDataset shards (<key>.jpg, .cls, .json) from "
+        description="Write DEST/<split>/<name>-<split>-%06d.tar WebDataset shards (<key>.jpg, .cls, .json) from "
                     "any download layout, read in place. Train is shuffled across the whole split with --seed; "
                     "val keeps file order. The plan (sample -> shard) is computed first and stored as "
                     "plan.json.gz; each shard gets a DALI index (.idx); manifest.json, wids.json and "
@@ -404,8 +412,8 @@ def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         epilog="examples:\n  imnet-data shard /data/downloads /data/shards --jobs 8\n"
                "  imnet-data shard /data/downloads /data/shards-160 --short-side 160 --quality 90\n"
                "  imnet-data shard /data/downloads /data/sub --subset 10percent --splits train\n"
-               "  srun --array=0-3 imnet-data shard /data/downloads /data/shards   # then:\n"
-               "  imnet-data shard --merge /data/shards\n"
+               "  sbatch --array=0-3 --wrap 'imnet-data shard /data/downloads /data/shards'\n"
+               "  imnet-data shard --merge /data/shards    # once, after every array task is done\n"
                "  imnet-data shard /data/downloads s3://my-bucket/imagenet --work /scratch/work")
     p.add_argument("paths", nargs="+", metavar="SRC DEST", help="the download and the output folder or s3:// / gs:// "
                                                                 "prefix (with --merge: only DEST)")
@@ -420,8 +428,9 @@ def add_shard(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,
                    help="shuffle across the split (default: train yes, val no)")
     p.add_argument("--samples-per-shard", type=_int(1), metavar="N", help="samples per shard (default: by --shard-size)")
-    p.add_argument("--shard-size", type=_size, default=10**9, metavar="BYTES",
-                   help="target shard size, e.g. 500MB, 1GB (default 1GB; shards get near-equal sample counts)")
+    p.add_argument("--shard-size", type=_size, default=10**9, metavar="SIZE",
+                   help="target shard size with its unit, e.g. 500MB, 1GB, 2GiB (default 1GB; a bare number is "
+                        "refused; shards get near-equal sample counts)")
     p.add_argument("--max-size", type=_int(1), metavar="PX", help="shrink so the longer side is at most PX")
     p.add_argument("--short-side", type=_int(1), metavar="PX", help="shrink so the shorter side is at most PX")
     p.add_argument("--quality", type=_int(1, 100), metavar="Q", help="JPEG quality of re-encodes (default 90 with a resize; "
@@ -473,7 +482,7 @@ def add_upload(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("dest", type=Path, metavar="DEST", help="the shard output folder (or one split folder)")
     p.add_argument("url", metavar="URL", help="s3://bucket/prefix or gs://bucket/prefix")
     p.add_argument("--splits", type=_csv, metavar="LIST", help="comma-separated splits (default: all in DEST)")
-    p.add_argument("--jobs", "-j", type=_int(1), default=4, help="parallel uploads (default 4)")
+    p.add_argument("--jobs", "-j", type=_int(0), default=4, help="parallel uploads (default 4; 0: one per core)")
     p.add_argument("--verify", action="store_true", help="read back objects already there and check their sha256")
     p.add_argument("--overwrite", action="store_true", help="replace another plan's shards under URL")
     p.add_argument("--retries", type=_int(0), default=5, help="retries per request after transient errors (a "
@@ -653,11 +662,12 @@ def add_stage(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("--world-size", type=_int(1), metavar="W", help="ranks in the training job")
     p.add_argument("--num-nodes", type=_int(1), metavar="N", help="nodes in the job (default: from SLURM/torchrun, else 1)")
     p.add_argument("--node-rank", type=_int(0), metavar="K", help="this node's rank, 0..N-1")
-    p.add_argument("--jobs", "-j", type=_int(1), default=4, help="parallel transfers (default 4)")
+    p.add_argument("--jobs", "-j", type=_int(0), default=4, help="parallel transfers (default 4; 0: one per core)")
     p.add_argument("--verify", action="store_true", help="also check the sha256 of files already present")
     p.add_argument("--link", action="store_true", help="filesystem source on this machine: hard-link (across "
                                                        "filesystems: symlink) instead of copying")
-    p.add_argument("--max-rate", type=_size, metavar="BYTES", help="bytes/s over all transfers, e.g. 200MB")
+    p.add_argument("--max-rate", type=_size, metavar="SIZE", help="bytes/s over all transfers, with its unit, "
+                                                                   "e.g. 200MB (a bare number is refused)")
     p.add_argument("--retries", type=_int(0), default=5, help="retries per file after transient errors (default 5)")
     p.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
                    help="seconds without data before a read is retried (default 60)")
@@ -670,13 +680,22 @@ COMMANDS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], N
     add_classes, add_fake, add_doctor, add_wordnet]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that takes long options only as written: argparse's default also takes any unique
+    prefix (``--sample 10`` for ``--samples-per-shard``), which hides a typo and breaks when an option is added.
+    The subcommand parsers are of this class too (argparse makes them of the top parser's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (one subcommand per library job)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     common.add_argument("--json", action="store_true", help="machine-readable output")
-    parser = argparse.ArgumentParser(prog="imnet-data", description="Validate, reorganize, shard, stage and load ImageNet.",
-                                     epilog="run 'imnet-data COMMAND --help' for each command's options and examples")
+    parser = _Parser(prog="imnet-data", description="Validate, reorganize, shard, stage and load ImageNet.",
+                     epilog="run 'imnet-data COMMAND --help' for each command's options and examples")
     parser.add_argument("--version", action="version", version=f"imnet-data {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:

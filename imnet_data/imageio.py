@@ -33,6 +33,14 @@ class Probe:
     oversized: bool = False
 
 
+def decode_error(error: Exception) -> str:
+    """What PIL's exception says about image bytes, without the in-memory file PIL names in it (``cannot identify
+    image file <_io.BytesIO object at 0x7f...>``): the caller names the real file."""
+    if isinstance(error, UnidentifiedImageError):
+        return "no known image format"
+    return str(error) or type(error).__name__
+
+
 def probe(data: bytes) -> Probe:
     """Decode ``data`` completely and say what it is.
 
@@ -144,7 +152,7 @@ def to_rgb_jpeg(data: bytes, quality: int = 95) -> bytes:
         with Image.open(io.BytesIO(data)) as img:
             rgb = img.convert("RGB")
     except Exception as e:  # noqa: BLE001 -- see probe
-        raise ValueError(f"cannot decode image for re-encoding: {e}") from e
+        raise ValueError(f"cannot decode image for re-encoding: {decode_error(e)}") from e
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=quality)
     return out.getvalue()

@@ -97,10 +97,11 @@ class Job:
             return old
         result = UnitResult(unit.split, unit.name, settings)
         folders: dict[str, str] = {}
-        for sample in source(self.src, self.layout, self.run).read(unit):
+        src = source(self.src, self.layout, self.run)
+        for sample in src.read(unit):
             if sample.wnid is None:
-                raise SourceError(f"{sample.origin}: no class label for this {sample.split} image; organize "
-                                  "needs the labels (official archives: ILSVRC2012_devkit_t12.tar.gz next to them)")
+                raise SourceError(f"{sample.origin}: no class label for this {sample.split} image: "
+                                  f"{src.unlabelled(sample.split)}")
             if self.classes is None or sample.wnid in self.classes:
                 self.place(sample, folders, result)
         if old:

@@ -79,11 +79,24 @@ class FaultPlan:
         self.calls: list[tuple[str, str]] = []
         self.clients: set[tuple[str, int]] = set()
         self.lock = threading.Lock()
+        self.meeting = threading.Barrier(1)
+        self.meeting_at: set[str] = set()
 
     def plan(self, path: str, *faults: str | None) -> None:
         self.faults[path] = list(faults)
 
+    def meet(self, *requests: str) -> None:
+        """Hold the first of each of ``requests`` (``"METHOD path"``) until all have arrived, 10 s at most: they
+        meet only when sent at the same time, in parallel (``meeting.broken`` when they did not)."""
+        self.meeting, self.meeting_at = threading.Barrier(len(requests), timeout=10), set(requests)
+
     def take(self, method: str, path: str, rng: str | None, client: tuple[str, int]) -> str | None:
+        with self.lock:
+            meets = f"{method} {path}" in self.meeting_at
+            self.meeting_at.discard(f"{method} {path}")
+        if meets:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self.meeting.wait()
         with self.lock:
             if method == "GET":
                 self.log.append((path, rng))

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from imnet_data.cli import COMMANDS
+from tests.helpers import ROOT, run_cli
 
 SUBCOMMANDS = ["demo", "validate", "organize", "shard", "verify", "preview", "stage", "bench", "classes", "fake",
                "doctor", "wordnet"]
@@ -20,6 +23,29 @@ def test_help_lists_commands_and_each_has_an_example() -> None:
         assert name in top.stdout
         sub = run_cli(name, "--help")
         assert sub.returncode == 0 and f"imnet-data {name}" in sub.stdout.split("example", 1)[1], name
+
+
+# every command with the arguments it needs, so that argparse reaches the options
+ARGS = {"demo": [], "validate": ["A"], "organize": ["A", "B"], "shard": ["A", "B"], "upload": ["A", "s3://b/p"],
+        "stage": ["A", "B"], "verify": ["A"], "preview": ["A", "--out", "p.png"], "bench": ["A"], "classes": [],
+        "fake": ["A"], "doctor": [], "wordnet": []}
+
+
+def test_help_shows_no_argparse_escapes_and_real_slurm_options() -> None:
+    assert set(ARGS) == {add.__name__.removeprefix("add_") for add in COMMANDS}
+    for name in ARGS:
+        assert "%%" not in run_cli(name, "--help").stdout, name
+    shard = run_cli("shard", "--help").stdout
+    assert "<name>-<split>-%06d.tar" in shard and "sbatch --array=0-3 --wrap" in shard and "srun --array" not in shard
+
+
+def test_a_prefix_of_an_option_is_a_usage_error_in_every_command(tmp_path: Path) -> None:
+    for name, args in ARGS.items():
+        r = run_cli(name, *args, "--qui", cwd=tmp_path)          # a prefix of --quiet, which every command has
+        assert r.returncode == 2 and "unrecognized arguments: --qui\n" in r.stderr, (name, r.stderr)
+    r = run_cli("shard", "A", "B", "--sample", "10", cwd=tmp_path)
+    assert r.returncode == 2 and "unrecognized arguments: --sample 10" in r.stderr, r.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_classes_table_search_and_json() -> None:
@@ -105,3 +131,13 @@ def test_wordnet_install_then_nltk_backend(tmp_path: Path) -> None:
         missing = run_cli("classes", "--ancestors", "n02085620", "--backend", "nltk",
                           env={"NLTK_DATA": str(tmp_path / "empty")})
         assert missing.returncode == 1 and "imnet-data wordnet --from" in missing.stderr
+
+
+def test_the_test_summary_lists_failures_and_skip_reasons(tmp_path: Path) -> None:
+    """The project's pytest options (pyproject addopts) keep pytest's list of failed tests and add skip reasons."""
+    (tmp_path / "test_x.py").write_text("import pytest\n\ndef test_fails():\n    assert False\n\n"
+                                        "@pytest.mark.skip(reason='no reason at all')\ndef test_skipped():\n    pass\n")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "-p", "no:cacheprovider",
+                        str(tmp_path / "test_x.py")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    summary = r.stdout.split("short test summary info", 1)[-1]
+    assert r.returncode == 1 and "::test_fails - assert False" in summary and "no reason at all" in summary, r.stdout

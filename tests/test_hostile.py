@@ -315,6 +315,47 @@ def test_a_base256_member_in_a_download_is_named(fake: FakeResult, tmp_path: Pat
     assert result.returncode == 1 and name in result.stdout
 
 
+def flip_tail(data: bytes) -> bytes:
+    """``data`` with every byte after the first 300 inverted (meta.mat: its compressed variables damaged)."""
+    return data[:300] + bytes(b ^ 0xFF for b in data[300:])
+
+
+@pytest.mark.parametrize("damage", [lambda m: m[:len(m) // 2], lambda m: bytes(len(m)), flip_tail],
+                         ids=["truncated", "zeros", "flipped"])
+def test_a_damaged_meta_mat_names_the_devkit(fake: FakeResult, tmp_path: Path, damage) -> None:
+    src = copy_download(fake, tmp_path / "src")
+    with tarfile.open(fake.archives["devkit"]) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    meta = "ILSVRC2012_devkit_t12/data/meta.mat"
+    (src / GOOD_DEVKIT).write_bytes(gzipped_tar({**members, meta: damage(members[meta])}))
+    for cmd in (["shard", str(src), str(tmp_path / "s"), "--splits", "val"],
+                ["validate", str(src), "--expect", "self", "--skip-checksums"]):
+        result = run_cli(*cmd, "-q")
+        clean(result)
+        assert result.returncode == 1, (cmd, result.stderr)
+        assert f"{src / GOOD_DEVKIT}: data/meta.mat is not a devkit meta.mat (" in result.stdout + result.stderr, \
+            (cmd, result)
+
+
+@pytest.mark.parametrize("kind, says, options", [
+    ("not_image", "not a readable image (no known image format)", []),
+    ("empty", "not a readable image (no known image format)", []),
+    ("truncated", "cannot decode image for resizing: image file is truncated", ["--short-side", "16"])],
+    ids=["not-image", "empty", "truncated"])
+def test_an_image_shard_cannot_read_names_the_member_not_a_file_object(tmp_path: Path, kind: str, says: str,
+                                                                      options: list[str]) -> None:
+    broken = make_fake(tmp_path / "src", FakeOptions(classes=3, train_per_class=5, val_images=0, seed=3,
+                                                     with_faults=True), quiet=True)
+    (name,) = [f["name"] for f in broken.truth["faults"] if f["kind"] == kind]
+    (tmp_path / "only.txt").write_text(name + "\n")
+    result = run_cli("shard", str(broken.out), str(tmp_path / "s"), "--subset", str(tmp_path / "only.txt"),
+                     "--splits", "train", "--jobs", "1", "-q", *options)
+    clean(result)
+    assert result.returncode == 1, result.stderr
+    assert f"{broken.archives['train']}:{name}: {says}" in result.stderr, result.stderr
+    assert "object at 0x" not in result.stderr
+
+
 @pytest.mark.parametrize("edit, field", [
     (lambda m: m.pop("shards"), "shards: expected a list"),
     (lambda m: m["shards"][0].pop("index"), "shards[0].index: expected an object"),
@@ -440,7 +481,7 @@ def test_stage_caps_and_names_every_metadata_fetch(metadata_server: str, tmp_pat
                                   ["shard", "SRC", "DEST", "--samples-per-shard", "0"],
                                   ["shard", "SRC", "DEST", "--shard-size", "0"],
                                   ["stage", "SRC", "DEST", "--ranks", "0-3"],
-                                  ["stage", "SRC", "DEST", "--jobs", "0"],
+                                  ["stage", "SRC", "DEST", "--jobs", "-1"],
                                   ["fake", "DEST", "--train-per-class", "0"],
                                   ["validate", "DEST"],
                                   ["verify", "DEST"]])

@@ -337,6 +337,17 @@ def test_upload_writes_the_manifest_last_and_resumes(local: Path, aws: S3Server,
     same_shards(local, tmp_path / "node")
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: --jobs 0 is one upload")
+def test_upload_jobs_0_means_one_upload_per_core(local: Path, aws: S3Server, proxy: S3Proxy, tmp_path: Path) -> None:
+    bucket = aws.bucket()
+    proxy.meet(*(f"PUT {bucket}/j/train/{name}" for name in shard_names(local / "train")[:2]))
+    done = run_cli("upload", str(local), f"s3://{bucket}/j", "--jobs", "0", "-q", env=aws.env(proxy.url))
+    assert done.returncode == 0, done.stderr
+    assert not proxy.meeting.broken           # shards 0 and 1 went up at the same time
+    assert stage(f"s3://{bucket}/j", tmp_path / "node", quiet=True).ok
+    same_shards(local, tmp_path / "node")
+
+
 def test_upload_refuses_a_changed_shard_and_another_plan(fake: FakeResult, local: Path, aws: S3Server,
                                                          tmp_path: Path) -> None:
     import shutil

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -10,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -222,6 +224,63 @@ def test_a_different_plan_needs_overwrite(fake, tmp_path: Path) -> None:
     proc = run_cli("shard", str(result.out), str(out), "--samples-per-shard", "9", "-q", "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert len(list((out / "train").glob("*.tar"))) == 7 and len(list((out / "train").glob("*.idx"))) == 7
+
+
+def test_a_different_plan_names_each_difference_with_both_values(fake, tmp_path: Path) -> None:
+    result, _, _ = fake
+    out = tmp_path / "d"
+    run = ["shard", str(result.out), str(out), "--splits", "train", "-q"]
+    assert run_cli(*run).returncode == 0
+    before = files(out)
+    proc = run_cli(*run, "--seed", "1")
+    assert proc.returncode == 1 and "(differs in options: seed 0 -> 1); use --overwrite" in proc.stderr, proc.stderr
+    images = source_images(result)["train"]
+    wnids = sorted({w for w, _ in images.values()})[:4]
+    listed = tmp_path / "files.txt"
+    listed.write_text("\n".join(n for n, (w, _) in sorted(images.items()) if w in wnids) + "\n")
+    proc = run_cli(*run, "--shard-size", "500MB", "--classes", ",".join(wnids), "--subset", str(listed))
+    assert proc.returncode == 1, proc.stderr
+    digest = hashlib.sha256(listed.read_bytes()).hexdigest()[:8]
+    assert (f"differs in options: classes null -> [{wnids[0]}, {wnids[1]}, {wnids[2]}, ... 4 in all], "
+            f"shard_size 1000000000 -> 500000000, subset null -> files.txt@{digest}); use") in proc.stderr, proc.stderr
+    assert files(out) == before
+
+
+def test_a_size_without_a_unit_is_refused(fake, tmp_path: Path) -> None:
+    result, _, _ = fake
+    for bare in ("10", "0.5"):
+        proc = run_cli("shard", str(result.out), str(tmp_path / "bare"), "--shard-size", bare)
+        assert proc.returncode == 2 and f"--shard-size: '{bare}' has no unit: write {bare}B, {bare}kB, {bare}MB" \
+            in proc.stderr, proc.stderr
+    assert not (tmp_path / "bare").exists()
+    proc = run_cli("shard", str(result.out), str(tmp_path / "kb"), "--shard-size", "20kB", "--splits", "train", "-q")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "kb" / "train" / "manifest.json").read_text())
+    assert manifest["options"]["shard_size"] == 20_000 and len(manifest["shards"]) > 1
+    staged = run_cli("stage", str(tmp_path / "kb" / "train"), str(tmp_path / "st"), "--max-rate", "1000000")
+    assert staged.returncode == 2 and "--max-rate: '1000000' has no unit" in staged.stderr, staged.stderr
+    assert run_cli("stage", str(tmp_path / "kb" / "train"), str(tmp_path / "st"), "--max-rate", "1GiB",
+                   "-q").returncode == 0
+
+
+def test_val_without_labels_names_the_val_tar_or_folder_and_the_devkit(fake, tmp_path: Path) -> None:
+    result, _, _ = fake
+    official, flat = tmp_path / "official", tmp_path / "flat"
+    official.mkdir()
+    for role in ("train", "val"):
+        os.link(result.archives[role], official / result.archives[role].name)
+    (flat / "val").mkdir(parents=True)
+    with tarfile.open(result.archives["val"]) as tar:
+        tar.extractall(flat / "val", filter="data")
+    devkit = "the devkit ILSVRC2012_devkit_t12.tar.gz (or its extracted ILSVRC2012_devkit_t12/) beside it in"
+    for src, where, says in (
+            (official, "ILSVRC2012_img_val.tar:", f"the val tar ILSVRC2012_img_val.tar needs {devkit} {official}"),
+            (flat, "val/", f"a flat val folder needs {devkit} {flat}, or val/<wnid>/ class folders")):
+        proc = run_cli("shard", str(src), str(tmp_path / f"{src.name}-out"), "--splits", "val", "-q")
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{src}/{where}ILSVRC2012_val_00000001.JPEG: no label: {says}\n" in proc.stderr, proc.stderr
+        proc = run_cli("organize", str(src), str(tmp_path / f"{src.name}-org"), "--splits", "val", "--jobs", "1", "-q")
+        assert proc.returncode == 1 and f"JPEG: no class label for this val image: {says}\n" in proc.stderr, proc.stderr
 
 
 def test_classes_subset_resize_and_shard_size(fake, tmp_path: Path) -> None:

@@ -139,6 +139,15 @@ def test_cli_json_and_exit_codes(shards: Path, served: str, tmp_path: Path) -> N
     assert missing.returncode == 1 and "manifest" in missing.stderr
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: --jobs 0 is one transfer")
+def test_jobs_0_means_one_transfer_per_core(shards: Path, faulty: FaultServer, tmp_path: Path) -> None:
+    faulty.meet("GET train/imagenet-1k-train-000000.tar", "GET train/imagenet-1k-train-000001.tar")
+    done = run_cli("stage", f"{faulty.url}/train", str(tmp_path / "d"), "--jobs", "0", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert not faulty.meeting.broken          # shards 0 and 1 were fetched at the same time
+    assert_same(shards / "train", tmp_path / "d" / "train")
+
+
 def test_filesystem_source_copy_and_link(shards: Path, tmp_path: Path) -> None:
     report = stage(shards, tmp_path / "copy", splits=["train"], quiet=True)
     assert report.ok and report.splits == ["train"] and not any(report.linked.values())

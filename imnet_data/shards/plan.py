@@ -218,7 +218,7 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
     planned = []
     for e in select(entries, split, options):
         if e.wnid is None:
-            raise SourceError(f"{e.origin}: no label (a flat val folder needs the devkit beside it)")
+            raise SourceError(f"{e.origin}: no label: {source.unlabelled(split)}")
         if e.wnid not in index:
             raise SourceError(f"{e.origin}: class {e.wnid} is not one of the {len(classes):,} {space} classes "
                               f"(leave it out with --classes, or pick another --label-space: {', '.join(LABEL_SPACES)})")

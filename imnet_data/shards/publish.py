@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from imnet_data.errors import UsageError
+from imnet_data.parallel import default_jobs
 from imnet_data.shards.manifest import MANIFEST, read_manifest
 from imnet_data.shards.peers import WIDS, update_info
 from imnet_data.shards.plan import PLAN, read_plan
@@ -141,9 +142,9 @@ def upload(dest: str | Path, url: str, *, splits: list[str] | None = None, jobs:
            overwrite: bool = False, retries: int = 5, backoff: float = 0.2,
            timeout: tuple[float, float] = (10.0, 60.0)) -> UploadReport:
     """Upload the shard output folder ``dest`` (or one split folder) to the object-store prefix ``url``,
-    ``<prefix>/<split>/`` per split (see the module doc). A prefix holding another plan's shards is refused
-    (ValueError) unless ``overwrite``; failed shards are reported, not raised."""
-    start = time.monotonic()
+    ``<prefix>/<split>/`` per split (see the module doc), ``jobs`` at once (0: one per core). A prefix holding
+    another plan's shards is refused (ValueError) unless ``overwrite``; failed shards are reported, not raised."""
+    start, jobs = time.monotonic(), default_jobs(jobs)
     folders = split_folders(Path(dest), splits)
     up = Uploader(retries, backoff, verify)
     with open_store(url, jobs, timeout, up.retry) as root:

@@ -4,6 +4,8 @@ the old shard set removed first). Shared by ``shard`` (into a folder or a bucket
 from __future__ import annotations
 
 import fnmatch
+import json
+import re
 from typing import Callable
 
 from imnet_data.shards.manifest import MANIFEST
@@ -13,6 +15,10 @@ from imnet_data.shards.writer import RECORDS
 from imnet_data.stores import Store
 
 OURS = ("*.tar", "*.idx", "*.partial", PLAN, MANIFEST, WIDS)   # a shard set's files (and its records)
+FIRST = ("options", "source")                            # the plan's parts a "differs in" message names first
+DERIVED = ("name", "pattern", "label_space", "classes")   # what follows from the options and the source
+BRIEF = 60                                                # characters of one value in that message
+DIGEST = re.compile(r"[0-9a-f]{64}")                      # a sha256, shown by its first 12 digits
 
 
 def header(plan: dict) -> dict:
@@ -29,11 +35,45 @@ def prepare(store: Store, head: dict, digests: list[str], raw: Callable[[], byte
         if header(stored) == head and [s.get("digest") for s in stored["shards"]] == digests:
             return
         if not overwrite:
-            differs = [k for k in ("options", "source", "name", "classes") if stored.get(k) != head.get(k)]
-            raise ValueError(f"{store}: holds shards of a different plan (differs in: "
-                             f"{', '.join(differs) or 'sample order'}); use --overwrite or another DEST")
+            raise ValueError(f"{store}: holds shards of a different plan (differs in "
+                             f"{differences(header(stored), head)}); use --overwrite or another DEST")
         clear(store)
     store.write(PLAN, raw())
+
+
+def differences(stored: dict, wanted: dict) -> str:
+    """What differs between two plan headers, part by part, each field with the stored and the wanted value:
+    ``options: seed 0 -> 1, shard_size 1000000000 -> 500000000; source: samples 20 -> 18``. Fields that follow
+    from those (name, pattern, class list) are named only when nothing else differs."""
+    keys = (*FIRST, *sorted((set(stored) | set(wanted)) - set(FIRST)))
+    changed = [k for k in keys if stored.get(k) != wanted.get(k)]
+    shown = [k for k in changed if k not in DERIVED] or changed
+    return "; ".join(change(k, stored.get(k), wanted.get(k)) for k in shown) or "sample order"
+
+
+def change(key: str, old: object, new: object) -> str:
+    """``key: old -> new``; two dicts field by field (``options: seed 0 -> 1, quality null -> 90``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return f"{key}: " + ", ".join(f"{k} {brief(old.get(k))} -> {brief(new.get(k))}"
+                                      for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    return f"{key}: {brief(old)} -> {brief(new)}"
+
+
+def brief(value: object) -> str:
+    """A plan value in a few words, cut to :data:`BRIEF` characters: a subset file as ``name@sha256-prefix``,
+    a digest by its first 12 digits, a dict as ``key=value`` pairs, a list by its first items and length,
+    strings bare, the rest as JSON."""
+    if isinstance(value, dict) and set(value) == {"file", "sha256"}:
+        text = f"{value['file']}@{str(value['sha256'])[:8]}"
+    elif isinstance(value, dict):
+        text = " ".join(f"{k}={brief(v)}" for k, v in sorted(value.items()))
+    elif isinstance(value, list):
+        text = f"[{', '.join(brief(v) for v in value[:3])}{f', ... {len(value)} in all' if len(value) > 3 else ''}]"
+    elif isinstance(value, str):
+        text = value[:12] + "..." if DIGEST.fullmatch(value) else value
+    else:
+        text = json.dumps(value)
+    return text if len(text) <= BRIEF else text[:BRIEF - 3] + "..."
 
 
 def clear(store: Store) -> None:

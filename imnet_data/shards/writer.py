@@ -21,7 +21,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from imnet_data.catalog import real_labels_of
-from imnet_data.imageio import FIXABLE, jpeg_header, kind_of, to_rgb_jpeg
+from imnet_data.imageio import FIXABLE, decode_error, jpeg_header, kind_of, to_rgb_jpeg
 from imnet_data.shards.plan import PlannedSample, ShardOptions, ShardPlan
 from imnet_data.shards.schema import render_index
 from imnet_data.sources.access import fetch
@@ -145,10 +145,13 @@ def encode(sample: PlannedSample, data: bytes, job: ShardJob) -> tuple[bytes, di
     e = sample.entry
     fmt, mode, (width, height) = image_info(data, e.origin)
     kind, fixed, scale = kind_of(fmt, mode), "", 1.0
-    if job.options.fix and kind in FIXABLE - {"gray"}:
-        data, fixed = to_rgb_jpeg(data), kind
-    if job.options.reencodes():
-        data, scale = resize(data, width, height, job.options)
+    try:
+        if job.options.fix and kind in FIXABLE - {"gray"}:
+            data, fixed = to_rgb_jpeg(data), kind
+        if job.options.reencodes():
+            data, scale = resize(data, width, height, job.options)
+    except ValueError as err:     # the header was read, the pixels are damaged
+        raise SourceError(f"{e.origin}: {err}; run 'imnet-data validate --deep'") from err
     real = real_labels_of(sample.key) if job.label_space == "imagenet-1k" else None
     meta = {"key": sample.key, "label": sample.label, "wnid": e.wnid, "class": job.class_names[sample.label],
             "file": printable(e.name), "format": fmt, "mode": mode, "fixed": fixed,
@@ -169,7 +172,8 @@ def image_info(data: bytes, origin: str) -> tuple[str, str, tuple[int, int]]:
         with Image.open(io.BytesIO(data)) as img:
             return img.format, img.mode, img.size
     except Exception as err:  # noqa: BLE001 -- hostile bytes make PIL raise many types
-        raise SourceError(f"{origin}: not a readable image ({err}); run 'imnet-data validate --deep'") from err
+        raise SourceError(f"{origin}: not a readable image ({decode_error(err)}); run 'imnet-data validate "
+                          "--deep'") from err
 
 
 def resize(data: bytes, width: int, height: int, options: ShardOptions) -> tuple[bytes, float]:
@@ -184,11 +188,14 @@ def resize(data: bytes, width: int, height: int, options: ShardOptions) -> tuple
     if scale >= 1.0 and (options.max_size or options.short_side):
         return data, 1.0
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    with Image.open(io.BytesIO(data)) as img:
-        img.draft("RGB", size)
-        rgb = img.convert("RGB")
-        if rgb.size != size:
-            rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.draft("RGB", size)
+            rgb = img.convert("RGB")
+    except Exception as err:  # noqa: BLE001 -- see image_info
+        raise ValueError(f"cannot decode image for resizing: {decode_error(err)}") from err
+    if rgb.size != size:
+        rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=options.quality or 90)
     return out.getvalue(), scale

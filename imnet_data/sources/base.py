@@ -167,3 +167,7 @@ class Source:
 
     def describe(self) -> str:
         return f"{self.layout} at {self.root}"
+
+    def unlabelled(self, split: str) -> str:
+        """Why a ``split`` image of this download came without a label, and what gives it one (for messages)."""
+        return f"the {self.layout} download at {self.root} carries no label for its {split} images"

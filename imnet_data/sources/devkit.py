@@ -46,8 +46,8 @@ def parse(meta_mat: bytes, ground_truth: bytes, origin: str) -> Devkit:
         leaves = [s for s in synsets if int(s["num_children"]) == 0]
         id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in leaves}
         counts = {str(s["WNID"]): int(s["num_train_images"]) for s in leaves}
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise SourceError(f"{origin}: {META} is not a devkit meta.mat ({e})") from e
+    except Exception as e:  # noqa: BLE001 -- damaged bytes make scipy raise many types (OSError, zlib.error, ...)
+        raise SourceError(f"{origin}: {META} is not a devkit meta.mat ({str(e) or type(e).__name__})") from e
     try:
         ids = [int(line) for line in ground_truth.decode("ascii").split()]
     except (UnicodeDecodeError, ValueError) as e:

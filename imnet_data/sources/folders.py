@@ -169,6 +169,11 @@ class Folders(Source):
         for name, size, path in file_locs(*unit.ref):
             yield Entry(name, self._wnid(unit, name), size, ("range", path, 0, size))
 
+    def unlabelled(self, split: str) -> str:
+        """A flat val folder carries no labels: the devkit in the root does."""
+        return (f"a flat {split} folder needs the devkit {devkit.ARCHIVE} (or its extracted {devkit.FOLDER}/) "
+                f"beside it in {self.root}, or {split}/<wnid>/ class folders")
+
     def _wnid(self, unit: Unit, name: str) -> str | None:
         """The class folder's WNID, or for a flat val file its devkit label (None without a devkit)."""
         if WNID.match(unit.name):

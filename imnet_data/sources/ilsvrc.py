@@ -267,6 +267,11 @@ class IlsvrcArchives(Source):
             raise SourceError(f"{origin}: unexpected member {name!r} (expected {unit.name}_<n>.JPEG)")
         return name
 
+    def unlabelled(self, split: str) -> str:
+        """The val tar carries no labels: the devkit beside it does."""
+        return (f"the val tar {VAL} needs the devkit {devkit.ARCHIVE} (or its extracted {devkit.FOLDER}/) beside "
+                f"it in {self.root}")
+
     def _val_wnid(self, name: str, origin: str) -> str | None:
         """The devkit label of a val member (None without a devkit)."""
         number = int(VAL_NAME.match(name).group(1))  # type: ignore[union-attr]  # checked in units()

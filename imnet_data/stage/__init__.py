@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from imnet_data.errors import UsageError
+from imnet_data.parallel import default_jobs
 from imnet_data.paths import check_apart
 from imnet_data.progress import progress
 from imnet_data.shards.manifest import MANIFEST
@@ -198,14 +199,14 @@ def stage(source: str | os.PathLike, dest: str | os.PathLike, *, splits: list[st
     """Stage the shards at ``source`` into ``dest/<split>/`` (see the module doc) and return what was done.
 
     ``ranks``/``world_size``: only the shards those ranks read (e.g. ``ranks=[rank], world_size=world`` in a
-    training script, before building the loader; :func:`node_selection` for a node); ``jobs`` parallel transfers;
-    ``verify``: also check the sha256 of files already present (and of linked sources); ``link``: hard-link (or
-    symlink) a filesystem source's files instead of copying; ``max_rate``: bytes/s over all transfers; ``retries``
-    and ``backoff`` (seconds, doubling); ``timeout``: (connect, read) seconds for HTTP; ``fsync``: each file
-    before its rename. Raises StoreError (free space) or ValueError (no manifest) before transferring anything;
-    failed shards are reported, not raised.
+    training script, before building the loader; :func:`node_selection` for a node); ``jobs`` parallel transfers
+    (0: one per core); ``verify``: also check the sha256 of files already present (and of linked sources);
+    ``link``: hard-link (or symlink) a filesystem source's files instead of copying; ``max_rate``: bytes/s over
+    all transfers; ``retries`` and ``backoff`` (seconds, doubling); ``timeout``: (connect, read) seconds for HTTP;
+    ``fsync``: each file before its rename. Raises StoreError (free space) or ValueError (no manifest) before
+    transferring anything; failed shards are reported, not raised.
     """
-    start, dest = time.monotonic(), Path(dest)
+    start, dest, jobs = time.monotonic(), Path(dest), default_jobs(jobs)
     selection = "all shards" if ranks is None else f"shards of ranks {format_ranks(ranks)} of {world_size}"
     with open_store(source, jobs, timeout) as src, contextlib.ExitStack() as held:
         if link and not isinstance(src, FolderStore):
