@@ -1,6 +1,7 @@
 """The ``imnet-data`` command: parse arguments, call the library, print (text or ``--json``), set the exit code.
 
-Exit codes: 0 success, 1 the job found a problem or failed, 2 usage errors (bad arguments, unknown classes).
+Exit codes: 0 success, 1 the job found a problem or failed, 2 usage errors (bad arguments, unknown classes),
+130 / 143 interrupted by SIGINT / SIGTERM (run the same command again to resume).
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from typing import Any, Callable, Iterator
 
 from imnet_data import __version__, catalog
 from imnet_data.catalog import UnknownClassError
-from imnet_data.errors import UsageError
+from imnet_data.errors import Interrupted, UsageError
 from imnet_data.cluster import EXECUTORS
+from imnet_data.interrupts import interruptible
 
 
 def _emit(args: argparse.Namespace, data: object, text: str) -> None:
@@ -719,12 +721,27 @@ def _executor(name: str, address: str | None) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``imnet-data`` and ``python -m imnet_data``: 0 done, 1 a problem found or the job failed,
-    2 a usage error (argparse's own errors included). An unexpected exception is reported in one line, not a
-    traceback (``IMNET_DATA_DEBUG=1`` shows it)."""
+    2 a usage error (argparse's own errors included), 130 / 143 interrupted (SIGINT / SIGTERM: one line, the
+    workers ended, a re-run resumes). An unexpected exception is reported in one line, not a traceback
+    (``IMNET_DATA_DEBUG=1`` shows it)."""
     args = build_parser().parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):   # a file name with non-UTF-8 bytes prints as \xNN, not a codec error
         sys.stdout.reconfigure(errors="backslashreplace")
     args._report_to = sys.stdout
+    line = f"imnet-data {args.command}: interrupted; run the same command again to resume"
+    with interruptible(line):
+        try:
+            return _run(args)
+        except Interrupted as e:      # SIGINT / SIGTERM: no traceback, no worker left, 130 / 143
+            from imnet_data.parallel import stop_workers
+
+            stop_workers()
+            print(line, file=sys.stderr)
+            return e.status
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its errors as one line and an exit status (see :func:`main`)."""
     try:
         with _executor(getattr(args, "executor", "local"), getattr(args, "ray_address", None)):
             return args.func(args)

@@ -6,3 +6,16 @@ from __future__ import annotations
 
 class UsageError(ValueError):
     """The command was asked something it cannot do as asked (exit status 2); the message says what to change."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM arrived: the command stops at once, exit status 128 + the signal (130, 143).
+    A KeyboardInterrupt, so every ``except Exception`` lets it through and every cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+    @property
+    def status(self) -> int:
+        return 128 + self.signum

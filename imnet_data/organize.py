@@ -14,6 +14,9 @@ resolve inside DEST; the readers already refuse traversal, links, devices and ov
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import operator
@@ -24,7 +27,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError
@@ -214,7 +217,16 @@ def remove_stale(dest: str, old: UnitResult, new: UnitResult) -> None:
 
 
 def sweep_temp_files(dest: str, splits: Iterable[str]) -> None:
-    """Remove the temp files a killed run left in the class folders."""
+    """Remove the temp files a killed run left: in the class folders (``.<name>.partial``), among the units'
+    markers and beside the report and class index (:func:`tario.atomic_file`'s ``<name>.<pid>-<hex>.partial``);
+    only those names, only in those folders."""
+    splits = list(splits)
+    for folder in [os.path.join(dest, STATE, s) for s in splits] + [dest]:
+        for entry in os.scandir(folder) if os.path.isdir(folder) else ():
+            final = tario.temp_for(entry.name) or ""
+            ours = final in (REPORT, CLASS_INDEX) if folder == dest else final.endswith(".json")
+            if ours and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
     for split in splits:
         top = os.path.join(dest, split)
         folders = [e.path for e in os.scandir(top) if e.is_dir(follow_symlinks=False)] if os.path.isdir(top) else []
@@ -297,14 +309,37 @@ def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterab
     keep = frozenset(classes) if classes is not None else None
     units = [u for s in wanted for u in reader.units(s) if keep is None or not WNID.match(u.name) or u.name in keep]
     space = check_space(reader, units, label_space)
-    if (dest / STATE).is_dir():
-        sweep_temp_files(str(dest), wanted)
-    job = Job(uuid.uuid4().hex, str(Path(src).resolve()), reader.layout, str(dest), fix, quality, keep)
-    results = list(map_units(job, units, jobs=jobs, desc="organize", quiet=quiet, weights=[u.size for u in units]))
-    report = summarize(job, wanted, results, not_found, time.monotonic() - start)
-    tario.write_json(dest / REPORT, report.record())
-    tario.write_json(dest / CLASS_INDEX, {wnid: i for i, wnid in enumerate(space)})
+    earlier = (dest / STATE).is_dir()
+    with holding(dest):
+        if earlier:
+            sweep_temp_files(str(dest), wanted)
+        job = Job(uuid.uuid4().hex, str(Path(src).resolve()), reader.layout, str(dest), fix, quality, keep)
+        results = list(map_units(job, units, jobs=jobs, desc="organize", quiet=quiet,
+                                 weights=[u.size for u in units]))
+        report = summarize(job, wanted, results, not_found, time.monotonic() - start)
+        tario.write_json(dest / REPORT, report.record())
+        tario.write_json(dest / CLASS_INDEX, {wnid: i for i, wnid in enumerate(space)})
     return report
+
+
+@contextlib.contextmanager
+def holding(dest: Path) -> Iterator[None]:
+    """This run's hold on DEST: an exclusive lock on ``DEST/.imnet-organize/lock`` for the run, so a second
+    organize into DEST is refused while this one writes, and the temp files a run finds at its start are
+    leftovers of killed runs (:func:`sweep_temp_files` removes them; no pid needs checking, and a pid would
+    not tell on a cluster: the units write from other machines). A filesystem without locks (ENOLCK, ENOSYS,
+    EOPNOTSUPP) runs unlocked, as before."""
+    (dest / STATE).mkdir(parents=True, exist_ok=True)
+    with open(dest / STATE / "lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{dest}: another organize run is writing here (it holds {f.name}); "
+                               "run again when it has ended") from None
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+        yield
 
 
 def check_space(reader: Source, units: list[Unit], name: str | None) -> tuple[str, ...]:

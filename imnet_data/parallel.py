@@ -3,7 +3,8 @@
 One place for the process pool so validate, organize and shard share the same behaviour: ``jobs=1`` runs in
 this process (simple to debug and to test), ``jobs=0``/None means all cores, results come back in input order
 (deterministic reports), a worker's exception propagates with its message, and a worker exits when its parent
-dies (a ``kill -9`` of the command leaves no idle workers behind).
+dies (a ``kill -9`` of the command leaves no idle workers behind). An interrupt (Ctrl-C, SIGTERM:
+:mod:`imnet_data.interrupts`) does not wait for the running units: :func:`stop_workers` ends the workers at once.
 
 The units can run elsewhere: inside ``with executing("ray", address):`` every :func:`map_units` hands them to
 that executor instead (:mod:`imnet_data.ray_executor`: one Ray task per unit on a cluster), and
@@ -24,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
@@ -97,7 +98,11 @@ def init_worker(parent: int) -> None:
     """A worker's initializer: what it inherited from the parent (a plan of a million samples, say) is frozen
     out of the garbage collector's sight, so collections neither scan it nor copy its pages; and the worker is
     killed when the parent dies (Linux: the kernel's parent-death signal) or, anywhere, exits once a watchdog
-    thread sees the parent gone."""
+    thread sees the parent gone. A worker ignores SIGINT (a terminal's Ctrl-C reaches the whole process group:
+    the parent decides, and ends the workers) and dies quietly on SIGTERM (no KeyboardInterrupt traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)   # held back while it was forked (submit)
     gc.freeze()
     if sys.platform.startswith("linux"):
         try:
@@ -130,7 +135,7 @@ def map_units(fn: Callable[[T], R], items: Sequence[T], *, jobs: int | None = No
             results = executor.map(fn, items, ahead or (jobs if jobs and jobs > 0 else None))
         else:
             results = pool_map(fn, items, min(default_jobs(jobs), max(1, len(items))), ahead)
-        for size, result in zip(sizes, results):
+        for result, size in zip(results, sizes):   # results first: the pool_map generator runs to its end
             bar.update(size)
             yield result
 
@@ -143,8 +148,50 @@ def pool_map(fn: Callable[[T], R], items: Sequence[T], n: int, ahead: int | None
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=init_worker,
                              initargs=(os.getpid(),)) as pool:
-        yield from in_order(lambda item: pool.submit(fn, item), lambda future, _: future.result(),
-                            lambda future: future.cancel(), items, ahead)
+        _POOLS.add(pool)
+        try:   # no future cancelled one by one: the pool stop_workers breaks fails every pending future, and
+            # Python 3.11's raises InvalidStateError on a cancelled one; shutdown(cancel_futures=True) instead
+            yield from in_order(lambda item: submit(pool, fn, item), lambda future, _: future.result(),
+                                lambda future: None, items, ahead)
+        except KeyboardInterrupt:
+            stop_workers()      # before the pool's exit, which would wait for the running units
+            raise
+        finally:
+            _POOLS.discard(pool)
+            pool.shutdown(cancel_futures=True)   # the caller stopped early: what has not started never will
+
+
+_POOLS: set[ProcessPoolExecutor] = set()    # the pools pool_map has open in this process
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def submit(pool: ProcessPoolExecutor, fn: Callable[[T], R], item: T) -> Future:
+    """``pool.submit(fn, item)`` with SIGINT and SIGTERM held back until it returns (a submit may fork the
+    workers): Python drops what a signal handler raises inside fork's callbacks (the interrupt would be lost),
+    and a worker must not be interrupted before :func:`init_worker` sets its own handlers."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return pool.submit(fn, item)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def stop_workers() -> None:
+    """End the workers of every pool open in this process now, running units and all (an interrupt: what they
+    were writing stays under a temp name, which the next run removes). ``ProcessPoolExecutor`` has no public
+    way to do this before Python 3.14 (``terminate_workers``): its ``_processes``."""
+    workers = [w for pool in list(_POOLS) for w in list((getattr(pool, "_processes", None) or {}).values())]
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(5)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+    for pool in list(_POOLS):   # the pool's own thread fails the units left, then ends
+        thread = getattr(pool, "_executor_manager_thread", None)
+        if thread is not None:
+            thread.join(5)
 
 
 def in_order(submit: Callable[[T], H], result: Callable[[H, int], R], cancel: Callable[[H], object],

@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import os
+import re
 import secrets
 import tarfile
 from pathlib import Path
@@ -49,6 +50,15 @@ def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
         for name, data in members:
             add_bytes(tar, name, data)
     return buf.getvalue()
+
+
+TEMP_NAME = re.compile(r"(?P<final>.+)\.\d+-[0-9a-f]{8}\.partial")   # atomic_file's temp: <name>.<pid>-<hex>.partial
+
+
+def temp_for(name: str) -> str | None:
+    """The final name an :func:`atomic_file` temp file called ``name`` was written for; None if not one."""
+    found = TEMP_NAME.fullmatch(name)
+    return found["final"] if found else None
 
 
 @contextlib.contextmanager

@@ -83,3 +83,85 @@ def test_killed_and_resumed_training_sees_each_batch_once(tmp_path: Path) -> Non
         assert [r["keys"] for r in seen[rank] + again] == [schedule.batch_keys(s) for s in range(len(schedule))]
         keys_of_rank[rank] = {k for r in seen[rank] + again for k in r["keys"]}
     assert keys_of_rank[0] and keys_of_rank[1] and not keys_of_rank[0] & keys_of_rank[1]
+
+
+# ---- what the script refuses: a checkpoint it cannot use, starting over a checkpoint, a missing [train] extra ----
+
+SCRIPT = ROOT / "tools" / "train_imagenet.py"
+
+
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train-small")
+    src = make_fake(root / "src", FakeOptions(classes=2, train_per_class=8, val_images=4, seed=1), quiet=True)
+    shard(src.out, root / "shards", ShardOptions(samples_per_shard=8), quiet=True)
+    return root / "shards"
+
+
+def train_once(data: Path, checkpoint: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(SCRIPT), "--data", str(data), "--arch", "resnet18", "--epochs", "1", "--batch-size",
+           "4", "--backend", "torch", "--threads", "1", "--min-res", "32", "--max-res", "32", "--val-res", "32",
+           "--checkpoint", str(checkpoint), *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def checkpoint_bytes(kind: str) -> bytes:
+    """A file at the checkpoint's path that is no usable checkpoint."""
+    import io
+
+    def saved(obj: object) -> bytes:
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        return buf.getvalue()
+
+    whole = {"model": {"fc.weight": torch.zeros(1000, 512)}, "optimizer": {}, "loader": {}, "epoch": 0, "done": 0}
+    return {"truncated": lambda: saved(whole)[:5000], "empty": lambda: b"", "random": lambda: os.urandom(4096),
+            "list": lambda: saved([1, 2, 3]), "keys": lambda: saved({"model": {}, "epoch": "0"}),
+            "other-model": lambda: saved(whole)}[kind]()
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("truncated", "not a readable checkpoint"), ("empty", "not a readable checkpoint"),
+    ("random", "not a readable checkpoint"),
+    ("list", "not a checkpoint of this script (holds a list, not a dict)"),
+    ("keys", "not a checkpoint of this script: optimizer (missing), loader (missing), epoch (str, not int), "
+             "done (missing)"),
+    ("other-model", "does not fit this run (resnet18, these shards and ranks): Error(s) in loading state_dict")])
+def test_resume_refuses_a_bad_checkpoint_in_one_line_and_keeps_it(small_shards: Path, tmp_path: Path, kind: str,
+                                                                   reason: str) -> None:
+    checkpoint = tmp_path / "ck.pt"
+    checkpoint.write_bytes(bad := checkpoint_bytes(kind))
+    result = train_once(small_shards, checkpoint, "--resume")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"train_imagenet.py: {checkpoint}: {reason}"), line
+    assert checkpoint.read_bytes() == bad and sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+
+
+def test_a_run_without_resume_does_not_start_over_a_checkpoint(small_shards: Path, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "ck.pt"
+    checkpoint.write_bytes(b"someone's run")
+    result = train_once(small_shards, checkpoint)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"train_imagenet.py: {checkpoint} exists: --resume to continue from it, or remove it (or name another "
+        "--checkpoint) to start over"]
+    assert checkpoint.read_bytes() == b"someone's run"
+
+
+def test_help_and_a_missing_train_extra(small_shards: Path, tmp_path: Path) -> None:
+    hidden = tmp_path / "hidden"           # torch and torchvision as a base install (no [train] extra) lacks them
+    hidden.mkdir()
+    for name in ("torch", "torchvision"):
+        (hidden / f"{name}.py").write_text(f"raise ModuleNotFoundError({f'No module named {name!r}'!r}, "
+                                           f"name={name!r})\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(hidden), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    shown = subprocess.run([sys.executable, str(SCRIPT), "--help"], cwd=ROOT, capture_output=True, text=True,
+                           env={**os.environ, **env}, timeout=60)
+    assert shown.returncode == 0 and "--resume" in shown.stdout and "default: cuda when a GPU is visible, else cpu" \
+        in shown.stdout, shown.stderr
+    missing = train_once(small_shards, tmp_path / "ck.pt", env=env)
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines() == ["train_imagenet.py: needs torch: pip install -e '.[train]'"]

@@ -12,6 +12,11 @@ size grows from ``--min-res`` to ``--max-res`` over the epochs, val at ``--val-r
     torchrun --nproc_per_node 8 tools/train_imagenet.py --data /data/shards --arch resnet50 --epochs 90
     torchrun --nnodes 4 --nproc_per_node 8 --rdzv-endpoint head:29500 tools/train_imagenet.py --data /local/shards
     python tools/train_imagenet.py --data /data/shards --device cpu --backend torch --arch resnet18   # one CPU
+
+Needs torch and torchvision (pip install -e '.[train]'), imported after the arguments are parsed. ``--resume``
+refuses a checkpoint it cannot use (truncated, not a checkpoint, another model) in one line naming it, exit 1,
+and a run without ``--resume`` refuses to start over an existing checkpoint: a checkpoint is only ever replaced
+by a complete newer one.
 """
 from __future__ import annotations
 
@@ -24,14 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-import torchvision
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imnet_data.loader import build_loader  # noqa: E402
 from imnet_data import tario  # noqa: E402
+
+torch = dist = torchvision = None   # the [train] extra: import_train_extra() imports them after parse()
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +53,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-res", type=int, default=224, help="train size in the last epochs (progressive)")
     p.add_argument("--val-res", type=int, default=224, help="val crop (resized to 256/224 of it first)")
     p.add_argument("--backend", choices=["dali", "torch"], default="dali")
-    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when a GPU is visible, else cpu")
     p.add_argument("--threads", type=int, default=None, help="loader threads (default: the cores per rank)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", type=Path, default=Path("checkpoint.pt"))
@@ -61,6 +64,47 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--record", type=Path, default=None,
                    help="folder: each rank appends the sample keys of every step it trains on (rank<N>.jsonl)")
     return p.parse_args(argv)
+
+
+class Refused(Exception):
+    """What this run will not do, in one line (exit 1)."""
+
+
+def import_train_extra() -> None:
+    """torch and torchvision (the [train] extra), as this module's globals: imported after the arguments are
+    parsed, so --help works without them."""
+    global torch, dist, torchvision
+    try:
+        import torch
+        import torch.distributed as dist
+        import torchvision
+    except ImportError as e:
+        raise Refused(f"needs {e.name}: pip install -e '.[train]'") from None
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, cut at ``limit`` characters (torch's run over many lines)."""
+    text = " ".join(str(error).split()) or "no detail"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "loader": dict, "epoch": int, "done": int}
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    """The checkpoint at ``path`` (tensors and plain types only: ``weights_only``), or Refused naming the file
+    and what is wrong with it."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- truncated, empty, random bytes, a pickle of anything: one line
+        raise Refused(f"{path}: not a readable checkpoint ({type(e).__name__}: {one_line(e)})") from None
+    if not isinstance(state, dict):
+        raise Refused(f"{path}: not a checkpoint of this script (holds a {type(state).__name__}, not a dict)")
+    wrong = [f"{k} (missing)" if k not in state else f"{k} ({type(state[k]).__name__}, not {t.__name__})"
+             for k, t in CHECKPOINT_KEYS.items() if not isinstance(state.get(k), t)]
+    if wrong:
+        raise Refused(f"{path}: not a checkpoint of this script: {', '.join(wrong)}")
+    return state
 
 
 def setup(args: argparse.Namespace) -> tuple[int, int, torch.device]:
@@ -102,14 +146,13 @@ def save(path: Path, state: dict) -> None:
     tario.write_json(path.with_suffix(".json"), {"epoch": state["epoch"], "loader": state["loader"]})
 
 
-@torch.no_grad()
 def validate(model: torch.nn.Module, loader, device: torch.device) -> dict[str, float]:
     """top-1, top-5 and ReaL top-1 over the whole val split: pad slots (label -1) masked, counts summed over
     ranks; ReaL counts only the images the raters kept labels for."""
     model.eval()
     totals = torch.zeros(5, device=device, dtype=torch.float64)   # samples, top1, top5, real samples, real top1
     for images, labels, real in loader:
-        with autocast(device):
+        with torch.no_grad(), autocast(device):
             logits = model(images)
         keep = labels >= 0
         top5 = logits.topk(5, dim=1).indices
@@ -132,6 +175,20 @@ def autocast(device: torch.device):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    try:
+        return run(args)
+    except Refused as e:
+        print(f"train_imagenet.py: {e}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """The run (see the module doc); Refused before any step when the checkpoint is unusable."""
+    import_train_extra()
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.checkpoint.exists() and not args.resume:
+        raise Refused(f"{args.checkpoint} exists: --resume to continue from it, or remove it (or name another "
+                      "--checkpoint) to start over")
     rank, world, device = setup(args)
     torch.manual_seed(args.seed)
     gpu = device.type == "cuda"
@@ -140,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                                   1)))}
     if gpu:
         common.update(dtype="bfloat16", layout="channels_last")
-    state = torch.load(args.checkpoint, map_location=device, weights_only=False) \
-        if args.resume and args.checkpoint.is_file() else None
+    state = load_checkpoint(args.checkpoint, device) if args.resume and args.checkpoint.exists() else None
     start_epoch, done = (state["epoch"], state["done"]) if state else (0, 0)
     train = build_loader(args.data, "train", args.batch_size, seed=args.seed,
                          image_size=train_size(args, start_epoch), **common)
@@ -155,9 +211,13 @@ def main(argv: list[str] | None = None) -> int:
                                 weight_decay=args.weight_decay)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        train.load_state_dict(state["loader"])   # the epoch and the step: the next batch is the first not seen
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            train.load_state_dict(state["loader"])   # the epoch and the step: the next batch is the first not seen
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise Refused(f"{args.checkpoint}: does not fit this run ({args.arch}, these shards and ranks): "
+                          f"{one_line(e)}") from None
         if rank == 0:
             print(f"resumed epoch {start_epoch} at step {train.step} ({done} steps done)", flush=True)
     record = (args.record / f"rank{rank}.jsonl").open("a") if args.record else None

@@ -224,13 +224,17 @@ def stage(source: str | os.PathLike, dest: str | os.PathLike, *, splits: list[st
         report = StageReport(str(source), str(dest), [p.split for p in plans], selection)
         with progress(total=needed, desc="stage", unit="B", unit_scale=True, quiet=quiet) as t.bar:
             with ThreadPoolExecutor(max(jobs, 1)) as pool:
-                for job, outcome in zip(work, pool.map(lambda j: reason_or(lambda: t.stage_shard(j)), work)):
-                    if isinstance(outcome, str):
-                        report.failed.append({"shard": job.label, "reason": outcome})
-                        continue
-                    (report.fetched if outcome[0] else report.skipped).append(job.label)
-                    for kind, n in outcome[1].items():
-                        report.linked[kind] += n
+                try:
+                    for job, outcome in zip(work, pool.map(lambda j: reason_or(lambda: t.stage_shard(j)), work)):
+                        if isinstance(outcome, str):
+                            report.failed.append({"shard": job.label, "reason": outcome})
+                            continue
+                        (report.fetched if outcome[0] else report.skipped).append(job.label)
+                        for kind, n in outcome[1].items():
+                            report.linked[kind] += n
+                except KeyboardInterrupt:
+                    t.stop()     # the pool's exit waits for its threads: they end at their next block
+                    raise
         failed = {f["shard"].split("/", 1)[0] for f in report.failed}
         for plan in plans:
             if plan.split not in failed:

@@ -20,6 +20,10 @@ CHUNK = 256 << 10         # bytes per read, hash and write: reused buffers that 
 RING = 8                  # buffers in flight between the reading thread and its hashing helper
 
 
+class Stopped(Exception):
+    """A transfer ended because the run was interrupted (not retried, not a failure to report)."""
+
+
 @dataclass(frozen=True)
 class FileJob:
     """One file to stage: its name in the source folder, the manifest's size and sha256, where it goes."""
@@ -79,6 +83,12 @@ class Transfer:
     def __post_init__(self) -> None:
         self.limit = RateLimit(self.max_rate) if self.max_rate else None
         self.chunk = CHUNK if not self.max_rate else int(min(CHUNK, max(self.max_rate / 20, 1 << 12)))
+        self.stopped = threading.Event()
+
+    def stop(self) -> None:
+        """The run was interrupted: every running transfer ends at its next block (:class:`Stopped`), its
+        ``.partial`` kept for the next run to resume."""
+        self.stopped.set()
 
     def count(self, moved: int = 0, resumed: int = 0, retried: int = 0) -> None:
         with self.lock:
@@ -87,7 +97,9 @@ class Transfer:
                 self.bar.update(moved)
 
     def tick(self, n: int) -> None:
-        """``n`` more bytes arrived: obey the rate limit, count them."""
+        """``n`` more bytes arrived: obey the rate limit, count them (Stopped once :meth:`stop` was called)."""
+        if self.stopped.is_set():
+            raise Stopped("interrupted")
         if self.limit:
             self.limit.take(n)
         self.count(moved=n)
