@@ -15,7 +15,7 @@ local disk is an error naming that node, not shards scattered over machines. Eve
 imnet-data version (checked by the same probe). The tokens stay until the job ends and the first unit each
 worker runs repeats the probe on its node, so a node that joins mid-run (an autoscaler's) is refused by name
 before it writes anything, instead of writing where the driver never looks. A killed driver's token is removed
-by the next run from the same machine.
+by the next run from the same machine, whatever its executor (:func:`imnet_data.parallel.check_visible`).
 
 The cluster is the one at ``address`` (``auto`` or ``HOST:PORT``), else ``RAY_ADDRESS``, else a running one on
 this machine, else a new one here (Ray's own rule for :func:`ray.init`).
@@ -25,18 +25,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from imnet_data import __version__
 from imnet_data.errors import UsageError
-from imnet_data.parallel import in_order
+from imnet_data.parallel import in_order, probe_token
 
 RETRIES = 3               # Ray retries of a task whose worker or node died
 INSTALL = "pip install 'imnet-data[ray]'"
-PROBE = ".imnet-probe-"
 PROBE_TIMEOUT = 60.0      # seconds every node has to answer the probe
 T = TypeVar("T")
 R = TypeVar("R")
@@ -152,8 +150,7 @@ class RayExecutor:
         tokens = []
         for folder in writes:
             folder.mkdir(parents=True, exist_ok=True)
-            remove_stale_tokens(folder)
-            token = folder.resolve() / f"{PROBE}{socket.gethostname()}-{os.getpid()}-{content}"
+            token = probe_token(folder.resolve(), content)
             token.write_text(content)
             self.tokens.append(token)
             tokens.append((str(token), content))
@@ -191,25 +188,6 @@ class RayExecutor:
         for token in self.tokens:
             token.unlink(missing_ok=True)
         self.tokens = []
-
-
-def remove_stale_tokens(folder: Path) -> None:
-    """Remove the tokens that drivers on this machine left in ``folder`` when they were killed (their process
-    is gone); those of live drivers, and of other machines', stay."""
-    for token in folder.glob(f"{PROBE}{socket.gethostname()}-*-*"):
-        pid = token.name[len(PROBE) + len(socket.gethostname()) + 1:].split("-", 1)[0]
-        if pid.isdigit() and not process_alive(int(pid)):
-            token.unlink(missing_ok=True)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:       # another user's
-        return True
-    return True
 
 
 def node_name(node: dict) -> str:
