@@ -2,13 +2,17 @@
 here with ``ray start --block`` (one CPU each: what 2 cores allow). shard, validate --deep, organize and verify
 through it, byte-identical to the local executor and to the ``--num-nodes`` path; a Ray worker killed mid-task
 and the job still completes the same; the driver killed and re-run resumes; a node that does not see DEST is
-named. Tests that need the cluster are skipped when Ray is not installed (``pip install -e '.[ray]'``)."""
+named. Every node and driver runs isolated from the machine (:func:`tests.servers.ray_env`: its own HOME and Ray
+temp folder, explicit addresses on free ports), so a cluster or ``~/.ray/auth_token`` left on the machine changes
+nothing (tested).
+Tests that need the cluster are skipped when Ray is not installed (``pip install -e '.[ray]'``)."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,14 +28,22 @@ from imnet_data.organize import organize
 from imnet_data.parallel import executing
 from imnet_data.shards import ShardOptions, shard
 from tests.helpers import free_port, run_cli
-from tests.servers import RAY, ray_head, ray_node, wait_nodes
+from tests.servers import RAY, isolated_ray, open_files, ray_env, ray_head, ray_node, wait_nodes
 
 pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.[ray]'")
 SLOW = ["--samples-per-shard", "120", "--short-side", "96", "--quality", "80", "--splits", "train"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def isolated() -> Iterator[Path]:
+    """Every node and driver of this file in :func:`tests.servers.ray_env` (this process's environment, so the
+    commands inherit it); yields its short root folder (HOME and Ray's temp folder are in it)."""
+    with isolated_ray() as root:
+        yield root
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def cluster(isolated: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A two-node Ray cluster on loopback; yields its address."""
     if RAY is None:
         pytest.skip("the ray command is not installed")
@@ -70,12 +82,14 @@ def ray_cli(cluster: str, *args: str) -> subprocess.CompletedProcess:
     return run_cli(*args, "--executor", "ray", "--ray-address", cluster)
 
 
-def ray_procs(title: str) -> list[int]:
-    """Pids of Ray workers whose process title is ``title`` (``ray::imnet_data_unit``: running a unit)."""
+def ray_procs(title: str, root: Path) -> list[int]:
+    """Pids of the Ray workers of the clusters under ``root`` (not another cluster on the machine) whose process
+    title is ``title`` (``ray::imnet_data_unit``: running a unit)."""
     found = []
     for entry in Path("/proc").iterdir():
         with contextlib.suppress(OSError):
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes().split(b"\0")[0].strip() == title.encode():
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().split(b"\0")[0].strip() == title.encode() \
+                    and any(name.startswith(f"{root}/") for name in open_files(entry)):
                 found.append(int(entry.name))
     return found
 
@@ -92,7 +106,7 @@ SCONTROL = """#!/bin/bash
 """
 
 
-def test_slurm_script_starts_a_cluster_and_shards(fake: FakeResult, tmp_path: Path) -> None:
+def test_slurm_script_starts_a_cluster_and_shards(isolated: Path, fake: FakeResult, tmp_path: Path) -> None:
     """``tools/slurm_ray.sbatch`` as SLURM would run it on two nodes (``srun``/``scontrol`` stand-ins run the
     steps on this machine): a head and a worker join, the shard job runs on them, the nodes stop with it. First
     in this file, before the module's own cluster starts."""
@@ -111,7 +125,50 @@ def test_slurm_script_starts_a_cluster_and_shards(fake: FakeResult, tmp_path: Pa
     assert "1 worker node(s)" in done.stdout and "manifest:" in done.stdout
     shard(fake.out, tmp_path / "local", ShardOptions(samples_per_shard=20), quiet=True)
     assert files(tmp_path / "shards") == files(tmp_path / "local")
-    assert not ray_procs("ray::IDLE")                                # the nodes stopped with the job
+    assert not ray_procs("ray::IDLE", isolated)                      # the nodes stopped with the job
+
+
+# ---- the machine: what Ray left behind changes nothing ------------------------------------------------------
+
+def local_shards(fake: FakeResult, dest: Path) -> dict[str, bytes]:
+    """The fake sharded by the local executor into ``dest`` (20 per shard), as :func:`files`."""
+    shard(fake.out, dest, ShardOptions(samples_per_shard=20), quiet=True)
+    return files(dest)
+
+
+def current_cluster(temp: Path) -> str:
+    """The address a head started with RAY_TMPDIR=``temp`` writes into ``ray_current_cluster`` once it runs."""
+    named, deadline = temp / "ray" / "ray_current_cluster", time.monotonic() + 60
+    while not (named.is_file() and named.read_text().strip()):
+        assert time.monotonic() < deadline, f"no {named} after 60 s"
+        time.sleep(0.1)
+    return named.read_text().strip()
+
+
+def test_a_stray_token_cluster_and_token_on_the_machine_change_nothing(isolated: Path, fake: FakeResult,
+                                                                       tmp_path: Path) -> None:
+    """As on a machine where Ray ran before: a token-authenticated head started from the HOME the suite runs
+    with (its ``~/.ray/auth_token``), named in Ray's temp folder as the current cluster. In the tests' environment
+    (:func:`tests.servers.ray_env` of that machine) a head and a second node form their own cluster (the second
+    would not join a head that took the token on) and shard as the local executor does."""
+    home, machine_tmp = tmp_path / "home", isolated / "m"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(16))
+    machine_tmp.mkdir()
+    machine = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}, "HOME": str(home),
+               "RAY_TMPDIR": str(machine_tmp)}
+    with ray_head(tmp_path / "stray.log", env=machine):
+        assert current_cluster(machine_tmp)
+        assert "Token authentication is enabled" in (tmp_path / "stray.log").read_text()
+        (isolated / "t").mkdir()
+        env = ray_env(machine, isolated / "t")
+        with ray_head(tmp_path / "ray.log", env=env) as address:
+            with ray_node(["--address", address], tmp_path / "ray.log", env=env):
+                wait_nodes(address, 2, env)
+                done = run_cli("shard", str(fake.out), str(tmp_path / "ray"), "--samples-per-shard", "20",
+                               "--executor", "ray", "--ray-address", address, "-q", env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert files(tmp_path / "ray") == local_shards(fake, tmp_path / "local")
 
 
 # ---- the same bytes, whatever the executor -------------------------------------------------------------------
@@ -154,13 +211,14 @@ def test_validate_and_organize_on_ray_match_local(cluster: str, fake: FakeResult
 
 # ---- failures: a worker, the driver, a node that cannot see DEST ---------------------------------------------
 
-def test_worker_killed_mid_task_still_completes_the_same(cluster: str, photos: FakeResult, tmp_path: Path) -> None:
+def test_worker_killed_mid_task_still_completes_the_same(isolated: Path, cluster: str, photos: FakeResult,
+                                                         tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "imnet_data", "shard", str(photos.out), str(tmp_path / "ray"),
                              *SLOW, "--executor", "ray", "--ray-address", cluster, "--quiet", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed, deadline = None, time.monotonic() + 120
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
-        running = ray_procs("ray::imnet_data_unit")
+        running = ray_procs("ray::imnet_data_unit", isolated)
         if running:
             killed = running[0]
             os.kill(killed, signal.SIGKILL)
