@@ -132,14 +132,19 @@ def init_worker(parent: int) -> None:
     killed when the parent dies (Linux: the kernel's parent-death signal) or, anywhere, exits once a watchdog
     thread sees the parent gone."""
     gc.freeze()
+    die_with_parent(parent)
+    threading.Thread(target=_watch, args=(parent,), name="imnet-parent-watch", daemon=True).start()
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send ``sig`` to this process when its parent (the thread that started it) dies, on Linux
+    (the parent-death signal, kept across ``exec``: as a ``preexec_fn`` it covers the command started); exit
+    now if ``parent`` is already gone."""
     if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     if os.getppid() != parent:   # the parent died before the line above
         os._exit(1)
-    threading.Thread(target=_watch, args=(parent,), name="imnet-parent-watch", daemon=True).start()
 
 
 def _watch(parent: int) -> None:

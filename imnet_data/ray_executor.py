@@ -17,13 +17,13 @@ worker runs repeats the probe on its node, so a node that joins mid-run (an auto
 before it writes anything, instead of writing where the driver never looks. A killed driver's token is removed
 by the next run from the same machine, whatever its executor (:func:`imnet_data.parallel.check_visible`).
 
-The cluster is the one at ``address`` (``auto`` or ``HOST:PORT``), else ``RAY_ADDRESS``, else a running one on
-this machine, else a new one here (Ray's own rule for :func:`ray.init`).
+The cluster is the one at ``address`` (``auto`` or ``HOST:PORT``), else ``RAY_ADDRESS``, else the one ``ray
+start`` last started on this machine, else one of the run's own (:mod:`imnet_data.ray_connect`: each address
+checked before Ray is asked, so nothing hangs).
 """
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import uuid
 from pathlib import Path
@@ -32,9 +32,9 @@ from typing import Callable, Iterator, Sequence, TypeVar
 from imnet_data import __version__
 from imnet_data.errors import UsageError
 from imnet_data.parallel import in_order, probe_token
+from imnet_data.ray_connect import INSTALL, connected
 
 RETRIES = 3               # Ray retries of a task whose worker or node died
-INSTALL = "pip install 'imnet-data[ray]'"
 PROBE_TIMEOUT = 60.0      # seconds every node has to answer the probe
 T = TypeVar("T")
 R = TypeVar("R")
@@ -202,17 +202,9 @@ def ray_executor(address: str | None) -> Iterator[RayExecutor]:
         import ray
     except ImportError as e:
         raise UsageError(f"--executor ray needs Ray: {INSTALL}") from e
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False,
-                 configure_logging=True)
-    except ConnectionError as e:
-        raise RuntimeError(f"no Ray cluster at {address}: {e} (start one: ray start --head)") from None
-    executor = None
-    try:
+    with connected(ray, address):
         executor = RayExecutor()
-        yield executor
-    finally:
-        if executor is not None:
+        try:
+            yield executor
+        finally:
             executor.close()
-        ray.shutdown()
