@@ -363,7 +363,8 @@ def _workers(p: argparse.ArgumentParser) -> None:
                    help="local: worker processes here (default); ray: one Ray task per unit on a cluster "
                         "(pip install 'imnet-data[ray]'; SRC and DEST on a filesystem every node mounts)")
     p.add_argument("--ray-address", metavar="auto|HOST:PORT", help="with --executor ray: the cluster (default: "
-                   "RAY_ADDRESS, else one running on this machine, else a new one here)")
+                   "RAY_ADDRESS, else the one `ray start` last started on this machine, else one of the run's own, "
+                   "stopped with it)")
 
 
 def _label_space(p: argparse.ArgumentParser) -> None:

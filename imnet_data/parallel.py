@@ -22,6 +22,7 @@ import itertools
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ from imnet_data.progress import progress
 T = TypeVar("T")
 R = TypeVar("R")
 H = TypeVar("H")      # an executor's handle of a submitted item (a future, a Ray object ref)
+PROBE = ".imnet-probe-"   # the start of a cluster driver's token in an output folder (see probe_token)
 
 
 class Executor(Protocol):
@@ -58,7 +60,8 @@ _CURRENT: contextvars.ContextVar[Executor | None] = contextvars.ContextVar("imne
 @contextlib.contextmanager
 def executing(name: str = "local", address: str | None = None) -> Iterator[None]:
     """Run every :func:`map_units` inside on executor ``name``: ``local`` (this machine's process pool) or
-    ``ray`` (the Ray cluster at ``address``, else ``RAY_ADDRESS``, else one on this machine)."""
+    ``ray`` (the Ray cluster at ``address``, else ``RAY_ADDRESS``, else the one ``ray start`` last started on this
+    machine, else one of the run's own: :mod:`imnet_data.ray_connect`)."""
     if name not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
     if name == "local":
@@ -75,10 +78,40 @@ def executing(name: str = "local", address: str | None = None) -> Iterator[None]
 
 
 def check_visible(reads: Sequence[Path], writes: Sequence[Path] = ()) -> None:
-    """With a cluster executor: every node sees ``reads`` and ``writes`` as here (see :class:`Executor`)."""
+    """With a cluster executor: every node sees ``reads`` and ``writes`` as here (see :class:`Executor`). With
+    any executor, the probe tokens that killed drivers on this machine left in ``writes`` are removed first."""
+    for folder in writes:
+        remove_stale_tokens(Path(folder))
     executor = _CURRENT.get()
     if executor is not None:
         executor.check_visible([Path(p) for p in reads], [Path(p) for p in writes])
+
+
+def probe_token(folder: Path, content: str) -> Path:
+    """The name of the token a cluster driver writes into ``folder`` for its nodes to read back:
+    ``.imnet-probe-HOST-PID-CONTENT`` (so the next run on this machine knows whether its driver is alive)."""
+    return folder / f"{PROBE}{socket.gethostname()}-{os.getpid()}-{content}"
+
+
+def remove_stale_tokens(folder: Path) -> None:
+    """Remove the probe tokens (:func:`probe_token`) that drivers on this machine left in ``folder`` when they
+    were killed (their process is gone); those of live drivers, and of other machines', stay."""
+    if not folder.is_dir():
+        return
+    for token in folder.glob(f"{PROBE}{socket.gethostname()}-*-*"):
+        pid = token.name[len(PROBE) + len(socket.gethostname()) + 1:].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            token.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # another user's
+        return True
+    return True
 
 
 def default_jobs(jobs: int | None) -> int:
@@ -104,14 +137,19 @@ def init_worker(parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)   # held back while it was forked (submit)
     gc.freeze()
+    die_with_parent(parent)
+    threading.Thread(target=_watch, args=(parent,), name="imnet-parent-watch", daemon=True).start()
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send ``sig`` to this process when its parent (the thread that started it) dies, on Linux
+    (the parent-death signal, kept across ``exec``: as a ``preexec_fn`` it covers the command started); exit
+    now if ``parent`` is already gone."""
     if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     if os.getppid() != parent:   # the parent died before the line above
         os._exit(1)
-    threading.Thread(target=_watch, args=(parent,), name="imnet-parent-watch", daemon=True).start()
 
 
 def _watch(parent: int) -> None:

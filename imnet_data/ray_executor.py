@@ -15,28 +15,26 @@ local disk is an error naming that node, not shards scattered over machines. Eve
 imnet-data version (checked by the same probe). The tokens stay until the job ends and the first unit each
 worker runs repeats the probe on its node, so a node that joins mid-run (an autoscaler's) is refused by name
 before it writes anything, instead of writing where the driver never looks. A killed driver's token is removed
-by the next run from the same machine.
+by the next run from the same machine, whatever its executor (:func:`imnet_data.parallel.check_visible`).
 
-The cluster is the one at ``address`` (``auto`` or ``HOST:PORT``), else ``RAY_ADDRESS``, else a running one on
-this machine, else a new one here (Ray's own rule for :func:`ray.init`).
+The cluster is the one at ``address`` (``auto`` or ``HOST:PORT``), else ``RAY_ADDRESS``, else the one ``ray
+start`` last started on this machine, else one of the run's own (:mod:`imnet_data.ray_connect`: each address
+checked before Ray is asked, so nothing hangs).
 """
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import socket
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from imnet_data import __version__
 from imnet_data.errors import UsageError
-from imnet_data.parallel import in_order
+from imnet_data.parallel import in_order, probe_token
+from imnet_data.ray_connect import INSTALL, connected
 
 RETRIES = 3               # Ray retries of a task whose worker or node died
-INSTALL = "pip install 'imnet-data[ray]'"
-PROBE = ".imnet-probe-"
 PROBE_TIMEOUT = 60.0      # seconds every node has to answer the probe
 T = TypeVar("T")
 R = TypeVar("R")
@@ -152,8 +150,7 @@ class RayExecutor:
         tokens = []
         for folder in writes:
             folder.mkdir(parents=True, exist_ok=True)
-            remove_stale_tokens(folder)
-            token = folder.resolve() / f"{PROBE}{socket.gethostname()}-{os.getpid()}-{content}"
+            token = probe_token(folder.resolve(), content)
             token.write_text(content)
             self.tokens.append(token)
             tokens.append((str(token), content))
@@ -193,25 +190,6 @@ class RayExecutor:
         self.tokens = []
 
 
-def remove_stale_tokens(folder: Path) -> None:
-    """Remove the tokens that drivers on this machine left in ``folder`` when they were killed (their process
-    is gone); those of live drivers, and of other machines', stay."""
-    for token in folder.glob(f"{PROBE}{socket.gethostname()}-*-*"):
-        pid = token.name[len(PROBE) + len(socket.gethostname()) + 1:].split("-", 1)[0]
-        if pid.isdigit() and not process_alive(int(pid)):
-            token.unlink(missing_ok=True)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:       # another user's
-        return True
-    return True
-
-
 def node_name(node: dict) -> str:
     """A node as ``ray status`` shows it: its address and the start of its ID."""
     return f"{node.get('NodeManagerAddress', '?')} ({node.get('NodeID', '')[:12]})"
@@ -224,17 +202,9 @@ def ray_executor(address: str | None) -> Iterator[RayExecutor]:
         import ray
     except ImportError as e:
         raise UsageError(f"--executor ray needs Ray: {INSTALL}") from e
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False,
-                 configure_logging=True)
-    except ConnectionError as e:
-        raise RuntimeError(f"no Ray cluster at {address}: {e} (start one: ray start --head)") from None
-    executor = None
-    try:
+    with connected(ray, address):
         executor = RayExecutor()
-        yield executor
-    finally:
-        if executor is not None:
+        try:
+            yield executor
+        finally:
             executor.close()
-        ray.shutdown()

@@ -16,10 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(os.environ.get("IMNET_REFERENCE", ROOT.parent / "shared" / "imagenet-reference"))
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m imnet_data ARGS`` in a subprocess, capturing text output."""
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m imnet_data ARGS`` in a subprocess (``timeout`` seconds at most), capturing text output."""
     return subprocess.run([sys.executable, "-m", "imnet_data", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 def parent_of(pid: int) -> int | None:

@@ -10,8 +10,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import pytest
 
@@ -76,12 +77,63 @@ NODE = ["--block", "--num-cpus", "1", "--object-store-memory", str(100 << 20), "
         "--node-ip-address", "127.0.0.1"]
 
 
+def ray_env(base: Mapping[str, str], root: Path) -> dict[str, str]:
+    """``base`` as every Ray node and driver of the tests sees it: HOME and Ray's temp folder (``RAY_TMPDIR``)
+    in ``root``, token authentication off on both sides, no ``RAY_ADDRESS`` or token variables. What Ray left on
+    the machine (a cluster started before and its ``ray_current_cluster``, a ``~/.ray/auth_token`` that turns
+    token authentication on for every ``ray start --head``) then changes nothing. ``root`` must be short: Ray's
+    Unix sockets live under it (107 bytes at most)."""
+    env = {k: v for k, v in base.items() if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH_")}
+    (root / "home").mkdir(exist_ok=True)
+    return {**env, "HOME": str(root / "home"), "RAY_TMPDIR": str(root), "RAY_AUTH_MODE": "disabled"}
+
+
 @contextlib.contextmanager
-def ray_node(args: list[str], log: Path, wrap: list[str] | None = None) -> Iterator[subprocess.Popen]:
+def isolated_ray() -> Iterator[Path]:
+    """This process's environment set to :func:`ray_env` in a new short folder for the duration (its nodes and
+    drivers inherit it); yields the folder, removed after, with any process still holding a file in it (what a
+    failed test left running)."""
+    root = Path(tempfile.mkdtemp(prefix="ir", dir="/tmp"))
+    env = ray_env(os.environ, root)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key in set(os.environ) - set(env):
+                patch.delenv(key)
+            for key, value in env.items():
+                patch.setenv(key, value)
+            yield root
+    finally:
+        for pid in set(holding(root)) - {os.getpid()}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def holding(folder: Path) -> list[int]:
+    """Pids of the processes with a file under ``folder`` open (a Ray node's processes, workers and agents
+    included, hold their logs in its session folder): a cluster's processes, told apart from other clusters'."""
+    prefix = f"{folder}/"
+    return [int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and any(name.startswith(prefix) for name in open_files(p))]
+
+
+def open_files(proc: Path) -> list[str]:
+    """What the process at ``/proc/PID`` has open (the targets of its file descriptors; none once it is gone)."""
+    names = []
+    with contextlib.suppress(OSError):
+        for fd in (proc / "fd").iterdir():
+            with contextlib.suppress(OSError):
+                names.append(os.readlink(fd))
+    return names
+
+
+@contextlib.contextmanager
+def ray_node(args: list[str], log: Path, wrap: list[str] | None = None,
+             env: Mapping[str, str] | None = None) -> Iterator[subprocess.Popen]:
     """One Ray node (``ray start --block``) in its own process group, stopped (the whole group) after."""
     with open(log, "ab") as out:
         proc = subprocess.Popen([*(wrap or []), RAY, "start", *NODE, *args], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
     try:
         yield proc
     finally:
@@ -94,20 +146,20 @@ def ray_node(args: list[str], log: Path, wrap: list[str] | None = None) -> Itera
             proc.wait()
 
 
-def wait_nodes(address: str, count: int) -> None:
+def wait_nodes(address: str, count: int, env: Mapping[str, str] | None = None) -> None:
     """Until the cluster has ``count`` alive nodes (60 s at most), asked from a separate driver."""
     code = ("import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR')\nend = time.time() + 60\n"
             "while len([n for n in ray.nodes() if n['Alive']]) != int(sys.argv[2]):\n"
             "    assert time.time() < end, ray.nodes()\n    time.sleep(0.2)\n")
     subprocess.run([sys.executable, "-c", code, address, str(count)], check=True, timeout=120,
-                   capture_output=True)
+                   capture_output=True, env=env)
 
 
 @contextlib.contextmanager
-def ray_head(log: Path, cpus: int = 1) -> Iterator[str]:
+def ray_head(log: Path, cpus: int = 1, env: Mapping[str, str] | None = None) -> Iterator[str]:
     """A Ray head node with ``cpus`` CPUs on a free loopback port; yields the cluster's address."""
     port = free_port()
     with ray_node(["--head", "--port", str(port), "--include-dashboard=false", "--num-cpus", str(cpus)],
-                  log) as head:
+                  log, env=env) as head:
         wait_listening(head, port, "ray head", log)
         yield f"127.0.0.1:{port}"

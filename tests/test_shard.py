@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -213,6 +214,24 @@ def test_killed_run_resumes_and_ends_identical(tmp_path: Path) -> None:
     assert not list((dest / "train").glob("*.partial"))
     shard(src.out, tmp_path / "fresh", ShardOptions(samples_per_shard=60), quiet=True)
     assert files(dest) == files(tmp_path / "fresh")
+
+
+def test_a_local_run_removes_the_tokens_of_killed_drivers(fake, tmp_path: Path) -> None:
+    """A Ray driver killed with SIGKILL leaves its probe token, ``.imnet-probe-HOST-PID-ID``, in DEST; the next
+    run from this machine removes it, a local one too. A live driver's token, and another machine's, stay."""
+    result, _, _ = fake
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()                                                          # a pid that no longer runs
+    host = socket.gethostname()
+    stale, live, other = (dest / f".imnet-probe-{name}-{pid}-{c * 32}" for name, pid, c in
+                          ((host, gone.pid, "a"), (host, os.getpid(), "b"), (f"not-{host}", gone.pid, "c")))
+    for token in (stale, live, other):
+        token.write_text("x")
+    done = run_cli("shard", str(result.out), str(dest), "--samples-per-shard", "7", "-q")
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists() and live.exists() and other.exists()
 
 
 def test_a_different_plan_needs_overwrite(fake, tmp_path: Path) -> None:
