@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -87,7 +88,7 @@ def attached(ray, address: str | None, where: str) -> Iterator[None]:
     wait = "RAY_gcs_server_port_wait_time_s"
     tries = {} if wait in os.environ else {wait: CONNECT_TRIES}
     try:
-        with environ(tries, refresh=False):
+        with environ(tries, refresh=False), signals_kept():
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False,
                      configure_logging=True)
     except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
@@ -97,6 +98,21 @@ def attached(ray, address: str | None, where: str) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def signals_kept() -> Iterator[None]:
+    """SIGINT's and SIGTERM's handlers as they were before: ``ray.init`` installs its core worker's own (on
+    SIGTERM it prints a stack trace and aborts, exit 134), where the command's say one line and exit 130 / 143
+    (:mod:`imnet_data.interrupts`). Only the main thread sets handlers; one set outside Python stays Ray's."""
+    main = threading.current_thread() is threading.main_thread()
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            if handler is not None:
+                signal.signal(s, handler)
 
 
 def unanswered(address: str) -> str | None:

@@ -367,6 +367,32 @@ def test_driver_killed_then_rerun_resumes(cluster: str, photos: FakeResult, tmp_
     assert files(dest) == files(tmp_path / "local")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_driver_interrupted_says_one_line_and_a_rerun_resumes(cluster: str, photos: FakeResult, tmp_path: Path,
+                                                                 sig: int) -> None:
+    """Ray's core worker installs its own SIGTERM handler (a stack trace, then abort: exit 134); the command's
+    rule holds on a cluster too: one line, 128 + the signal, and the same command again finishes the job."""
+    dest = tmp_path / "ray"
+    cmd = [sys.executable, "-m", "imnet_data", "shard", str(photos.out), str(dest), *SLOW, "--executor", "ray",
+           "--ray-address", cluster, "--quiet", "--jobs", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    records, deadline = dest / "train" / ".imnet-shard", time.monotonic() + 120
+    while proc.poll() is None and not list(records.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, f"finished before it could be interrupted: {proc.stderr.read()}"
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1] == "imnet-data shard: interrupted; run the same command again to resume"
+    assert "Traceback" not in err and "received at time" not in err
+    assert not (dest / "train" / "manifest.json").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    shard(photos.out, tmp_path / "local", ShardOptions(samples_per_shard=120, short_side=96, quality=80),
+          splits=["train"], quiet=True)
+    assert files(dest) == files(tmp_path / "local")
+
+
 def test_a_node_that_cannot_see_dest_is_named(cluster: str, fake: FakeResult, tmp_path: Path) -> None:
     """A third node whose view of DEST's folder is its own empty tmpfs (a private mount namespace): as if DEST
     were on one machine's local disk. Last in this file: the node leaves the cluster after."""
