@@ -1,7 +1,8 @@
 """The store extension point: a store defined here (objects in a dict, ``memory://``), registered with one entry
 in ``imnet_data.stores.SCHEMES``, is opened by ``open_store`` and is then a ``shard`` DEST, a ``--merge``
-target and a ``stage`` source like a bucket, with the bytes a folder run writes; a read-only one is refused as
-a DEST by the protocol it lacks, not by its class. And the built-in stores answer the protocols as they should."""
+target and a ``stage`` source like a bucket, with the bytes a folder run writes; a read-only one, or one taking
+no uploads, is refused as a DEST by the protocol it lacks, not by its class. And the built-in stores answer the
+protocols as they should."""
 from __future__ import annotations
 
 import contextlib
@@ -107,6 +108,29 @@ class ReadOnlyStore:
         return self.inner.open(name, start)
 
 
+class NoUploadStore(ReadOnlyStore):
+    """A memory store that can be written but takes no uploads (no ``put``): a ``--merge`` target, not a DEST
+    that shards are written into."""
+
+    def child(self, name: str) -> NoUploadStore:
+        return NoUploadStore(self.inner.child(name))
+
+    def stat(self, name: str) -> Stat | None:
+        return self.inner.stat(name)
+
+    def write(self, name: str, data: bytes) -> None:
+        self.inner.write(name, data)
+
+    def sha256(self, name: str) -> str:
+        return self.inner.sha256(name)
+
+    def names(self) -> list[str]:
+        return self.inner.names()
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+
 BUCKET: dict[str, bytes] = {}
 
 
@@ -120,6 +144,12 @@ def memory_store(url: str, jobs: int, timeout: tuple[float, float], policy: Poli
 def read_only_store(url: str, jobs: int, timeout: tuple[float, float], policy: Policy) -> Iterator[ReadOnlyStore]:
     """The registry entry of ``memory-ro://prefix``: the same objects, read-only."""
     yield ReadOnlyStore(MemoryStore(BUCKET, url.removeprefix("memory-ro://")))
+
+
+@contextlib.contextmanager
+def no_upload_store(url: str, jobs: int, timeout: tuple[float, float], policy: Policy) -> Iterator[NoUploadStore]:
+    """The registry entry of ``memory-wo://prefix``: the same objects, writable, no uploads."""
+    yield NoUploadStore(MemoryStore(BUCKET, url.removeprefix("memory-wo://")))
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +168,11 @@ def folder_run(fake: FakeResult, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
-    """``memory://`` and ``memory-ro://`` registered (one entry each), over an empty bucket."""
+    """``memory://``, ``memory-ro://`` and ``memory-wo://`` registered (one entry each), over an empty bucket."""
     BUCKET.clear()
     monkeypatch.setitem(SCHEMES, "memory", memory_store)
     monkeypatch.setitem(SCHEMES, "memory-ro", read_only_store)
+    monkeypatch.setitem(SCHEMES, "memory-wo", no_upload_store)
     return BUCKET
 
 
@@ -177,17 +208,24 @@ def test_a_registered_store_is_a_shard_dest_merge_target_and_stage_source(
         assert len(shipped) > 2 and all(got[n] == want[n] for n in shipped)
 
 
-def test_a_read_only_store_is_refused_as_dest_and_read_as_source(
-        fake: FakeResult, registered: dict[str, bytes], tmp_path: Path) -> None:
+def test_a_store_is_refused_by_the_protocol_it_lacks(fake: FakeResult, registered: dict[str, bytes],
+                                                     tmp_path: Path) -> None:
     assert shard(fake.out, "memory://sets/b", OPTIONS, work=tmp_path / "work", quiet=True).ok
     with open_store("memory-ro://sets/b") as store:
         assert isinstance(store, ReadableStore) and not isinstance(store, WritableStore)
+    with open_store("memory-wo://sets/b") as store:
+        assert isinstance(store, WritableStore) and not isinstance(store, UploadStore)
     before = dict(registered)
     with pytest.raises(UsageError, match="memory-ro://sets/b: .*read-only"):
         shard(fake.out, "memory-ro://sets/b", OPTIONS, overwrite=True, work=tmp_path / "work2", quiet=True)
     with pytest.raises(UsageError, match="read-only"):
         merge("memory-ro://sets/b")
+    with pytest.raises(UsageError, match="memory-wo://sets/c: neither a local folder nor a store that takes uploads"):
+        shard(fake.out, "memory-wo://sets/c", OPTIONS, work=tmp_path / "work3", quiet=True)
     assert registered == before                                # refused before anything was written
+    assert not (tmp_path / "work2").exists() and not (tmp_path / "work3").exists()
+    assert [m["split"] for m in merge("memory-wo://sets/b")] == ["train", "val"]   # writable is enough to merge
+    assert registered == before                                # the same manifests, rewritten
     assert stage("memory-ro://sets/b/val", tmp_path / "node", quiet=True).ok
 
 
