@@ -26,7 +26,7 @@ from imnet_data.shards.publish import Publisher, Uploader
 from imnet_data.shards.target import prepare
 from imnet_data.shards.writer import RECORDS, ShardJob, write_shard
 from imnet_data.sources import open_source
-from imnet_data.stores import FolderStore, HttpStore, Store, open_store
+from imnet_data.stores import FolderStore, ReadableStore, UploadStore, WritableStore, open_store
 
 
 @dataclass
@@ -90,13 +90,13 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
     """
     source = open_source(Path(src), layout)
     uploader = Uploader(retries)             # an object store's: every request retried under its policy
-    with open_store(dest, default_jobs(jobs), policy=uploader.retry) as root:
-        if isinstance(root, HttpStore):
-            raise UsageError(f"{dest}: an http(s) URL is read-only; shard into a folder or an s3:// / gs:// prefix")
-        scratch = root.root if isinstance(root, FolderStore) else Path(work or default_work(str(root)))
+    with open_store(dest, default_jobs(jobs), policy=uploader.retry) as opened:
+        root = writable(opened, dest, "shard into a folder or an s3:// / gs:// prefix")
+        in_place = root.local_folder()
+        uploads = None if in_place else uploadable(root, dest)
+        scratch = in_place or Path(work or default_work(str(root)))
         check_apart(src, scratch)
         check_visible([src], [scratch])
-        uploader = None if isinstance(root, FolderStore) else uploader
         reports = []
         for split in list(splits or source.splits()):
             plan = make_plan(source, split, options, jobs, quiet)
@@ -105,11 +105,28 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
             folder = scratch / split
             folder.mkdir(parents=True, exist_ok=True)
             sweep_partials(folder)
-            reports.append(run_split(SplitTarget(store, root, folder, uploader), plan, options, jobs, node_rank,
+            publish = Publisher(uploader, uploads.child(split), folder, default_jobs(jobs)) if uploads else None
+            reports.append(run_split(SplitTarget(store, root, folder, publish), plan, options, jobs, node_rank,
                                      num_nodes, quiet))
-        if uploader:
+        if uploads:
             remove_empty(scratch)
     return ShardReport(str(root), node_rank, num_nodes, reports, [] if splits else source.not_found())
+
+
+def writable(store: ReadableStore, dest: str | Path, hint: str) -> WritableStore:
+    """``store`` where it can be written; UsageError naming ``dest`` for a read-only one (an http(s) URL)."""
+    if not isinstance(store, WritableStore):
+        raise UsageError(f"{dest}: an http(s) URL is read-only; {hint}")
+    return store
+
+
+def uploadable(store: WritableStore, dest: str | Path) -> UploadStore:
+    """A DEST that is not a local folder, where shards are uploaded once written (into a work folder);
+    UsageError for a store that takes no uploads."""
+    if not isinstance(store, UploadStore):
+        raise UsageError(f"{dest}: neither a local folder nor a store that takes uploads; shard into a folder or "
+                         "an s3:// / gs:// prefix")
+    return store
 
 
 def default_work(url: str) -> Path:
@@ -133,12 +150,12 @@ def sweep_partials(folder: Path) -> None:
 @dataclass
 class SplitTarget:
     """Where a split's shards go: ``store`` (its folder or prefix; ``root`` above it), written into ``folder``
-    (the store's own folder, or a local work folder whose shards ``uploader`` publishes)."""
+    (the store's own folder, or a local work folder whose shards ``publish`` uploads into ``store``)."""
 
-    store: Store
-    root: Store
+    store: WritableStore
+    root: WritableStore
     folder: Path
-    uploader: Uploader | None = None
+    publish: Publisher | None = None
 
 
 def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs: int | None, node_rank: int,
@@ -150,12 +167,11 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
     todo = [s for s in mine if complete(target.store, s.name, s.digest) is None]
     report.kept = len(mine) - len(todo)
     local = FolderStore(target.folder)
-    ready = [r for s in todo if (r := complete(local, s.name, s.digest))] if target.uploader else []  # not up
+    ready = [r for s in todo if (r := complete(local, s.name, s.digest))] if target.publish else []  # not up
     names, written = tuple(class_names(plan.label_space, list(plan.classes))), {r["name"] for r in ready}
     work = [ShardJob(str(target.folder), s, options, names, plan.label_space) for s in todo
             if s.name not in written]
-    n = default_jobs(jobs)
-    publish = Publisher(target.uploader, target.store, target.folder, n) if target.uploader else None
+    n, publish = default_jobs(jobs), target.publish
     start = time.perf_counter()
     try:
         for record in itertools.chain(ready, map_units(
@@ -176,9 +192,8 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
 
 def merge(dest: str | Path, splits: Iterable[str] | None = None, check_sha256: bool = False) -> list[dict]:
     """After all nodes: check every split's shards (in a folder or prefix) against the plan, write the manifests."""
-    with open_store(dest) as root:
-        if isinstance(root, HttpStore):
-            raise UsageError(f"{dest}: an http(s) URL is read-only; merge the folder or s3:// / gs:// prefix")
+    with open_store(dest) as opened:
+        root = writable(opened, dest, "merge the folder or s3:// / gs:// prefix")
         names = list(splits or sorted(n.split("/")[0] for n in root.names() if n.count("/") == 1
                                       and n.endswith("/" + PLAN)))
         if not names:

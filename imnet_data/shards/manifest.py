@@ -14,7 +14,7 @@ from imnet_data.shards.plan import read_plan
 from imnet_data.shards.peers import update_info, write_wids
 from imnet_data.shards.schema import FORMAT_VERSION, MANIFEST_FORMAT, parse_manifest, read_capped
 from imnet_data.shards.writer import read_record
-from imnet_data.stores import Store
+from imnet_data.stores import WritableStore
 from imnet_data.tario import json_bytes
 
 MANIFEST = "manifest.json"
@@ -24,7 +24,7 @@ class IncompleteError(ValueError):
     """Shards of the plan are missing or do not match their records (the message names them)."""
 
 
-def complete(store: Store, name: str, digest: str, check_sha256: bool = False) -> dict | None:
+def complete(store: WritableStore, name: str, digest: str, check_sha256: bool = False) -> dict | None:
     """The record of shard ``name`` if the shard and its index are present in the split folder or prefix and
     match it: size, and the sha256 an object store keeps (read through, with ``check_sha256``); else None."""
     record = read_record(store, name)
@@ -49,7 +49,7 @@ def class_names(space: str, wnids: list[str]) -> list[str]:
     return [catalog.synset_words(w).split(",")[0] for w in wnids]
 
 
-def finalize(split: Store, root: Store, check_sha256: bool = False) -> dict:
+def finalize(split: WritableStore, root: WritableStore, check_sha256: bool = False) -> dict:
     """Check every planned shard of a split folder or prefix against its record and write the manifest, wids
     index, ``_info.json`` and dataset card (in ``root``). Raises :class:`IncompleteError` naming the missing or
     mismatched shards."""

@@ -12,7 +12,7 @@ added.
 from __future__ import annotations
 
 from imnet_data.shards.schema import SAMPLE_FIELDS, check_info, load_json
-from imnet_data.stores import Store
+from imnet_data.stores import WritableStore
 from imnet_data.tario import json_bytes
 
 WIDS = "wids.json"
@@ -21,7 +21,7 @@ CARD = "README.md"
 ALIASES = {"val": "validation"}   # a split -> another name timm and Hugging Face use for it
 
 
-def write_wids(split: Store, manifest: dict) -> None:
+def write_wids(split: WritableStore, manifest: dict) -> None:
     """``wids.json`` of a split folder: shard URLs relative to it, with their sample counts and sizes."""
     split.write(WIDS, json_bytes({"__kind__": "wids-shard-index-v1", "wids_version": 1,
                                   "name": f"{manifest['name']}-{manifest['split']}",
@@ -29,7 +29,7 @@ def write_wids(split: Store, manifest: dict) -> None:
                                                 for s in manifest["shards"]]}))
 
 
-def update_info(root: Store, manifest: dict) -> None:
+def update_info(root: WritableStore, manifest: dict) -> None:
     """Add or replace the split's entries of ``root/_info.json`` (and its alias), then rewrite the card."""
     try:
         raw = root.read(INFO)
@@ -53,7 +53,7 @@ def splits_of(info: dict) -> list[str]:
     return sorted(name for name, entry in info.get("splits", {}).items() if "alias_of" not in entry)
 
 
-def write_card(root: Store, info: dict) -> None:
+def write_card(root: WritableStore, info: dict) -> None:
     """``root/README.md``: the dataset card ``datasets.load_dataset(root)`` reads (see the module doc)."""
     lines = ["---", f"pretty_name: {info['name']} (WebDataset shards by imnet-data)", "configs:",
              "- config_name: default", "  data_files:"]

@@ -29,7 +29,7 @@ from imnet_data.parallel import map_units
 from imnet_data.sources import Entry, Source, SourceError, Unit
 from imnet_data.shards.schema import KEY
 from imnet_data.sources.base import stem
-from imnet_data.stores import Store
+from imnet_data.stores import ReadableStore
 
 PLAN = "plan.json.gz"
 MAX_PLAN = 4 << 30         # bytes a stored plan may inflate to (the full 21k plan is far smaller)
@@ -272,7 +272,7 @@ def plan_bytes(plan: SplitPlan) -> bytes:
     return out.getvalue()
 
 
-def read_plan(store: Store) -> dict | None:
+def read_plan(store: ReadableStore) -> dict | None:
     """The plan stored in a split folder or prefix as plain data, or None (also for one that is not a plan)."""
     raw = store.read(PLAN)
     if raw is None:

@@ -4,7 +4,7 @@ it is written, then removed from the local work folder).
 
 An object counts as present when the store reports the file's size and the sha256 it was uploaded with (its
 metadata; with ``verify``, the object's bytes are read back and hashed too); anything else is uploaded
-(multipart when large) and checked after it lands (:meth:`~imnet_data.stores.s3.S3Store.put`). The order makes
+(multipart when large) and checked after it lands (:meth:`~imnet_data.stores.base.UploadStore.put`). The order makes
 every partial state harmless: a shard's tar and index before its record, every shard of a split before its
 ``wids.json`` and, last, its ``manifest.json``, then the root's ``_info.json`` and dataset card. So a reader
 never meets a manifest naming an object that is not complete, and a re-run uploads only what is missing.
@@ -26,7 +26,7 @@ from imnet_data.shards.plan import PLAN, read_plan
 from imnet_data.shards.target import header, prepare
 from imnet_data.shards.verify import split_folders
 from imnet_data.shards.writer import record_name
-from imnet_data.stores import FolderStore, S3Store, drop_other, open_store
+from imnet_data.stores import FolderStore, UploadStore, drop_other, open_store
 from imnet_data.stores.base import Stat, TransferReport, file_sha256
 from imnet_data.stores.errors import T, reason_or, retrying
 
@@ -42,13 +42,13 @@ class Uploader:
     retried: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def present(self, store: S3Store, name: str, size: int, sha256: str) -> bool:
+    def present(self, store: UploadStore, name: str, size: int, sha256: str) -> bool:
         """The object is there with the file's size and sha256 (read back too, with ``verify``)."""
         if store.stat(name) != Stat(size, sha256):     # the store's requests are retried by :meth:`retry`
             return False
         return not self.verify or self.retry(store.url(name), lambda: store.sha256(name)) == sha256
 
-    def send(self, store: S3Store, name: str, path: Path, sha256: str | None = None) -> bool:
+    def send(self, store: UploadStore, name: str, path: Path, sha256: str | None = None) -> bool:
         """Upload ``path`` as ``name`` unless present (``sha256``: the recorded one; else computed); whether it
         was sent. StoreError when it cannot be, naming the object and the last error."""
         sha256 = sha256 or file_sha256(path)
@@ -68,7 +68,7 @@ class Uploader:
         with self.lock:
             self.sent, self.retried = self.sent + sent, self.retried + retried
 
-    def send_shard(self, store: S3Store, folder: Path, shard: dict) -> bool:
+    def send_shard(self, store: UploadStore, folder: Path, shard: dict) -> bool:
         """A shard (its record or manifest entry), its index and, last, its record file when there is one, from
         a split folder; whether anything was sent."""
         sent = [self.send(store, shard["name"], folder / shard["name"], shard["sha256"]),
@@ -83,7 +83,7 @@ class Publisher:
     are written, and leaves the work folder once it is up. At most ``2 * jobs`` wait, so the work folder holds
     a bounded number of shards; failures are collected (the shard stays in the work folder for the next run)."""
 
-    def __init__(self, uploader: Uploader, store: S3Store, folder: Path, jobs: int) -> None:
+    def __init__(self, uploader: Uploader, store: UploadStore, folder: Path, jobs: int) -> None:
         self.uploader, self.store, self.folder, self.jobs = uploader, store, folder, max(jobs, 1)
         self.pool = ThreadPoolExecutor(self.jobs)
         self.pending: dict[Future, str] = {}
@@ -148,7 +148,7 @@ def upload(dest: str | Path, url: str, *, splits: list[str] | None = None, jobs:
     folders = split_folders(Path(dest), splits)
     up = Uploader(retries, backoff, verify)
     with open_store(url, jobs, timeout, up.retry) as root:
-        if not isinstance(root, S3Store):
+        if not isinstance(root, UploadStore):
             raise UsageError(f"{url}: upload writes to an object store (s3:// or gs://); to copy to a folder, "
                              "use 'imnet-data stage'")
         manifests = [(folder, read_manifest(folder)) for folder in folders]
@@ -160,7 +160,7 @@ def upload(dest: str | Path, url: str, *, splits: list[str] | None = None, jobs:
     return report
 
 
-def upload_split(up: Uploader, pool: ThreadPoolExecutor, folder: Path, manifest: dict, root: S3Store,
+def upload_split(up: Uploader, pool: ThreadPoolExecutor, folder: Path, manifest: dict, root: UploadStore,
                  overwrite: bool, report: UploadReport) -> None:
     """One split: its plan, its shards in parallel, then (none failed) wids.json, the manifest, the root tables."""
     store = root.child(manifest["split"])

@@ -12,7 +12,7 @@ from imnet_data.shards.manifest import MANIFEST
 from imnet_data.shards.peers import WIDS
 from imnet_data.shards.plan import PLAN, read_plan
 from imnet_data.shards.writer import RECORDS
-from imnet_data.stores import Store
+from imnet_data.stores import WritableStore
 
 OURS = ("*.tar", "*.idx", "*.partial", PLAN, MANIFEST, WIDS)   # a shard set's files (and its records)
 FIRST = ("options", "source")                            # the plan's parts a "differs in" message names first
@@ -26,7 +26,7 @@ def header(plan: dict) -> dict:
     return {k: v for k, v in plan.items() if k != "shards"}
 
 
-def prepare(store: Store, head: dict, digests: list[str], raw: Callable[[], bytes], overwrite: bool) -> None:
+def prepare(store: WritableStore, head: dict, digests: list[str], raw: Callable[[], bytes], overwrite: bool) -> None:
     """Make ``store`` hold the plan of header ``head`` and shard ``digests`` (``raw()``: its stored bytes, made
     only when they are written), see the module doc; ValueError naming what differs when it holds another plan
     and ``overwrite`` is not given."""
@@ -76,7 +76,7 @@ def brief(value: object) -> str:
     return text if len(text) <= BRIEF else text[:BRIEF - 3] + "..."
 
 
-def clear(store: Store) -> None:
+def clear(store: WritableStore) -> None:
     """Remove what an earlier plan wrote (shards, indexes, records, plan, manifest) and nothing else."""
     for name in store.names():
         if ours(name):

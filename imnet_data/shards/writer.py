@@ -26,7 +26,7 @@ from imnet_data.shards.plan import PlannedSample, ShardOptions, ShardPlan
 from imnet_data.shards.schema import render_index
 from imnet_data.sources.access import fetch
 from imnet_data.sources.base import SourceError, printable
-from imnet_data.stores import Store
+from imnet_data.stores import ReadableStore
 from imnet_data.tario import BLOCK, FIXED_MTIME, atomic_file
 
 HANDOFF = 1 << 20           # bytes gathered before the writing thread takes them
@@ -246,7 +246,7 @@ def write_record(folder: Path, record: dict) -> None:
         f.write(json.dumps(record, sort_keys=True).encode())
 
 
-def read_record(store: Store, shard_name: str) -> dict | None:
+def read_record(store: ReadableStore, shard_name: str) -> dict | None:
     """A shard's record in a split folder or prefix, or None when absent or unreadable."""
     raw = store.read(record_name(shard_name))
     try:

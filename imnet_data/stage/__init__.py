@@ -40,7 +40,7 @@ from imnet_data.shards.schema import check_info, load_json, parse_manifest
 from imnet_data.shards.verify import split_folders
 from imnet_data.stage.ranks import format_ranks, node_selection, parse_ranks, select
 from imnet_data.stage.transfer import FileJob, RateLimit, ShardJob, Transfer, partial_size, retrying
-from imnet_data.stores import FolderStore, Store, StoreError, drop_other, open_store
+from imnet_data.stores import FolderStore, ReadableStore, StoreError, drop_other, open_store
 from imnet_data.stores.base import TransferReport
 from imnet_data.stores.errors import reason_or
 from imnet_data.tario import atomic_file, write_json
@@ -85,7 +85,7 @@ class StageReport(TransferReport):
 class SplitPlan:
     """One split to stage: its source folder, manifest (parsed and verbatim) and the selected shard numbers."""
 
-    source: Store
+    source: ReadableStore
     raw: bytes
     manifest: dict
     folder: Path
@@ -96,8 +96,8 @@ class SplitPlan:
         return self.manifest["split"]
 
 
-def find_manifests(t: Transfer, src: Store, splits: list[str] | None, manifest: str | None,
-                   timeout: tuple[float, float]) -> list[tuple[Store, bytes, str]]:
+def find_manifests(t: Transfer, src: ReadableStore, splits: list[str] | None, manifest: str | None,
+                   timeout: tuple[float, float]) -> list[tuple[ReadableStore, bytes, str]]:
     """``(split source, manifest bytes, where)`` for each split to stage."""
     if manifest is not None:
         with open_store(os.path.dirname(manifest.rstrip("/")) or ".", 1, timeout) as parent:
@@ -108,9 +108,8 @@ def find_manifests(t: Transfer, src: Store, splits: list[str] | None, manifest: 
     raw = t.read(src, MANIFEST)
     if raw is not None:
         return [(src, raw, src.url(MANIFEST))]
-    if isinstance(src, FolderStore):
-        folders = split_folders(src.root, splits)
-        names = [f.name for f in folders]
+    if (folder := src.local_folder()) is not None:
+        names = [f.name for f in split_folders(folder, splits)]
     elif splits:
         names = splits
     else:
@@ -178,7 +177,7 @@ def finish(t: Transfer, plan: SplitPlan, dest: Path, selection: str) -> None:
                                       "complete": len(staged) == len(plan.manifest["shards"])})
 
 
-def plan_splits(t: Transfer, src: Store, dest: Path, splits: list[str] | None, manifest: str | None,
+def plan_splits(t: Transfer, src: ReadableStore, dest: Path, splits: list[str] | None, manifest: str | None,
                 ranks: list[int] | None, world_size: int | None, timeout: tuple[float, float]) -> list[SplitPlan]:
     """Read the manifests and select the shards of every split to stage."""
     plans = []
@@ -209,10 +208,11 @@ def stage(source: str | os.PathLike, dest: str | os.PathLike, *, splits: list[st
     start, dest, jobs = time.monotonic(), Path(dest), default_jobs(jobs)
     selection = "all shards" if ranks is None else f"shards of ranks {format_ranks(ranks)} of {world_size}"
     with open_store(source, jobs, timeout) as src, contextlib.ExitStack() as held:
-        if link and not isinstance(src, FolderStore):
+        folder = src.local_folder()
+        if link and folder is None:
             raise UsageError("link (--link) needs a filesystem source")
-        if isinstance(src, FolderStore):
-            check_apart(src.root, dest)
+        if folder is not None:
+            check_apart(folder, dest)
         t = Transfer(verify, link, retries, backoff, max_rate, fsync)
         plans = plan_splits(t, src, dest, splits, manifest, ranks, world_size, timeout)
         for plan in plans:

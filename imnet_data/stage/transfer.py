@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from imnet_data.stores import FolderStore, Store
+from imnet_data.stores import ReadableStore
 from imnet_data.stores.base import file_sha256, hash_into
 from imnet_data.stores.errors import Retry, StoreError, retrying
 
@@ -43,7 +43,7 @@ class ShardJob:
     """A shard and its index, staged together from one source folder."""
 
     label: str                  # <split>/<shard name>
-    source: Store
+    source: ReadableStore
     files: tuple[FileJob, ...]
 
 
@@ -113,16 +113,16 @@ class Transfer:
             return False
         return not self.verify or file_sha256(job.dest) == job.sha256
 
-    def read(self, source: Store, name: str) -> bytes | None:
+    def read(self, source: ReadableStore, name: str) -> bytes | None:
         """A small file (a manifest) of the source, with retries; None when absent."""
         return retrying(source.url(name), lambda: source.read(name), self.retries, self.backoff)
 
-    def fetch(self, source: Store, job: FileJob) -> None:
+    def fetch(self, source: ReadableStore, job: FileJob) -> None:
         """Stream one file to its ``.partial`` (resuming one left by an earlier attempt), check it, rename it."""
         retrying(source.url(job.name), lambda: self.attempt(source, job), self.retries, self.backoff,
                  lambda: self.count(retried=1))
 
-    def attempt(self, source: Store, job: FileJob) -> None:
+    def attempt(self, source: ReadableStore, job: FileJob) -> None:
         """One try; a Retry with ``restart`` deletes the partial file (its bytes are wrong)."""
         try:
             self.transfer(source, job)
@@ -131,7 +131,7 @@ class Transfer:
                 job.partial.unlink(missing_ok=True)
             raise
 
-    def transfer(self, source: Store, job: FileJob) -> None:
+    def transfer(self, source: ReadableStore, job: FileJob) -> None:
         h, have = hashlib.sha256(), partial_size(job)
         if have:
             hash_into(h, job.partial)
@@ -153,9 +153,12 @@ class Transfer:
             raise Retry(f"sha256 {h.hexdigest()[:12]}... differs from the manifest's {job.sha256[:12]}...", True)
         os.replace(job.partial, job.dest)
 
-    def link_file(self, source: FolderStore, job: FileJob) -> str:
+    def link_file(self, source: ReadableStore, job: FileJob) -> str:
         """Hard-link (or, across filesystems, symlink) the source file after checking it; the kind made."""
-        src = source.root / job.name
+        folder = source.local_folder()
+        if folder is None:
+            raise StoreError(f"{source.url(job.name)}: not on a filesystem; cannot be linked")
+        src = folder / job.name
         if not src.is_file():
             raise StoreError(f"{src}: not found")
         if src.stat().st_size != job.bytes:
@@ -180,7 +183,7 @@ class Transfer:
                 continue
             did = True
             if self.link:
-                kinds[self.link_file(shard.source, job)] += 1  # type: ignore[arg-type]
+                kinds[self.link_file(shard.source, job)] += 1
             else:
                 self.fetch(shard.source, job)
         return did, kinds

@@ -1,17 +1,13 @@
-"""What every store shares: the cap on metadata reads and file hashing.
+"""What every store is and shares: the store protocols, the cap on metadata reads and file hashing.
 
 A *store* is where shards live: a folder (:class:`~imnet_data.stores.folder.FolderStore`), an HTTP(S) base URL
 (:class:`~imnet_data.stores.http.HttpStore`, read-only) or an object-store prefix
-(:class:`~imnet_data.stores.s3.S3Store`). Each gives names inside it the same methods, so staging, uploading
-and the manifest code never ask which one they have:
-
-* ``str(store)``, ``url(name)``, ``child(name)``: where it is, for messages; a sub-folder / sub-prefix;
-* ``read(name)``: a metadata file's bytes (at most :data:`MAX_METADATA`), None when absent;
-* ``open(name, start)``: a context manager giving ``(offset, readinto)``, the object from byte ``start``
-  (``offset`` is 0 when the store cannot seek: the caller starts over);
-* writable stores also: ``stat(name)`` (a :class:`Stat`, None when absent), ``write(name, data)`` (atomic),
-  ``sha256(name)`` (of the bytes, read through), ``names()`` (what is under it) and ``delete(name)``; an
-  object store also ``put(name, path, sha256)`` (a large file, checked after it lands).
+(:class:`~imnet_data.stores.s3.S3Store`). Callers ask for what they use, never for a class:
+:class:`ReadableStore` (staging reads any store), :class:`WritableStore` (the plan, the resume checks and the
+manifest of ``shard``/``merge``), :class:`UploadStore` (a writable store that is not a local folder: shards are
+written into a local work folder and uploaded). The protocols are runtime-checkable: ``isinstance(store,
+WritableStore)`` is how a caller that writes refuses a read-only store. A new store is a module with a class
+meeting one of them and an :data:`Opener`, plus one line in :data:`imnet_data.stores.SCHEMES`.
 """
 from __future__ import annotations
 
@@ -20,9 +16,9 @@ import dataclasses
 import hashlib
 import re
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple, Protocol, runtime_checkable
 
-from imnet_data.stores.errors import Retry, StoreError
+from imnet_data.stores.errors import Policy, Retry, StoreError
 
 MAX_METADATA = 256 << 20    # bytes of any manifest / index / info file: a 21k manifest is well under this
 
@@ -33,6 +29,74 @@ class Stat(NamedTuple):
 
     size: int
     sha256: str | None = None
+
+
+Reader = Callable[[memoryview], int]   # ``readinto``: fills a buffer, returns the bytes read (0 at the end)
+
+
+@runtime_checkable
+class ReadableStore(Protocol):
+    """A store shards can be read from: names inside it are relative paths (``train/x.tar``)."""
+
+    def __str__(self) -> str:
+        """Where it is, for messages and reports."""
+
+    def url(self, name: str) -> str:
+        """Where ``name`` is, for messages."""
+
+    def child(self, name: str) -> ReadableStore:
+        """The store of a sub-folder or sub-prefix."""
+
+    def local_folder(self) -> Path | None:
+        """The folder it is on a local or network filesystem (files can be linked, written in place), else None."""
+
+    def read(self, name: str) -> bytes | None:
+        """A metadata file's bytes (at most :data:`MAX_METADATA`, else StoreError); None when absent."""
+
+    def open(self, name: str, start: int) -> contextlib.AbstractContextManager[tuple[int, Reader]]:
+        """``(offset, readinto)``: the file from byte ``start``; ``offset`` is 0 when the store cannot seek (the
+        caller starts over). StoreError for a permanent failure, :class:`~imnet_data.stores.errors.Retry` else."""
+
+
+@runtime_checkable
+class WritableStore(ReadableStore, Protocol):
+    """A store shards can be written into and checked in: it also tells sizes and lists what it holds."""
+
+    def child(self, name: str) -> WritableStore:
+        """The store of a sub-folder or sub-prefix."""
+
+    def stat(self, name: str) -> Stat | None:
+        """The file's size (and stored sha256, see :class:`Stat`); None when absent."""
+
+    def write(self, name: str, data: bytes) -> None:
+        """A small file (a manifest), atomically: a reader sees it whole or not at all."""
+
+    def sha256(self, name: str) -> str:
+        """The sha256 of the file's bytes, read through."""
+
+    def names(self) -> list[str]:
+        """Every file under it, relative to it."""
+
+    def delete(self, name: str) -> None:
+        """Remove the file (nothing when absent)."""
+
+
+@runtime_checkable
+class UploadStore(WritableStore, Protocol):
+    """A writable store files are uploaded into (not a local folder): ``shard`` writes into a work folder and
+    publishes each shard with :meth:`put`; ``upload`` sends a shard folder."""
+
+    def child(self, name: str) -> UploadStore:
+        """The store of a sub-prefix."""
+
+    def put(self, name: str, path: Path, sha256: str) -> None:
+        """A (large) local file as ``name`` with its recorded ``sha256``, checked once it has landed:
+        StoreError when the file's bytes are not the recorded ones, Retry when the stored object is not the file."""
+
+
+Opener = Callable[[str, int, tuple[float, float], Policy], contextlib.AbstractContextManager[ReadableStore]]
+"""A registry entry: ``(location, jobs, timeout, policy)`` to the store of a URL, as a context manager (its
+connections pooled for ``jobs`` threads, closed after; requests under ``policy``, where the store retries)."""
 
 
 def check_range(content_range: str | None, start: int, where: str) -> None:

@@ -1,4 +1,5 @@
-"""A folder on a local or network filesystem as a store (see :mod:`imnet_data.stores.base`)."""
+"""A folder on a local or network filesystem as a :class:`~imnet_data.stores.base.WritableStore` (what a path
+without a URL scheme opens)."""
 from __future__ import annotations
 
 import contextlib
@@ -25,6 +26,10 @@ class FolderStore:
 
     def url(self, name: str) -> str:
         return str(self.root / name)
+
+    def local_folder(self) -> Path:
+        """The folder itself: its files can be linked, shards written in place."""
+        return self.root
 
     def read(self, name: str) -> bytes | None:
         """A metadata file's bytes (None when absent; StoreError past the metadata cap)."""

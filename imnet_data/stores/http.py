@@ -1,8 +1,9 @@
-"""An HTTP(S) base URL as a read-only store (see :mod:`imnet_data.stores.base`): metadata whole, large files as a
-``readinto`` stream from a byte offset (Range), one pooled :class:`requests.Session`."""
+"""An HTTP(S) base URL as a read-only store (a :class:`~imnet_data.stores.base.ReadableStore`): metadata whole,
+large files as a ``readinto`` stream from a byte offset (Range), one pooled :class:`requests.Session`."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import quote
 
@@ -10,7 +11,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from imnet_data.stores.base import capped_read, check_range, direct_reader
-from imnet_data.stores.errors import Retry, StoreError
+from imnet_data.stores.errors import Policy, Retry, StoreError, once
 
 PERMANENT = {401, 403, 404, 410}
 
@@ -29,6 +30,10 @@ class HttpStore:
 
     def url(self, name: str) -> str:
         return self.base + quote(name)
+
+    def local_folder(self) -> Path | None:
+        """None: not a folder."""
+        return None
 
     def get(self, name: str, headers: dict | None = None) -> requests.Response:
         """A streamed GET of ``name``: StoreError for a permanent status, Retry for 5xx and the like."""
@@ -77,8 +82,9 @@ def check_status(r: requests.Response, url: str) -> None:
 
 
 @contextlib.contextmanager
-def http_store(base: str, jobs: int, timeout: tuple[float, float]) -> Iterator[HttpStore]:
-    """The store of a base URL, its session pooled for ``jobs`` connections (closed after)."""
+def http_store(base: str, jobs: int, timeout: tuple[float, float], policy: Policy = once) -> Iterator[HttpStore]:
+    """The store of a base URL, its session pooled for ``jobs`` connections (closed after). ``policy`` is not
+    used: every request is made once, its caller retries (the stage transfers)."""
     with requests.Session() as session:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(jobs, 1), max_retries=0)
         session.mount("http://", adapter)

@@ -1,5 +1,5 @@
-"""An S3 bucket prefix as a store (see :mod:`imnet_data.stores.base`): AWS S3, MinIO, Cloudflare R2, Ceph, and
-Google Cloud Storage through its S3 interoperability endpoint (``gs://``, HMAC keys).
+"""An S3 bucket prefix as a store (an :class:`~imnet_data.stores.base.UploadStore`): AWS S3, MinIO, Cloudflare
+R2, Ceph, and Google Cloud Storage through its S3 interoperability endpoint (``gs://``, HMAC keys).
 
 boto3, because it is what the ecosystem configures: credentials from the usual chain (``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` and ``~/.aws``, SSO, instance roles), the
@@ -27,7 +27,6 @@ from imnet_data.errors import UsageError
 from imnet_data.stores.base import Stat, capped_read, check_range, direct_reader
 from imnet_data.stores.errors import Policy, Retry, StoreError, once
 
-SCHEMES = ("s3", "gs")
 GCS_ENDPOINT = "https://storage.googleapis.com"
 PART = 64 << 20             # bytes per multipart part, and the size from which uploads are multipart
 MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -87,6 +86,10 @@ class S3Store:
 
     def url(self, name: str) -> str:
         return f"{self.scheme}://{self.bucket}/{self.key(name)}"
+
+    def local_folder(self) -> Path | None:
+        """None: not a folder."""
+        return None
 
     def call(self, name: str, method: str, **kwargs):
         """One request about object ``name`` under the store's policy, its errors sorted (see the module doc)."""
