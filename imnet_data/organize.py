@@ -34,6 +34,7 @@ from imnet_data.catalog import UnknownClassError
 from imnet_data.errors import UsageError
 from imnet_data.parallel import check_visible, map_units
 from imnet_data.paths import check_apart
+from imnet_data.report import Report
 from imnet_data.sources import Sample, Source, SourceError, Unit, open_source
 from imnet_data.sources.base import WNID, check_wnid
 from imnet_data.sources.safety import UnsafeArchiveError
@@ -237,7 +238,7 @@ def sweep_temp_files(dest: str, splits: Iterable[str]) -> None:
 
 
 @dataclass
-class OrganizeReport:
+class OrganizeReport(Report):
     """The outcome: files and bytes per split, changed (``fix``) and skipped files, units found complete."""
 
     source: str
@@ -260,9 +261,6 @@ class OrganizeReport:
     def ok(self) -> bool:
         """Everything the download should hold was found (the job itself raises when it fails)."""
         return not self.not_found
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, **asdict(self)}
 
     def record(self) -> dict:
         """The deterministic part, written to ``DEST/organize-report.json`` (the same for a resumed run)."""

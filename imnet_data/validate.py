@@ -30,6 +30,7 @@ from imnet_data.catalog import UnknownClassError
 from imnet_data.errors import UsageError
 from imnet_data.parallel import check_visible, default_jobs, map_units
 from imnet_data.progress import progress
+from imnet_data.report import Report
 from imnet_data.sources import Source, SourceError, Unit, detect_layout, open_source
 from imnet_data.sources.base import WNID
 from imnet_data.sources.devkit import ARCHIVE as DEVKIT_ARCHIVE, Devkit
@@ -59,7 +60,7 @@ class Problem:
 
 
 @dataclass
-class ValidationReport:
+class ValidationReport(Report):
     """What :func:`validate` found: per-split totals, checksums and every problem."""
 
     source: str

@@ -13,13 +13,14 @@ import hashlib
 import itertools
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from imnet_data.errors import UsageError
 from imnet_data.parallel import check_visible, default_jobs, map_units
 from imnet_data.paths import check_apart
+from imnet_data.report import Report
 from imnet_data.shards.manifest import MANIFEST, class_names, complete, finalize
 from imnet_data.shards.plan import PLAN, ShardOptions, SplitPlan, make_plan, plan_bytes
 from imnet_data.shards.publish import Publisher, Uploader
@@ -47,7 +48,7 @@ class SplitReport:
 
 
 @dataclass
-class ShardReport:
+class ShardReport(Report):
     dest: str
     node_rank: int
     num_nodes: int
@@ -57,9 +58,6 @@ class ShardReport:
     @property
     def ok(self) -> bool:
         return not self.not_found and not any(s.failed for s in self.splits)
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, **asdict(self)}
 
     def render(self) -> str:
         lines = [f"shards in {self.dest}" + (f" (node {self.node_rank} of {self.num_nodes})"
