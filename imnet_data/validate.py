@@ -19,7 +19,7 @@ import itertools
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -31,7 +31,7 @@ from imnet_data.errors import UsageError
 from imnet_data.parallel import check_visible, default_jobs, map_units
 from imnet_data.progress import progress
 from imnet_data.report import Report
-from imnet_data.sources import Source, SourceError, Unit, detect_layout, open_source
+from imnet_data.sources import Source, SourceError, SourceRef, Unit, detect_layout
 from imnet_data.sources.base import WNID
 from imnet_data.sources.devkit import ARCHIVE as DEVKIT_ARCHIVE, Devkit
 from imnet_data.sources.imagenet21k import ARCHIVES as ARCHIVES_21K
@@ -45,7 +45,6 @@ HASH_BLOCK = 8 << 20
 PIECES_PER_JOB = 8    # deep: big units cut (where the reader can) into pieces of ~1/(jobs x this) of the bytes ...
 MIN_PIECE = 1 << 20   # ... and no smaller than this: a short tail, without re-indexing most class tars
 UNREADABLE = (SourceError, OSError)   # a malformed download, or a file the disk cannot give back: reported
-_RUNS = itertools.count()   # tells validate() runs apart in the per-process reader cache
 
 
 @dataclass(frozen=True)
@@ -318,13 +317,6 @@ class UnitResult:
     digests: list[tuple[bytes, str]] = field(default_factory=list)             # sha256[:16], where
 
 
-@lru_cache(maxsize=1)
-def _open(root: str, layout: str, run: int) -> Source:
-    """The reader of validate() run ``run``, opened once per process: forked workers inherit the parent's (devkit
-    already parsed), spawned ones open their own; ``run`` keeps a later run from reusing a stale reader."""
-    return open_source(Path(root), layout)
-
-
 def _records(src: Source, unit: Unit, deep: bool) -> Iterator[tuple[str, str | None, int, str, bytes | None]]:
     """``(name, wnid, size, where, data)`` of each member: read (``deep``) or listed from headers (data None)."""
     if deep:
@@ -336,10 +328,10 @@ def _records(src: Source, unit: Unit, deep: bool) -> Iterator[tuple[str, str | N
         yield name, wnid, size, _inside(where, name), None
 
 
-def _check_unit(job: tuple[str, str, int, bool, Unit]) -> UnitResult:
+def _check_unit(job: tuple[SourceRef, bool, Unit]) -> UnitResult:
     """Count one unit's members and (``deep``) decode and hash each; a reading error ends the unit, reported."""
-    root, layout, run, deep, unit = job
-    src = _open(root, layout, run)
+    ref, deep, unit = job
+    src = ref.open()
     result, quirks = UnitResult(), catalog.known_quirks()
     saved, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False   # truncation must raise
     try:
@@ -428,10 +420,11 @@ def _units(src: Source, expected: Expected) -> tuple[dict[str, list[Unit]], list
     return units, problems
 
 
-def _scan(src: Source, by_split: dict[str, list[Unit]], run: int, deep: bool, keep: set[str], jobs: int | None,
+def _scan(ref: SourceRef, by_split: dict[str, list[Unit]], deep: bool, keep: set[str], jobs: int | None,
           quiet: bool) -> tuple[dict[str, _Tally], list[UnitResult]]:
     """Run :func:`_check_unit` over every unit in worker processes, largest first (no straggler at the end);
     totals by split, and the unit results (entries dropped once counted) in unit order."""
+    src = ref.open()
     units = [u for split_units in by_split.values() for u in split_units]
     if deep and hasattr(src, "pieces"):   # decoding dominates: cut big units so no worker is left alone at the end
         target = max(MIN_PIECE, sum(u.size for u in units) // (default_jobs(jobs) * PIECES_PER_JOB))
@@ -439,7 +432,7 @@ def _scan(src: Source, by_split: dict[str, list[Unit]], run: int, deep: bool, ke
     order = sorted(range(len(units)), key=lambda i: -units[i].size)
     results = [UnitResult()] * len(units)
     tallies = {split: _Tally() for split in by_split}
-    done = map_units(_check_unit, [(str(src.root), src.layout, run, deep, units[i]) for i in order], jobs=jobs,
+    done = map_units(_check_unit, [(ref, deep, units[i]) for i in order], jobs=jobs,
                      desc="decode" if deep else "list", quiet=quiet, weights=[units[i].size for i in order])
     for result, i in zip(done, order):   # ``done`` first: its pool closes as it runs out
         tallies[units[i].split].add(result.entries, units[i].split in keep)
@@ -527,21 +520,21 @@ def validate(path: Path | str, *, layout: str | None = None, expect: str = "offi
     if expect not in EXPECTS:
         raise UsageError(f"expect must be one of {', '.join(EXPECTS)}, got {expect!r}")
     start = time.perf_counter()
-    root, run = str(Path(path)), next(_RUNS)
-    src = _open(root, layout or detect_layout(Path(path)), run)
+    ref = SourceRef(str(Path(path)), layout or detect_layout(Path(path)))
+    src = ref.open()   # here, before the workers fork: they inherit it (its devkit parsed once)
     check_visible([Path(path)])
-    report = ValidationReport(root, src.layout, expect, deep)
+    report = ValidationReport(ref.root, src.layout, expect, deep)
     try:
-        _fill(report, src, run, checksums, jobs, quiet)
+        _fill(report, ref, checksums, jobs, quiet)
     except UNREADABLE as e:   # a reader failing outside one unit (a hostile index, say): the download is not sound
-        report.problems.append(Problem("error", "structure", root, f"{e} (the check stopped here)"))
+        report.problems.append(Problem("error", "structure", ref.root, f"{e} (the check stopped here)"))
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _fill(report: ValidationReport, src: Source, run: int, checksums: bool, jobs: int | None, quiet: bool) -> None:
-    """Every pass of :func:`validate` over ``src``, adding to ``report``."""
-    expect, deep, root = report.expect, report.deep, report.source
+def _fill(report: ValidationReport, ref: SourceRef, checksums: bool, jobs: int | None, quiet: bool) -> None:
+    """Every pass of :func:`validate` over the download ``ref``, adding to ``report``."""
+    src, expect, deep, root = ref.open(), report.expect, report.deep, report.source
     kit, report.problems = _check_devkit(src, expect)
     try:
         expected = _expected(src, expect, kit)
@@ -551,7 +544,7 @@ def _fill(report: ValidationReport, src: Source, run: int, checksums: bool, jobs
     report.checksums, problems = _checksums(src, expect, checksums, quiet)
     units, more = _units(src, expected)
     keep = set(expected.names) | set(expected.labels)
-    tallies, results = _scan(src, units, run, deep, keep, jobs, quiet)
+    tallies, results = _scan(ref, units, deep, keep, jobs, quiet)
     # dict.fromkeys: pieces of one unit that fail alike (a damaged class tar) report it once
     report.problems += problems + more + list(dict.fromkeys(p for r in results for p in r.problems))
     for split, tally in tallies.items():

@@ -161,6 +161,16 @@ def test_missing_devkit(copy: Path) -> None:
     assert any(p.kind == "unlabelled" and p.where == str(copy / VAL) for p in report.problems)
 
 
+def test_a_second_run_in_one_process_reads_the_download_as_it_is_now(copy: Path) -> None:
+    """Each run opens its own reader, held once per process for that run: the devkit the first run parsed in
+    this process (jobs=1) is not reused once the download has lost it."""
+    assert validate(copy, expect="self", jobs=1, quiet=True).ok
+    (copy / DEVKIT).unlink()
+    report = validate(copy, expect="self", jobs=1, quiet=True)
+    assert ("missing", str(copy / DEVKIT)) in found(report, "error")
+    assert any(p.kind == "unlabelled" and p.where == str(copy / VAL) for p in report.problems)
+
+
 def test_deleted_class_tar(copy: Path, clean: FakeResult) -> None:
     gone = clean.truth["classes"][1]["wnid"]
     rewrite_train(copy / TRAIN, lambda name, data: None if name == f"{gone}.tar" else data)
