@@ -12,7 +12,8 @@ from typing import Callable
 import pytest
 from PIL import Image
 
-from imnet_data import tario, validate as validate_module
+from imnet_data import tario
+from imnet_data.validate import checksums as validate_module
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
 from imnet_data.fake.imagenet21k import make_fake_imagenet21k
 from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
