@@ -15,6 +15,7 @@ from typing import Callable
 import webdataset as wds
 
 from imnet_data import catalog, fake, organize, shards, validate, wordnet
+from imnet_data.report import Report
 
 DEMO_OPTIONS = fake.FakeOptions(classes=10, train_per_class=8, val_images=40, seed=0,
                                 with_quirks=True, with_faults=True, bbox=True, kaggle=True)
@@ -31,7 +32,7 @@ class Stage:
 
 
 @dataclass
-class DemoReport:
+class DemoReport(Report):
     """What the demo did, stage by stage."""
 
     workdir: Path

@@ -23,9 +23,7 @@ import operator
 import os
 import re
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -34,7 +32,8 @@ from imnet_data.catalog import UnknownClassError
 from imnet_data.errors import UsageError
 from imnet_data.parallel import check_visible, map_units
 from imnet_data.paths import check_apart
-from imnet_data.sources import Sample, Source, SourceError, Unit, open_source
+from imnet_data.report import Report
+from imnet_data.sources import Sample, Source, SourceError, SourceRef, Unit, open_source
 from imnet_data.sources.base import WNID, check_wnid
 from imnet_data.sources.safety import UnsafeArchiveError
 
@@ -81,11 +80,9 @@ class UnitResult:
 @dataclass(frozen=True)
 class Job:
     """Organize one unit (picklable: workers receive it and open the source themselves, once per process and
-    run: ``run`` tells runs apart, so a long-lived process re-reads a download that changed in between)."""
+    run: :meth:`SourceRef.open`, so a long-lived process re-reads a download that changed in between)."""
 
-    run: str
-    src: str
-    layout: str
+    source: SourceRef
     dest: str
     fix: bool
     quality: int
@@ -100,7 +97,7 @@ class Job:
             return old
         result = UnitResult(unit.split, unit.name, settings)
         folders: dict[str, str] = {}
-        src = source(self.src, self.layout, self.run)
+        src = self.source.open()
         for sample in src.read(unit):
             if sample.wnid is None:
                 raise SourceError(f"{sample.origin}: no class label for this {sample.split} image: "
@@ -139,12 +136,6 @@ class Job:
                                        "new_sha256": sha256(data)})
         write_file(os.path.join(folders[sample.wnid], name), data)
         result.files.append([rel, len(data)])
-
-
-@lru_cache(maxsize=2)
-def source(src: str, layout: str, run: str) -> Source:
-    """The reader of ``src`` for one run, opened once per process (its devkit and indexes are parsed once)."""
-    return open_source(Path(src), layout)
 
 
 def base_name(name: str, origin: str) -> str:
@@ -237,7 +228,7 @@ def sweep_temp_files(dest: str, splits: Iterable[str]) -> None:
 
 
 @dataclass
-class OrganizeReport:
+class OrganizeReport(Report):
     """The outcome: files and bytes per split, changed (``fix``) and skipped files, units found complete."""
 
     source: str
@@ -260,9 +251,6 @@ class OrganizeReport:
     def ok(self) -> bool:
         """Everything the download should hold was found (the job itself raises when it fails)."""
         return not self.not_found
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, **asdict(self)}
 
     def record(self) -> dict:
         """The deterministic part, written to ``DEST/organize-report.json`` (the same for a resumed run)."""
@@ -313,7 +301,7 @@ def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterab
     with holding(dest):
         if earlier:
             sweep_temp_files(str(dest), wanted)
-        job = Job(uuid.uuid4().hex, str(Path(src).resolve()), reader.layout, str(dest), fix, quality, keep)
+        job = Job(SourceRef(str(Path(src).resolve()), reader.layout), str(dest), fix, quality, keep)
         results = list(map_units(job, units, jobs=jobs, desc="organize", quiet=quiet,
                                  weights=[u.size for u in units]))
         report = summarize(job, wanted, results, not_found, time.monotonic() - start)
@@ -367,7 +355,7 @@ def summarize(job: Job, splits: list[str], results: list[UnitResult], not_found:
         found.update(path.split("/")[1] for path in [p for p, _ in r.files] + [s["path"] for s in r.skipped])
     by_path = operator.itemgetter("path")
     return OrganizeReport(
-        job.src, job.layout, job.dest, job.fix, job.quality if job.fix else None, splits,
+        job.source.root, job.source.layout, job.dest, job.fix, job.quality if job.fix else None, splits,
         sorted(job.classes) if job.classes is not None else None, counts, sizes,
         sorted((c for r in results for c in r.changed), key=by_path),
         sorted((s for r in results for s in r.skipped), key=by_path),

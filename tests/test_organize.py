@@ -181,6 +181,19 @@ def test_val_without_devkit_names_the_file_and_the_devkit(fake: FakeResult, tmp_
         organize(src, tmp_path / "out", jobs=1, quiet=True)
 
 
+def test_a_second_run_in_one_process_reads_the_download_as_it_is_now(fake: FakeResult, tmp_path: Path) -> None:
+    """Workers open the download once per process and run (jobs=1: this process): a second run after the
+    devkit is gone does not label val with the devkit the first run parsed; it stops, naming the devkit."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for role in ("val", "devkit"):
+        os.link(fake.archives[role], src / fake.archives[role].name)
+    assert organize(src, tmp_path / "first", jobs=1, quiet=True).counts == {"val": 25}
+    (src / fake.archives["devkit"].name).unlink()
+    with pytest.raises(SourceError, match=r"ILSVRC2012_val_00000001\.JPEG: no class label.*devkit"):
+        organize(src, tmp_path / "second", jobs=1, quiet=True)
+
+
 def hostile_train(folder: Path, member: tarfile.TarInfo) -> Path:
     """A train archive whose second class tar holds ``member`` (after one good class)."""
     folder.mkdir()

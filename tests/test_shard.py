@@ -188,6 +188,34 @@ def test_n_nodes_then_merge_equal_one_node(fake, tmp_path: Path) -> None:
     assert files(out) == files(dest)
 
 
+# Runs the CLI as ``python -m imnet_data`` does, noting every file this process opens (Python's audit hook).
+OPENS = """import atexit, os, runpy, sys
+opened = []
+sys.addaudithook(lambda event, args: opened.append(os.fsdecode(args[0])) if event == "open" and isinstance(
+    args[0], (str, bytes, os.PathLike)) else None)
+atexit.register(lambda: open(os.environ["OPENS_TO"], "w").write("\\n".join(opened)))
+sys.argv = ["imnet-data", *sys.argv[1:]]
+runpy.run_module("imnet_data", run_name="__main__")
+"""
+
+
+def test_one_node_writes_the_manifest_from_the_plan_and_records_it_holds(fake, tmp_path: Path) -> None:
+    """A single-node run has the plan and every shard record in hand: it opens plan.json.gz and each record
+    once (the resume check, before writing them) and never reads them back to write the manifest, which is
+    the same bytes as before."""
+    result, dest, _ = fake
+    out, log = tmp_path / "one", tmp_path / "opens.txt"
+    proc = subprocess.run([sys.executable, "-c", OPENS, "shard", str(result.out), str(out), "--samples-per-shard",
+                           "7", "--jobs", "1", "-q"], capture_output=True, text=True, env={**os.environ,
+                          "OPENS_TO": str(log)}, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert files(out) == files(dest)
+    opened = log.read_text().splitlines()
+    for split in ("train", "val"):
+        manifest = json.loads((out / split / "manifest.json").read_text())
+        for name in ["plan.json.gz"] + [f".imnet-shard/{s['name']}.json" for s in manifest["shards"]]:
+            assert opened.count(str(out / split / name)) == 1, name
+
 def test_killed_run_resumes_and_ends_identical(tmp_path: Path) -> None:
     src = make_fake(tmp_path / "src", FakeOptions(classes=30, train_per_class=100, val_images=0, seed=5),
                     quiet=True)

@@ -4,6 +4,7 @@ refused by name."""
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -19,7 +20,7 @@ from imnet_data.errors import UsageError
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
 from imnet_data.fake.imagenet21k import make_fake_imagenet21k
 from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
-from imnet_data.sources import READERS, Sample, Source, SourceError, folders, open_source
+from imnet_data.sources import READERS, Sample, Source, SourceError, SourceRef, folders, open_source
 from imnet_data.sources.safety import UnsafeArchiveError
 
 OPTIONS = FakeOptions(classes=4, train_per_class=4, val_images=12, seed=5, bbox=True, kaggle=True)
@@ -334,3 +335,23 @@ def test_random_access_reads_keep_a_bounded_number_of_files_open(tmp_path: Path)
         path.write_bytes(b"x" * i)
         assert fetch(("range", str(path), 0, i)) == b"x" * i
     assert len(os.listdir("/proc/self/fd")) <= before + DESCRIPTORS.limit
+
+
+def units_of(ref: SourceRef, split: str) -> tuple[str, list[str]]:
+    """In a worker: the pid and the names of ``split``'s units, through the reference."""
+    return str(os.getpid()), [u.name for u in ref.open().units(split)]
+
+
+def test_a_source_ref_is_small_and_opens_once_per_process_and_run(fake: FakeResult) -> None:
+    """What workers receive instead of a reader: a few hundred bytes (no devkit, no index), opened once per
+    process and run; this process keeps the reader it has, a new run opens its own, another process its own."""
+    reader = open_source(fake.out)
+    assert reader.devkit is not None                       # parsed: what a pickled reader would carry along
+    ref = SourceRef.of(reader)
+    assert ref.open() is reader and pickle.loads(pickle.dumps(ref)).open() is reader
+    assert len(pickle.dumps(ref)) < 300 < len(pickle.dumps(reader))
+    again = SourceRef(ref.root, ref.layout)
+    assert again != ref and again.open() is not reader and again.open() is again.open()
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pid, names = pool.apply(units_of, (ref, "train"))
+    assert pid != str(os.getpid()) and names == [u.name for u in reader.units("train")]

@@ -12,7 +12,8 @@ from typing import Callable
 import pytest
 from PIL import Image
 
-from imnet_data import tario, validate as validate_module
+from imnet_data import tario
+from imnet_data.validate import checksums as validate_module
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
 from imnet_data.fake.imagenet21k import make_fake_imagenet21k
 from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
@@ -157,6 +158,16 @@ def test_missing_devkit(copy: Path) -> None:
     (copy / DEVKIT).unlink()
     report = validate(copy, expect="self", quiet=True)
     assert not report.ok
+    assert ("missing", str(copy / DEVKIT)) in found(report, "error")
+    assert any(p.kind == "unlabelled" and p.where == str(copy / VAL) for p in report.problems)
+
+
+def test_a_second_run_in_one_process_reads_the_download_as_it_is_now(copy: Path) -> None:
+    """Each run opens its own reader, held once per process for that run: the devkit the first run parsed in
+    this process (jobs=1) is not reused once the download has lost it."""
+    assert validate(copy, expect="self", jobs=1, quiet=True).ok
+    (copy / DEVKIT).unlink()
+    report = validate(copy, expect="self", jobs=1, quiet=True)
     assert ("missing", str(copy / DEVKIT)) in found(report, "error")
     assert any(p.kind == "unlabelled" and p.where == str(copy / VAL) for p in report.problems)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imnet_data import catalog, wordnet
+from imnet_data import catalog, wordnet, wordnet_corpus
 from imnet_data.wordnet import DEBIAN_WORDNET, ENTITY, WordNetMissing, hierarchy, install_wordnet
 
 TENCH = "n01440764"
@@ -119,7 +119,7 @@ def test_missing_nltk_wordnet_says_how_to_install(no_nltk_wordnet: None) -> None
 
 def test_install_defaults_to_nltk_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NLTK_DATA", str(tmp_path / "not_yet"))
-    assert wordnet._default_data_dir() == tmp_path / "not_yet"
+    assert wordnet_corpus._default_data_dir() == tmp_path / "not_yet"
 
 
 def test_install_names_missing_file(tmp_path: Path) -> None:

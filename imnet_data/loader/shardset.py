@@ -17,7 +17,7 @@ from webdataset.shardlists import expand_urls
 
 from imnet_data.assign import rank_pieces
 from imnet_data.shards.manifest import MANIFEST, read_manifest
-from imnet_data.shards.members import index_rows as scan
+from imnet_data.shards.members import index_rows
 from imnet_data.shards.schema import INDEX_VERSION, index_parts, parse_index, read_capped, render_index
 
 
@@ -64,7 +64,7 @@ class ShardSet:
         for piece in rank_pieces(self.counts, rank, world_size):
             if self.entries:
                 check_shard(self.paths[piece.shard], self.entries[piece.shard])
-            table, names = index_rows(str(self.paths[piece.shard]))
+            table, names = sample_table(str(self.paths[piece.shard]))
             offsets.append(table[piece.start:piece.stop])
             keys += names[piece.start:piece.stop]
             shard.append(np.full(piece.stop - piece.start, piece.shard, np.int32))
@@ -139,10 +139,10 @@ def index_count(shard: Path) -> int:
             return int(head[1])
     except OSError:
         pass
-    return len(index_rows(str(shard))[1])
+    return len(sample_table(str(shard))[1])
 
 
-def index_rows(shard: str) -> tuple[np.ndarray, list[str]]:
+def sample_table(shard: str) -> tuple[np.ndarray, list[str]]:
     """Where every sample of a shard is: an int64 table of rows ``(cls offset, cls size, jpg offset, jpg size)``
     and the keys, from its DALI index (or, without one, from the tar headers, walked as
     :mod:`imnet_data.shards.members` does); ShardError naming the file for a malformed index or tar. Built
@@ -151,7 +151,7 @@ def index_rows(shard: str) -> tuple[np.ndarray, list[str]]:
     idx = index_path(path)
     where = str(idx) if idx.is_file() else str(path)
     try:
-        raw = read_capped(idx, "DALI index") if idx.is_file() else render_index(scan(path)).encode()
+        raw = read_capped(idx, "DALI index") if idx.is_file() else render_index(index_rows(path)).encode()
         table, keys = array('q'), []
         for key, f in parse_index(raw, where):
             if f[0] == "cls" and len(f) > 6 and f[4] == "jpg":    # the writer's order: one look, no dict

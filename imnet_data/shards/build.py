@@ -13,14 +13,15 @@ import hashlib
 import itertools
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from imnet_data.errors import UsageError
 from imnet_data.parallel import check_visible, default_jobs, map_units
 from imnet_data.paths import check_apart
-from imnet_data.shards.manifest import MANIFEST, class_names, complete, finalize
+from imnet_data.report import Report
+from imnet_data.shards.manifest import MANIFEST, class_names, complete, finalize, write_manifest
 from imnet_data.shards.plan import PLAN, ShardOptions, SplitPlan, make_plan, plan_bytes
 from imnet_data.shards.publish import Publisher, Uploader
 from imnet_data.shards.target import prepare
@@ -47,7 +48,7 @@ class SplitReport:
 
 
 @dataclass
-class ShardReport:
+class ShardReport(Report):
     dest: str
     node_rank: int
     num_nodes: int
@@ -57,9 +58,6 @@ class ShardReport:
     @property
     def ok(self) -> bool:
         return not self.not_found and not any(s.failed for s in self.splits)
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, **asdict(self)}
 
     def render(self) -> str:
         lines = [f"shards in {self.dest}" + (f" (node {self.node_rank} of {self.num_nodes})"
@@ -160,12 +158,14 @@ class SplitTarget:
 
 def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs: int | None, node_rank: int,
               num_nodes: int, quiet: bool) -> SplitReport:
-    """Write (and publish) this node's missing shards of ``plan``; with one node, finish with the manifest."""
+    """Write (and publish) this node's missing shards of ``plan``; with one node, finish with the manifest, from
+    the plan and the records in hand (those of the shards kept and of the shards written)."""
     report = SplitReport(plan.split, plan.pattern, len(plan.shards), plan.num_samples)
     mine = [s for s in plan.shards if s.index % num_nodes == node_rank]
     report.other_nodes = len(plan.shards) - len(mine)
-    todo = [s for s in mine if complete(target.store, s.name, s.digest) is None]
-    report.kept = len(mine) - len(todo)
+    records = {s.name: r for s in mine if (r := complete(target.store, s.name, s.digest))}
+    todo = [s for s in mine if s.name not in records]
+    report.kept = len(records)
     local = FolderStore(target.folder)
     ready = [r for s in todo if (r := complete(local, s.name, s.digest))] if target.publish else []  # not up
     names, written = tuple(class_names(plan.label_space, list(plan.classes))), {r["name"] for r in ready}
@@ -179,13 +179,14 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
                 weights=[sum(p.entry.size for p in s.shard.samples) for s in work])):
             report.written.append(record["name"])
             report.bytes_written += record["bytes"]
+            records[record["name"]] = record
             if publish:
                 publish(record)
     finally:
         report.failed = publish.close() if publish else []
     report.seconds = time.perf_counter() - start
     if num_nodes == 1 and not report.failed:
-        finalize(target.store, target.root)
+        write_manifest(target.store, target.root, plan.header(), [records[s.name] for s in plan.shards])
         report.manifest = target.store.url(MANIFEST)
     return report
 

@@ -50,9 +50,9 @@ def class_names(space: str, wnids: list[str]) -> list[str]:
 
 
 def finalize(split: WritableStore, root: WritableStore, check_sha256: bool = False) -> dict:
-    """Check every planned shard of a split folder or prefix against its record and write the manifest, wids
-    index, ``_info.json`` and dataset card (in ``root``). Raises :class:`IncompleteError` naming the missing or
-    mismatched shards."""
+    """Check every planned shard of a split folder or prefix (written by any node: ``--merge``) against its
+    record, then :func:`write_manifest` from the stored plan and records. Raises :class:`IncompleteError` naming
+    the missing or mismatched shards."""
     plan = read_plan(split)
     if plan is None:
         raise IncompleteError(f"{split}: no plan.json.gz; run 'imnet-data shard SRC DEST' first")
@@ -64,6 +64,13 @@ def finalize(split: WritableStore, root: WritableStore, check_sha256: bool = Fal
         raise IncompleteError(f"{split}: {len(missing)} of {len(plan['shards'])} shards missing or incomplete "
                               f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); run the "
                               "shard command for them (all nodes) again")
+    return write_manifest(split, root, plan, records)
+
+
+def write_manifest(split: WritableStore, root: WritableStore, plan: dict, records: list[dict]) -> dict:
+    """Write the manifest of ``plan`` (its header; the sample lists are not needed) and the records of all its
+    shards, in plan order, then the wids index, ``_info.json`` and dataset card (in ``root``); the manifest.
+    One node hands what it has in memory; ``--merge`` what :func:`finalize` read back."""
     manifest = build_manifest(plan, records)
     write_wids(split, manifest)
     split.write(MANIFEST, json_bytes(manifest))   # last but the root's tables: a reader never meets it early

@@ -26,7 +26,7 @@ from imnet_data import __version__, catalog
 from imnet_data.catalog import LABEL_SPACES
 from imnet_data.errors import UsageError
 from imnet_data.parallel import map_units
-from imnet_data.sources import Entry, Source, SourceError, Unit
+from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
 from imnet_data.shards.schema import KEY
 from imnet_data.sources.base import stem
 from imnet_data.stores import ReadableStore
@@ -135,14 +135,15 @@ def _sha256_json(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _locate(source: Source, unit: Unit) -> list[Entry]:
-    return list(source.locate(unit))
+def _locate(ref: SourceRef, unit: Unit) -> list[Entry]:
+    return list(ref.open().locate(unit))
 
 
 def list_split(source: Source, split: str, jobs: int | None = None, quiet: bool = False) -> list[Entry]:
     """Every sample of the split as an :class:`Entry` (headers only), listed in parallel, in unit order."""
     units = source.units(split)
-    found = map_units(partial(_locate, source), units, jobs=jobs, desc=f"list {split}", unit="unit", quiet=quiet)
+    found = map_units(partial(_locate, SourceRef.of(source)), units, jobs=jobs, desc=f"list {split}", unit="unit",
+                      quiet=quiet)
     return [e for entries in found for e in entries]
 
 

@@ -15,13 +15,14 @@ import json
 import tarfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from imnet_data.errors import UsageError
 from imnet_data.imageio import probe
 from imnet_data.parallel import check_visible, map_units
+from imnet_data.report import Report
 from imnet_data.shards.manifest import MANIFEST, read_manifest
 from imnet_data.shards.members import ShardTarError, index_row, open_shard, read, samples
 from imnet_data.shards.schema import SchemaError, parse_index, render_index
@@ -53,7 +54,7 @@ class ShardResult:
 
 
 @dataclass
-class VerifyReport:
+class VerifyReport(Report):
     """The outcome of :func:`verify`: what was checked and every problem found (``ok`` when none)."""
 
     dest: str
@@ -68,9 +69,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, **asdict(self)}
 
     def render(self) -> str:
         rate = self.bytes / self.seconds / 1e6 if self.seconds else 0.0

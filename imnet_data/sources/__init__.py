@@ -11,9 +11,14 @@ workers read in parallel. Layouts:
 * ``imagenet21k``: ``winter21_whole.tar.gz`` / ``fall11_whole.tar`` (a tar of ``<wnid>.tar``), or its folder
   (``<wnid>.tar`` files, or ``<wnid>/`` folders not all ImageNet-1k classes)
 * ``tiny``: ``tiny-imagenet-200.zip`` or its folder
+
+Worker processes get a download as a :class:`SourceRef` (root, layout and run: small and picklable), never as a
+reader: :meth:`SourceRef.open` opens the reader once per process and run.
 """
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from imnet_data.errors import UsageError
@@ -55,4 +60,40 @@ def open_source(path: Path, layout: str | None = None) -> Source:
     return READERS[name](Path(path))
 
 
-__all__ = ["Box", "Entry", "Sample", "Source", "SourceError", "Unit", "detect_layout", "open_source", "READERS"]
+@dataclass(frozen=True)
+class SourceRef:
+    """A download as worker processes receive it: where it is, its layout, and the run it belongs to (a new
+    one per reference made), so a process that serves several runs (a Ray worker, a test) never reuses the
+    reader of an earlier run, whose cached devkit or file index may describe other files."""
+
+    root: str
+    layout: str
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @classmethod
+    def of(cls, source: Source) -> SourceRef:
+        """A new run's reference to ``source``, already open: this process, and the workers it forks, use it as
+        it is (its devkit and indexes parsed once); other processes open their own."""
+        ref = cls(str(source.root), source.layout)
+        _hold(ref, source)
+        return ref
+
+    def open(self) -> Source:
+        """The reader, opened once per process for this run."""
+        if self not in _OPEN:
+            _hold(self, open_source(Path(self.root), self.layout))
+        return _OPEN[self]
+
+
+_OPEN: dict[SourceRef, Source] = {}   # this process's reader of the latest run
+
+
+def _hold(ref: SourceRef, source: Source) -> None:
+    """Keep ``source`` as this process's reader of ``ref``'s run; the reader of an earlier run is let go (its
+    devkit or file index may be large)."""
+    _OPEN.clear()
+    _OPEN[ref] = source
+
+
+__all__ = ["Box", "Entry", "Sample", "Source", "SourceError", "SourceRef", "Unit", "detect_layout", "open_source",
+           "READERS"]

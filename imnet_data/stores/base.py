@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Protocol, runtime_checkable
 
+from imnet_data.report import Report
 from imnet_data.stores.errors import Policy, Retry, StoreError
 
 MAX_METADATA = 256 << 20    # bytes of any manifest / index / info file: a 21k manifest is well under this
@@ -147,7 +148,7 @@ def direct_reader(response) -> Iterator[Callable[[memoryview], int]]:
         response.release_conn()
 
 
-class TransferReport:
+class TransferReport(Report):
     """What the reports of moving shards (``stage``, ``upload``; dataclasses with ``failed``, ``bytes`` and
     ``seconds``) share: ``ok``, the rate, the JSON form and the throughput line."""
 
@@ -164,7 +165,7 @@ class TransferReport:
         return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "mb_per_s": round(self.mb_per_s, 1), **dataclasses.asdict(self)}  # type: ignore
+        return {"ok": self.ok, "mb_per_s": round(self.mb_per_s, 1), **dataclasses.asdict(self)}
 
     def throughput(self) -> str:
         return f"{self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s ({self.mb_per_s:,.0f} MB/s)"
