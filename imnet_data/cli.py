@@ -562,7 +562,7 @@ def add_preview(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 # ---- bench ---------------------------------------------------------------------------------------------------
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from imnet_data.loader.bench import bench
+    from imnet_data.bench.run import bench
 
     report = bench(args.dest, backend=args.backend, device=args.device, batch_size=args.batch_size,
                    image_size=args.image_size, batches=args.batches, num_threads=args.threads,

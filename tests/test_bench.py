@@ -36,7 +36,7 @@ def labels_in(folder: Path) -> Counter:
 
 
 def test_plain_dali_reads_every_label_of_an_epoch(shards: Path) -> None:
-    from imnet_data.loader.bench import plain_dali
+    from imnet_data.bench.peers import plain_dali
 
     batches = plain_dali(shards / "train", 8, 1, None, image_size=32)
     seen = Counter()

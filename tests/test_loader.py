@@ -407,7 +407,7 @@ def test_gpu_and_cpu_val_pipelines_agree(shards: Path) -> None:
 def test_bench_runs_every_gpu_row(shards: Path) -> None:
     gpu()
     pytest.importorskip("torchvision")
-    from imnet_data.loader.bench import bench
+    from imnet_data.bench.run import bench
 
     report = bench(shards, batch_size=8, image_size=64, batches=3, model="resnet18", model_steps=3)
     names = [r.name for r in report.rows]

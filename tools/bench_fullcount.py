@@ -14,8 +14,8 @@ uses all cores (workers build the inner tars) and is not part of the measured fi
 Rows, each a subprocess of ``python -m imnet_data`` (this interpreter, this environment: set ``PYTHONPATH`` to
 measure another checkout), outputs under ``--work`` (default: beside ``--src``), deleted and synced first:
 
-    tar -x            outer train tar, then each inner tar into its class folder (``bench_organize``'s
-                      script), and the val tar: the baseline, the same images as organize and shard
+    tar -x            outer train tar, then each inner tar into its class folder (``tar_extract`` of
+                      ``imnet_data/bench/measure.py``), and the val tar: the baseline, the same images as organize and shard
     tar -x outer      plain ``tar -xf`` of the outer train tar only (the inner tars land as files), for scale
     validate          ``validate SRC --expect self --skip-checksums`` (headers only)
     validate --deep   the same, decoding every image
@@ -60,9 +60,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench_organize import StageFailed, run_measured, timed, warm  # tools/ is on sys.path as a script
-
 from imnet_data import catalog, tario
+from imnet_data.bench.measure import StageFailed, run_measured, timed_run, warm
 from imnet_data.fake.devkit import write_devkit_of
 from imnet_data.parallel import default_jobs
 from imnet_data.sources.ilsvrc import TRAIN, VAL, index_tar
@@ -90,7 +89,7 @@ print(json.dumps({"import_s": imported - start, "build_s": built - imported, "sa
                   "batches": len(loader)}))
 """
 
-# ``bench_organize.tar_extract`` in a small process of its own (so its tars' peak RSS is theirs, see
+# ``imnet_data.bench.measure.tar_extract`` in a small process of its own (so its tars' peak RSS is theirs, see
 # ``run_measured``): outer train tar into OUT/train; with INNER=1 each inner tar into its class folder (deleting
 # it), then the val tar into OUT/val. Arguments: TRAIN OUT VAL INNER.
 TAR_EXTRACT = """
@@ -315,10 +314,10 @@ class Bench:
     def measure(self, name: str, out: Path, run: Callable[[], int], images: int, repeat: int) -> Row:
         """Time ``run`` (returns the peak RSS in KiB) ``repeat`` times, ``out`` cleared first."""
         row = self.rows.setdefault(name, Row(images))
+        peaks: list[int] = []
         for _ in range(repeat):
-            peak: list[int] = []
-            row.runs.append(timed(lambda: peak.append(run()), out, self.outputs.prepare))
-            row.rss_kib = max(row.rss_kib, peak[0])
+            row.runs.append(timed_run(lambda: peaks.append(run()), out, self.outputs.prepare))
+        row.rss_kib = max([row.rss_kib, *peaks])
         print(f"  {name:<14} {row.best[0]:8.2f} s  {row.best[1]:8.2f} s+sync  {row.rss_kib / 1024:7.0f} MB",
               flush=True)
         return row
@@ -416,7 +415,10 @@ def report(bench: Bench, rows: dict[str, dict], generation: float | None) -> Non
           + f"; generation {'reused' if generation is None else f'{generation:.0f} s'}")
     print(f"outputs on {bench.work}, {os.cpu_count()} cores, --jobs {bench.jobs}; best of "
           f"{max(len(r.runs) for r in bench.rows.values())}")
-    ratio = lambda r: "-" if r is None else f"{r:.2f}"  # noqa: E731
+
+    def ratio(r: float | None) -> str:
+        return "-" if r is None else f"{r:.2f}"
+
     print(f"{'row':<30} {'s':>8} {'img/s':>8} {'ratio':>6}   {'s+sync':>8} {'img/s':>8} {'ratio':>6}   "
           f"{'peak RSS':>9}  target / notes")
     for name, f in rows.items():

@@ -21,12 +21,11 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.servers import NGINX, moto_server, nginx  # noqa: E402  (the tests' launchers)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # tests/: the repository's, not installed
+from tests.servers import NGINX, moto_server, nginx  # the tests' launchers
 
 BUCKET = "bench"
 KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -163,7 +162,7 @@ def main() -> None:
     print(f"{'library':<30}" + "".join(f"{server:>18}" for server in rows))
     for name in LIBRARIES:
         cells = []
-        for server, times in rows.items():
+        for times in rows.values():
             t, base = times[name], times["boto3 get_object stream"]
             cells.append("not installed" if t is None else f"{total / t / 1e6:,.0f} ({base / t:.2f})")
         print(f"{name:<30}" + "".join(f"{c:>18}" for c in cells))

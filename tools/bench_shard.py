@@ -34,11 +34,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
-from bench_organize import (fake_source_args, prepared, report, run_measured, tar_extract,  # tools/ is on sys.path
-                            timed)
+from imnet_data.bench.measure import fake_source_args, prepared, report, run_measured, tar_extract, timed_run
 from imnet_data.parallel import default_jobs, executing, map_units
 from imnet_data.sources.ilsvrc import index_tar
 
@@ -66,7 +65,7 @@ def noop(x: int) -> int:
 @contextlib.contextmanager
 def ray_cluster(cpus: int, work: Path) -> Iterator[str]:
     """A one-node Ray cluster with ``cpus`` worker CPUs (the tests' launcher); yields its address."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # tests/: the repository's, not installed
     from tests.servers import ray_head, wait_nodes
 
     work.mkdir(parents=True, exist_ok=True)
@@ -95,15 +94,17 @@ def steady(src: Path, out: Path, shard_size: str, jobs: int, address: str, repea
     from imnet_data.shards import ShardOptions, shard
 
     options = ShardOptions(shard_size=_size(shard_size))
-    run = lambda: shard(src, out, options, splits=["train"], jobs=jobs, quiet=True)  # noqa: E731
-    found = {"local": min(timed(run, out)[1] for _ in range(repeat))}
+    def run() -> None:
+        shard(src, out, options, splits=["train"], jobs=jobs, quiet=True)
+
+    found = {"local": min(timed_run(run, out)[1] for _ in range(repeat))}
     start = time.perf_counter()
     with executing("ray", address):
         found["connect"] = time.perf_counter() - start
         start = time.perf_counter()
         check_visible([src], [out.parent])
         found["probe"] = time.perf_counter() - start
-        found["ray"] = min(timed(run, out)[1] for _ in range(repeat))
+        found["ray"] = min(timed_run(run, out)[1] for _ in range(repeat))
         start = time.perf_counter()
     found["disconnect"] = time.perf_counter() - start
     shutil.rmtree(out, ignore_errors=True)
@@ -150,7 +151,7 @@ def run_all(args: argparse.Namespace, archive: Path, out: Path, jobs_list: list[
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
     for _ in range(args.repeat):
         for name, run in methods.items():
-            times[name].append(timed(run, out))
+            times[name].append(timed_run(run, out))
     shutil.rmtree(out)
     best = {k: tuple(map(min, zip(*v))) for k, v in times.items()}
     report(archive.stat().st_size, count_images(archive), best,

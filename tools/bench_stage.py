@@ -35,13 +35,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from imnet_data.bench.measure import timed_run, warm
 
-from bench_organize import timed, warm  # noqa: E402  (tools/ is on sys.path when run as a script)
-from tests.servers import NGINX, moto_server, nginx  # noqa: E402  (the tests' launchers)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # tests/: the repository's, not installed
+from tests.servers import NGINX, moto_server, nginx  # the tests' launchers
 
 TARGET = 0.80
 TARGET_S3 = 0.90
@@ -191,7 +191,7 @@ def main() -> None:
         best: dict[str, tuple[float, float]] = {}
         for _ in range(args.repeat):       # interleaved, so a slow moment of the machine hits every method
             for name, run in methods:
-                t = timed(run, out, empty)
+                t = timed_run(run, out, empty)
                 best[name] = tuple(min(a, b) for a, b in zip(best.get(name, t), t))  # type: ignore[assignment]
     shutil.rmtree(out, ignore_errors=True)
     print(f"\n{len(files)} files, {total / 1e6:,.0f} MB, servers on loopback -> {out} (best of {args.repeat})")

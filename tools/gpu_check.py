@@ -29,14 +29,18 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable
+
+from imnet_data.bench.ceilings import dali_decode_row, jpeg_batches
+from imnet_data.bench.end_to_end import model_feeds, model_rows
+from imnet_data.bench.host import host_rows, thread_counts
+from imnet_data.bench.peers import imagefolder_row, plain_dali_row
+from imnet_data.bench.rows import Row, loader_row
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from imnet_data.loader import bench as b  # noqa: E402  (the repository, not an installed copy, is measured)
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class Run:
         self.save()
         return detail if ok else None
 
-    def add(self, group: str, row: b.Row, started: float, dmon: "Dmon") -> None:
+    def add(self, group: str, row: Row, started: float, dmon: Dmon) -> None:
         entry = {"group": group, **vars(row), **dmon.between(started, time.time())}
         self.rows.append(entry)
         print(f"   {row.name:<58} {row.images_per_s:>10,.0f} img/s  {row.cores_busy:5.1f} cores  "
@@ -184,7 +188,7 @@ def make_data(work: Path, size: Size) -> dict:
 
 def run_gpu_tests() -> dict:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
-                           str(ROOT / "tests")], cwd=ROOT, capture_output=True, text=True)
+                           str(ROOT / "tests")], cwd=ROOT, capture_output=True, text=True, check=False)
     tail = proc.stdout.strip().splitlines()[-12:]
     if proc.returncode not in (0, 5):   # 5: nothing selected
         raise RuntimeError("pytest -m gpu failed:\n" + "\n".join(tail) + proc.stderr[-2000:])
@@ -195,8 +199,8 @@ def release() -> None:
     """Give back what the previous row held, so GPU memory is read per row."""
     gc.collect()
     try:
-        import nvidia.dali.backend as dali_backend
         import torch
+        from nvidia.dali import backend as dali_backend
         dali_backend.ReleaseUnusedMemory()
         torch.cuda.empty_cache()
     except (ImportError, AttributeError, RuntimeError):
@@ -217,7 +221,7 @@ def measure(run: Run, work: Path, size: Size, dmon: Dmon, deadline: float) -> No
     shards = work / "shards"
     base = {"batch_size": size.batch, "image_size": size.image, "device": device, "num_threads": threads}
 
-    def row(group: str, name: str, make: Callable[[], Iterable[b.Row]], optional: bool = True) -> None:
+    def row(group: str, name: str, make: Callable[[], Iterable[Row]], optional: bool = True) -> None:
         """The rows ``make`` measures (each timed as it is asked for), or, past the deadline, one skip entry."""
         if optional and time.monotonic() > deadline:
             run.skipped.append(f"{group}: {name}")
@@ -231,33 +235,38 @@ def measure(run: Run, work: Path, size: Size, dmon: Dmon, deadline: float) -> No
         run.save()
 
     def loader(name: str, split: str, group: str = "loader", optional: bool = True, **settings) -> None:
-        row(group, name, lambda: [b.loader_row(name, shards / split, size.batches, 5, size.seconds, split=split,
-                                               **{**base, **settings})], optional)
+        row(group, name, lambda: [loader_row(name, shards / split, size.batches, 5, size.seconds, split=split,
+                                             **{**base, **settings})], optional)
 
-    def host(t: int) -> list[b.Row]:
-        rows, ratios = b.host_rows(shards / "train", size.batch, [t], size.batches, size.seconds)
+    def host(t: int) -> list[Row]:
+        rows, ratios = host_rows(shards / "train", size.batch, [t], size.batches, size.seconds)
         run.ratios.update(ratios)
         return rows
+
+    def end_to_end(model: str) -> Iterable[Row]:
+        return model_rows(model, model_feeds(shards / "train", size.batch, threads, device_id, size.image,
+                                             dtype="bfloat16", layout="channels_last"),
+                          size.batch, size.steps, size.seconds)
+
+    def decode_alone(name: str, load: float) -> list[Row]:
+        return [dali_decode_row(name, data, device_id, load, threads, size.batches, size.seconds)]
 
     for split in ("train", "val"):
         loader(f"{split} bf16", split, dtype="bfloat16", layout="channels_last", optional=False)
         loader(f"{split} float32", split, dtype="float32", optional=False)
-    row("peer", "plain DALI", lambda: [b.plain_dali_row("plain DALI", shards / "train", size.batch, threads,
-                                                        device_id, size.batches, size.seconds,
-                                                        image_size=size.image)], optional=False)
+    row("peer", "plain DALI", lambda: [plain_dali_row("plain DALI", shards / "train", size.batch, threads,
+                                                      device_id, size.batches, size.seconds,
+                                                      image_size=size.image)], optional=False)
     name = f"torchvision ImageFolder, {size.workers} workers"
-    row("peer", name, lambda: [b.imagefolder_row(work / "organized", size.batch, size.workers, size.batches,
-                                                 size.image, size.seconds)], optional=False)
+    row("peer", name, lambda: [imagefolder_row(work / "organized", size.batch, size.workers, size.batches,
+                                               size.image, size.seconds)], optional=False)
     for model in size.models:
-        row("end to end", model, lambda: b.model_rows(model, b.model_feeds(
-            shards / "train", size.batch, threads, device_id, size.image, dtype="bfloat16", layout="channels_last"),
-            size.batch, size.steps, size.seconds), optional=False)
-    data = b.jpeg_batches(shards / "train", size.batch, 8)
+        row("end to end", model, partial(end_to_end, model), optional=False)
+    data = jpeg_batches(shards / "train", size.batch, 8)
     decoders = ((1.0, "DALI decode alone, hardware decoder"), (0.0, "DALI decode alone, CUDA decoder")) if cuda \
         else ((0.0, "DALI decode alone (CPU)"),)
     for load, name in decoders:
-        row("ceiling", name, lambda: [b.dali_decode_row(name, data, device_id, load, threads, size.batches,
-                                                        size.seconds)])
+        row("ceiling", name, partial(decode_alone, name, load))
     for load in size.hw_loads:
         loader(f"train bf16, hw_decoder_load={load}", "train", dtype="bfloat16", layout="channels_last",
                hw_decoder_load=load, group="sweep hw_decoder_load")
@@ -267,8 +276,8 @@ def measure(run: Run, work: Path, size: Size, dmon: Dmon, deadline: float) -> No
     for depth in size.prefetch:
         loader(f"train bf16, prefetch={depth}", "train", dtype="bfloat16", layout="channels_last",
                prefetch=depth, group="sweep prefetch")
-    for t in b.thread_counts(threads):
-        row("host path", f"{t} threads", lambda: host(t))
+    for t in thread_counts(threads):
+        row("host path", f"{t} threads", partial(host, t))
 
 
 def compute_ratios(run: Run, size: Size) -> None:
@@ -315,7 +324,7 @@ def environment(dry: bool) -> dict:
 
     env = {"python": platform.python_version(), "torch": torch.__version__, "cores": len(os.sched_getaffinity(0))}
     try:
-        import nvidia.dali as dali
+        from nvidia import dali
         env["dali"] = dali.__version__
     except ImportError:
         env["dali"] = "missing"

@@ -29,10 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imnet_data.loader import build_loader  # noqa: E402
-from imnet_data import tario  # noqa: E402
+from imnet_data import tario
+from imnet_data.loader import build_loader
 
 torch = dist = torchvision = None   # the [train] extra: import_train_extra() imports them after parse()
 
@@ -109,12 +107,12 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
 
 def setup(args: argparse.Namespace) -> tuple[int, int, torch.device]:
     """DDP when torchrun started us (NCCL on GPU, gloo on CPU); the device this rank uses."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
     rank = dist.get_rank() if world > 1 else 0
     if args.device == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         return rank, world, torch.device("cuda", torch.cuda.current_device())
     return rank, world, torch.device("cpu")
 
@@ -194,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     gpu = device.type == "cuda"
     common = {"backend": args.backend, "device": args.device, "rank": rank, "world_size": world,
               "num_threads": args.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE",
-                                                                                                  1)))}
+                                                                                                  "1")))}
     if gpu:
         common.update(dtype="bfloat16", layout="channels_last")
     state = load_checkpoint(args.checkpoint, device) if args.resume and args.checkpoint.exists() else None
