@@ -89,7 +89,7 @@ def per_task(executor: str, address: str | None, jobs: int) -> tuple[float, floa
 def steady(src: Path, out: Path, shard_size: str, jobs: int, address: str, repeat: int) -> dict[str, float]:
     """Seconds of the same shard job through the library, the driver already connected (``ray``) vs local, best
     of ``repeat``; and the fixed costs of a Ray command: connecting, the probe of the nodes, disconnecting."""
-    from imnet_data.cli import _size
+    from imnet_data.cli.shared import _size
     from imnet_data.parallel import check_visible
     from imnet_data.shards import ShardOptions, shard
 
