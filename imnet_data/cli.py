@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 from imnet_data import __version__, catalog
 from imnet_data.catalog import UnknownClassError
 from imnet_data.errors import Interrupted, UsageError
-from imnet_data.cluster import EXECUTORS
+from imnet_data.executors import DEFAULT, EXECUTORS, executing
 from imnet_data.interrupts import interruptible
 
 
@@ -359,9 +359,8 @@ def _workers(p: argparse.ArgumentParser) -> None:
     """--jobs and where the units run: this machine's processes or a Ray cluster."""
     p.add_argument("--jobs", "-j", type=_int(0), default=0,
                    help="worker processes (default 0: one per core; --executor ray: units in flight, default all CPUs)")
-    p.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local: worker processes here (default); ray: one Ray task per unit on a cluster "
-                        "(pip install 'imnet-data[ray]'; SRC and DEST on a filesystem every node mounts)")
+    p.add_argument("--executor", choices=list(EXECUTORS), default=DEFAULT,
+                   help="; ".join(f"{name}: {kind.about}" for name, kind in EXECUTORS.items()))
     p.add_argument("--ray-address", metavar="auto|HOST:PORT", help="with --executor ray: the cluster (default: "
                    "RAY_ADDRESS, else the one `ray start` last started on this machine, else one of the run's own, "
                    "stopped with it)")
@@ -708,14 +707,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _executor(name: str, address: str | None) -> Iterator[None]:
-    """``--executor``: ``local`` runs as is (nothing imported); a cluster's units run inside
-    :func:`~imnet_data.parallel.executing`, with stdout sent to stderr (Ray prints its warnings there, a worker
+    """``--executor``: the default (``local``) runs as is (nothing imported); another's units run inside
+    :func:`~imnet_data.executors.executing`, with stdout sent to stderr (Ray prints its warnings there, a worker
     died, ...), so stdout stays the report's (``args._report_to``)."""
-    if name == "local":
+    if name == DEFAULT:
         yield
         return
-    from imnet_data.parallel import executing
-
     with executing(name, address), contextlib.redirect_stdout(sys.stderr):
         yield
 
@@ -734,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run(args)
         except Interrupted as e:      # SIGINT / SIGTERM: no traceback, no worker left, 130 / 143
-            from imnet_data.parallel import stop_workers
+            from imnet_data.executors.local import stop_workers
 
             stop_workers()
             print(line, file=sys.stderr)
