@@ -15,6 +15,7 @@ import pytest
 
 from imnet_data.errors import UsageError
 from imnet_data.executors import EXECUTORS, Kind, executing
+from imnet_data.executors.local import LocalExecutor
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
 from imnet_data.parallel import default_jobs, map_units
 from tests.helpers import ROOT, run_cli
@@ -51,10 +52,15 @@ def reversed_executor(address: str | None) -> Iterator[Reversed]:
     yield Reversed()
 
 
+def python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -c CODE ARGS`` from the repository root (``tests`` importable), its text output captured."""
+    return subprocess.run([sys.executable, "-c", code, *args], check=False, capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+
+
 def registered_cli(*args: str) -> subprocess.CompletedProcess:
     """``imnet-data ARGS`` in a subprocess whose registry has one more entry, ``reversed`` (:class:`Reversed`)."""
-    return subprocess.run([sys.executable, "-c", REGISTERED, *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600)
+    return python(REGISTERED, *args)
 
 
 def without_timing(split: dict) -> dict:
@@ -87,6 +93,11 @@ def test_a_toy_executor_added_with_one_registry_entry_shards_byte_identical(fake
         [without_timing(s) for s in json.loads(local.stdout)["splits"]]
 
 
+def test_every_registry_entry_names_a_factory() -> None:
+    """Each entry's ``module:function`` imports and is callable (a typo in the registry fails here)."""
+    assert all(callable(kind.load()) for kind in EXECUTORS.values())
+
+
 def test_the_library_runs_units_on_the_executor_named(monkeypatch: pytest.MonkeyPatch) -> None:
     """``executing(name)`` looks the name up in the registry; inside, map_units and default_jobs ask that
     executor; an unknown name is a usage error naming the choices."""
@@ -95,9 +106,11 @@ def test_the_library_runs_units_on_the_executor_named(monkeypatch: pytest.Monkey
         assert isinstance(executor, Reversed)
         assert list(map_units(str, [1, 2, 3], quiet=True)) == ["1", "2", "3"]
         assert default_jobs(0) == 3 and default_jobs(5) == 5
-    with pytest.raises(UsageError, match="executor must be one of local, ray, reversed, got 'dask'"):
-        with executing("dask"):
-            pass
+        with executing("local") as inner:                         # the innermost block's executor
+            assert isinstance(inner, LocalExecutor) and default_jobs(0) == inner.workers()
+    with pytest.raises(UsageError, match="executor must be one of local, ray, reversed, got 'dask'"), \
+            executing("dask"):
+        pass
 
 
 LOADED = ("import sys; from imnet_data.cli import main; status = main(sys.argv[1:]); "
@@ -107,12 +120,10 @@ LOADED = ("import sys; from imnet_data.cli import main; status = main(sys.argv[1
 
 def test_a_local_run_imports_neither_ray_nor_its_connection(fake: FakeResult, tmp_path: Path) -> None:
     """shard on the local executor loads the process pool only; ``classes`` (no units) not even that."""
-    done = subprocess.run([sys.executable, "-c", LOADED, "shard", str(fake.out), str(tmp_path / "dest"), "-q"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    done = python(LOADED, "shard", str(fake.out), str(tmp_path / "dest"), "-q")
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[-1] == \
         "['imnet_data.executors.base', 'imnet_data.executors.local', 'imnet_data.executors.tokens']"
-    done = subprocess.run([sys.executable, "-c", LOADED, "classes", "n01440764"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
+    done = python(LOADED, "classes", "n01440764")
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[-1] == "['imnet_data.executors.base']"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -33,10 +33,14 @@ class Kind:
     factory: str
     about: str
 
+    def load(self) -> Callable[[str | None], AbstractContextManager[Executor]]:
+        """The factory, its module imported."""
+        module, _, name = self.factory.partition(":")
+        return getattr(importlib.import_module(module), name)
+
     def open(self, address: str | None) -> AbstractContextManager[Executor]:
         """The executor, connected to ``address`` (what that means is the executor's) while the context lasts."""
-        module, _, name = self.factory.partition(":")
-        return getattr(importlib.import_module(module), name)(address)
+        return self.load()(address)
 
 
 DEFAULT = "local"     # where units run outside any executing(): this machine's process pool
