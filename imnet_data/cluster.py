@@ -7,11 +7,10 @@ One place for the conventions every cluster job meets: SLURM array jobs (``SLURM
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from imnet_data.errors import UsageError
 
-EXECUTORS = ("local", "ray")   # where units run: this machine's process pool, or a Ray cluster
 ENV_PAIRS = (("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"), ("SLURM_PROCID", "SLURM_NTASKS"),
              ("RANK", "WORLD_SIZE"))
 

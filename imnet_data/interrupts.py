@@ -1,9 +1,9 @@
 """SIGINT (Ctrl-C) and SIGTERM end a command at once and quietly: the signal becomes :class:`Interrupted` in
-the main thread, the command stops its workers (:func:`imnet_data.parallel.stop_workers`) and prints one line;
+the main thread, the command stops its workers (:func:`imnet_data.executors.local.stop_workers`) and prints one line;
 what was being written stays under its temp name, and the same command run again resumes.
 
 A terminal's Ctrl-C reaches the whole process group: the pool's workers ignore SIGINT (their parent ends them)
-and die silently on SIGTERM (:func:`imnet_data.parallel.init_worker`, forked with both held back); a process
+and die silently on SIGTERM (:func:`imnet_data.executors.local.init_worker`, forked with both held back); a process
 forked some other way (a library's own pool) that inherits the handler below just exits.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from imnet_data.errors import Interrupted
 

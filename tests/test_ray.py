@@ -25,9 +25,9 @@ from typing import Iterator
 
 import pytest
 
+from imnet_data.executors import executing
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
 from imnet_data.organize import organize
-from imnet_data.parallel import executing
 from imnet_data.shards import ShardOptions, shard
 from tests.helpers import free_port, run_cli
 from tests.servers import RAY, holding, isolated_ray, open_files, ray_env, ray_head, ray_node, wait_nodes

@@ -38,7 +38,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from imnet_data.bench.measure import fake_source_args, prepared, report, run_measured, tar_extract, timed_run
-from imnet_data.parallel import default_jobs, executing, map_units
+from imnet_data.executors import executing
+from imnet_data.parallel import default_jobs, map_units
 from imnet_data.sources.ilsvrc import index_tar
 
 TARGET = 0.70

@@ -30,6 +30,7 @@ from imnet_data.cli.upload import add_upload
 from imnet_data.cli.validate import add_validate
 from imnet_data.cli.verify import add_preview, add_verify
 from imnet_data.errors import Interrupted, UsageError
+from imnet_data.executors import DEFAULT, executing
 from imnet_data.interrupts import interruptible
 
 COMMANDS: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
@@ -51,14 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _executor(name: str, address: str | None) -> Iterator[None]:
-    """``--executor``: ``local`` runs as is (nothing imported); a cluster's units run inside
-    :func:`~imnet_data.parallel.executing`, with stdout sent to stderr (Ray prints its warnings there, a worker
+    """``--executor``: the default (``local``) runs as is (nothing imported); another's units run inside
+    :func:`~imnet_data.executors.executing`, with stdout sent to stderr (Ray prints its warnings there, a worker
     died, ...), so stdout stays the report's (``args._report_to``)."""
-    if name == "local":
+    if name == DEFAULT:
         yield
         return
-    from imnet_data.parallel import executing
-
     with executing(name, address), contextlib.redirect_stdout(sys.stderr):
         yield
 
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run(args)
         except Interrupted as e:      # SIGINT / SIGTERM: no traceback, no worker left, 130 / 143
-            from imnet_data.parallel import stop_workers
+            from imnet_data.executors.local import stop_workers
 
             stop_workers()
             print(line, file=sys.stderr)
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     """The command, its errors as one line and an exit status (see :func:`main`)."""
     try:
-        with _executor(getattr(args, "executor", "local"), getattr(args, "ray_address", None)):
+        with _executor(getattr(args, "executor", DEFAULT), getattr(args, "ray_address", None)):
             return args.func(args)
     except (UsageError, UnknownClassError) as e:
         _error(args, e)

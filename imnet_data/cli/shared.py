@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from imnet_data import catalog
-from imnet_data.cluster import EXECUTORS
+from imnet_data.executors import DEFAULT, EXECUTORS
 
 Subparsers = argparse._SubParsersAction   # what ``add_subparsers`` returns: each command's ``add_*`` adds to it
 
@@ -131,9 +131,8 @@ def _jobs(p: argparse.ArgumentParser, default: int, help: str) -> None:
 def _executor_options(p: argparse.ArgumentParser) -> None:
     """``--executor`` and ``--ray-address``: where the units run, this machine's processes or a Ray cluster; the
     one place the executor choices reach the command line."""
-    p.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local: worker processes here (default); ray: one Ray task per unit on a cluster "
-                        "(pip install 'imnet-data[ray]'; SRC and DEST on a filesystem every node mounts)")
+    p.add_argument("--executor", choices=list(EXECUTORS), default=DEFAULT,
+                   help="; ".join(f"{name}: {kind.about}" for name, kind in EXECUTORS.items()))
     p.add_argument("--ray-address", metavar="auto|HOST:PORT", help="with --executor ray: the cluster (default: "
                    "RAY_ADDRESS, else the one `ray start` last started on this machine, else one of the run's own, "
                    "stopped with it)")

@@ -31,11 +31,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data.errors import UsageError
-from imnet_data.parallel import die_with_parent
+from imnet_data.executors.local import die_with_parent
 
 CONNECT_TIMEOUT = 5.0     # seconds a cluster's address has to accept a TCP connection
 CONNECT_TRIES = "5"       # Ray's tries (about a second each) to reach a cluster that accepted the connection
@@ -124,7 +124,7 @@ def unanswered(address: str) -> str | None:
     try:
         with socket.create_connection((found[1], int(found[2])), timeout=CONNECT_TIMEOUT):
             return None
-    except socket.timeout:
+    except TimeoutError:
         return f"no answer within {CONNECT_TIMEOUT:.0f} s"
     except OSError as e:
         return e.strerror or str(e)
@@ -145,7 +145,8 @@ def current_cluster() -> tuple[Path, str]:
 def auth_problem(where: str, error: BaseException) -> str | None:
     """What ``error`` (from ``ray.init``) says about token authentication, in one line with the fix; None when
     it is about something else."""
-    chain, cause = [], error
+    chain: list[str] = []
+    cause: BaseException | None = error
     while cause is not None and len(chain) < 8:
         chain.append(f"{type(cause).__name__}: {cause}")
         cause = cause.__cause__ or cause.__context__
@@ -183,12 +184,12 @@ def own_cluster() -> Iterator[tuple[str, dict[str, str]]]:
     auth = {} if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" else {
         "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     log = temp / "ray-start.log"
-    with open(log, "wb") as out:
+    with open(log, "wb") as out:   # preexec_fn: only the child can ask for its parent-death signal (prctl)
         proc = subprocess.Popen(
             [ray_bin, "start", "--head", "--block", "--port", "0", "--temp-dir", str(temp), "--disable-usage-stats",
              "--include-dashboard=false", "--node-ip-address", "127.0.0.1"], stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, env={**os.environ, **auth}, start_new_session=True,
-            preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM))
+            preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM))  # noqa: PLW1509
     try:
         yield started(proc, temp / "ray_current_cluster", log), auth
     finally:
@@ -246,7 +247,7 @@ def environ(values: dict[str, str], refresh: bool = True) -> Iterator[None]:
 
 def _reload_ray_auth() -> None:
     with contextlib.suppress(ImportError):
-        from ray._raylet import AuthenticationTokenLoader, Config
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # Ray 2.52+
 
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()

@@ -1,4 +1,4 @@
-"""Ray as the executor of :func:`imnet_data.parallel.map_units`: one Ray task per unit (a shard, a class tar, a
+"""The ``ray`` executor of :func:`imnet_data.parallel.map_units`: one Ray task per unit (a shard, a class tar, a
 val slice, a shard to verify) on a cluster, results back to the driver in unit order.
 
 The driver plans as on one machine and writes what it writes today (reports, the manifest); only the units
@@ -18,21 +18,23 @@ before it writes anything, instead of writing where the driver never looks. A ki
 by the next run from the same machine, whatever its executor (:func:`imnet_data.parallel.check_visible`).
 
 The cluster is the one at ``address`` (``auto`` or ``HOST:PORT``), else ``RAY_ADDRESS``, else the one ``ray
-start`` last started on this machine, else one of the run's own (:mod:`imnet_data.ray_connect`: each address
-checked before Ray is asked, so nothing hangs).
+start`` last started on this machine, else one of the run's own (:mod:`imnet_data.executors.ray_connect`: each
+address checked before Ray is asked, so nothing hangs).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 from imnet_data import __version__
 from imnet_data.errors import UsageError
-from imnet_data.parallel import in_order, probe_token
-from imnet_data.ray_connect import INSTALL, connected
+from imnet_data.executors.base import in_order
+from imnet_data.executors.ray_connect import INSTALL, connected
+from imnet_data.executors.tokens import probe_token
 
 RETRIES = 3               # Ray retries of a task whose worker or node died
 PROBE_TIMEOUT = 60.0      # seconds every node has to answer the probe
@@ -119,15 +121,16 @@ class RayExecutor:
     def workers(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T], window: int | None) -> Iterator[R]:
-        """One task per item, ``window`` in flight at most, results in item order; a unit's own exception is
-        raised as itself, a task that could not finish (worker died ``retries + 1`` times) as RuntimeError."""
+    def map(self, fn: Callable[[T], R], items: Sequence[T], jobs: int | None, ahead: int | None) -> Iterator[R]:
+        """One task per item, ``ahead`` (else ``jobs``, else all) in flight at most, results in item order; a
+        unit's own exception is raised as itself, a task that could not finish (worker died ``retries + 1``
+        times) as RuntimeError."""
         ray = self.ray
         task = ray.remote(imnet_data_unit).options(num_cpus=1, max_retries=self.retries, retry_exceptions=False)
         shared, probes = ray.put(fn), ray.put(list(self.probes))   # sent once to the cluster, not with every task
         cwd = os.getcwd()
         yield from in_order(lambda item: task.remote(shared, item, cwd, probes), self.get,
-                            lambda ref: ray.cancel(ref, force=True), items, window)
+                            lambda ref: ray.cancel(ref, force=True), items, ahead or jobs)
 
     def get(self, ref, number: int):
         ray = self.ray
