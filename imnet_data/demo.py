@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import webdataset as wds
 

@@ -4,8 +4,8 @@ is missing. Every check is best-effort and never raises: a doctor that crashes o
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import importlib.metadata as md
+import importlib.util
 import platform
 import shutil
 import subprocess

@@ -86,7 +86,7 @@ def _probe_jpeg(data: bytes, mode: str, size: tuple[int, int]) -> Probe:
 def jpeg_damage(data: bytes, mode: str) -> str | None:
     """What libjpeg-turbo reports decoding ``data`` (a JPEG of PIL ``mode``) at 1/8 scale, its warnings
     included, or None when it decodes cleanly."""
-    import simplejpeg   # here: only probing needs it
+    import simplejpeg  # here: only probing needs it
 
     try:
         simplejpeg.decode_jpeg(data, colorspace={"L": "GRAY", "CMYK": "CMYK"}.get(mode, "RGB"), strict=True,

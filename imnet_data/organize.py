@@ -23,9 +23,9 @@ import operator
 import os
 import re
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError

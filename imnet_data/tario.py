@@ -15,8 +15,9 @@ import os
 import re
 import secrets
 import tarfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 # 2012-06-14 00:00:00 UTC, the devkit's date: any fixed value would do.
 FIXED_MTIME = 1339632000

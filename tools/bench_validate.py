@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import tempfile
-import time
 import multiprocessing
 import statistics
+import tempfile
+import time
 from pathlib import Path
 
 from PIL import Image

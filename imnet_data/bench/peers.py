@@ -69,7 +69,7 @@ def plain_dali_row(name: str, folder: Path, batch_size: int, threads: int, devic
 
 
 def imagefolder(folder: Path, batch_size: int, workers: int, image_size: int) -> Iterator:
-    """torchvision ImageFolder + DataLoader with the standard train transforms (the usual alternative),
+    """Torchvision ImageFolder + DataLoader with the standard train transforms (the usual alternative),
     batches on the GPU when there is one."""
     import torch
     from torchvision import datasets, transforms  # type: ignore[import-untyped]

@@ -13,8 +13,8 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -168,7 +168,7 @@ def transform(data: np.ndarray, options: LoaderOptions, rng: np.random.Generator
 
 def random_resized_crop(w: int, h: int, scale: tuple[float, float], ratio: tuple[float, float],
                         rng: np.random.Generator) -> Box:
-    """torchvision's ``RandomResizedCrop.get_params``: 10 tries at a random area and log-uniform aspect ratio
+    """Torchvision's ``RandomResizedCrop.get_params``: 10 tries at a random area and log-uniform aspect ratio
     that fits, else the whole image cropped to the nearest allowed ratio, centred."""
     area, log_ratio = w * h, (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):

@@ -3,7 +3,7 @@ resume, batches as torch tensors, and the ReaL labels of each batch when asked (
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -13,9 +13,9 @@ import hashlib
 import itertools
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from imnet_data.errors import UsageError
 from imnet_data.parallel import check_visible, default_jobs, map_units

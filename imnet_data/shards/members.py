@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data.sources.safety import DEFAULT_LIMITS
 from imnet_data.tario import BLOCK, header_size

@@ -17,17 +17,17 @@ import math
 import random
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data import __version__, catalog
 from imnet_data.catalog import LABEL_SPACES
 from imnet_data.errors import UsageError
 from imnet_data.parallel import map_units
-from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
 from imnet_data.shards.schema import KEY
+from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
 from imnet_data.sources.base import stem
 from imnet_data.stores import ReadableStore
 

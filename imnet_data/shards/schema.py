@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from imnet_data.stores.base import MAX_METADATA
 
@@ -124,7 +125,7 @@ class _Fields:
     def items(self, name: str) -> list:
         return self.get(name, "a list", lambda v: isinstance(v, list))
 
-    def child(self, name: str, value: Any | None = None) -> "_Fields":
+    def child(self, name: str, value: Any | None = None) -> _Fields:
         return _Fields(self.data.get(name) if value is None else value, self.where,
                        f"{self.path}.{name}" if self.path else name)
 

@@ -15,9 +15,9 @@ import json
 import tarfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from imnet_data.errors import UsageError
 from imnet_data.imageio import probe

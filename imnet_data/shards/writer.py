@@ -96,7 +96,7 @@ class HashingWriter:
             self.queue.put(b"".join(self.pending))
             self.pending, self.pending_bytes = [], 0
 
-    def __enter__(self) -> "HashingWriter":
+    def __enter__(self) -> HashingWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,9 +7,9 @@ parallel, each yielding :class:`Sample` objects without extracting anything to d
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 WNID = re.compile(r"^n\d{8}$")
 

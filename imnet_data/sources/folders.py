@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from imnet_data.errors import UsageError
 from imnet_data.sources import devkit

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import re
 import tarfile
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data.sources import devkit
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem

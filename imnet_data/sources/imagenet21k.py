@@ -11,9 +11,9 @@ import os
 import re
 import tarfile
 import zlib
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from imnet_data import catalog
 from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, stem

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.boxes import parse_loc

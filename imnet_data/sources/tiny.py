@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 import zipfile
 import zlib
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data.sources.access import open_zip
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem

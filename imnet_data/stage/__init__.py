@@ -25,10 +25,10 @@ import fcntl
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data.errors import UsageError
 from imnet_data.parallel import default_jobs

@@ -8,9 +8,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from imnet_data.stores import ReadableStore
 from imnet_data.stores.base import file_sha256, hash_into
@@ -189,7 +190,7 @@ class Transfer:
         return did, kinds
 
 
-def copy_hashed(readinto: Callable[[memoryview], int], out: BinaryIO, h: "hashlib._Hash", chunk: int,
+def copy_hashed(readinto: Callable[[memoryview], int], out: BinaryIO, h: hashlib._Hash, chunk: int,
                 room: int, tick: Callable[[int], None]) -> int:
     """Copy to ``out`` until end of input, updating ``h``; returns the bytes copied (OverflowError past ``room``).
 

@@ -15,8 +15,9 @@ import contextlib
 import dataclasses
 import hashlib
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from imnet_data.report import Report
 from imnet_data.stores.errors import Policy, Retry, StoreError
@@ -118,7 +119,7 @@ def capped_read(read: Callable[[int], bytes], where: str, declared: int | None =
     return body
 
 
-def hash_into(h: "hashlib._Hash", path: Path, chunk: int = 1 << 22) -> "hashlib._Hash":
+def hash_into(h: hashlib._Hash, path: Path, chunk: int = 1 << 22) -> hashlib._Hash:
     """``h`` updated with the bytes of a file (read in 4 MiB chunks), e.g. a partial download being resumed."""
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from imnet_data.stores.base import Stat, capped_read, file_sha256
 from imnet_data.stores.errors import StoreError
@@ -21,7 +21,7 @@ class FolderStore:
     def __str__(self) -> str:
         return str(self.root)
 
-    def child(self, name: str) -> "FolderStore":
+    def child(self, name: str) -> FolderStore:
         return FolderStore(self.root / name)
 
     def url(self, name: str) -> str:

@@ -20,8 +20,8 @@ import contextlib
 import hashlib
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from imnet_data.errors import UsageError
 from imnet_data.stores.base import Stat, capped_read, check_range, direct_reader
@@ -78,7 +78,7 @@ class S3Store:
     def __str__(self) -> str:
         return f"{self.scheme}://{self.bucket}/{self.prefix}".rstrip("/")
 
-    def child(self, name: str) -> "S3Store":
+    def child(self, name: str) -> S3Store:
         return S3Store(self.scheme, self.bucket, self.key(name), self.s3, self.policy)
 
     def key(self, name: str) -> str:
@@ -155,7 +155,7 @@ class S3Store:
         if found != Stat(size, sha256):
             raise Retry(f"{self.url(name)}: uploaded, but the object is not the file ({found} for {size:,} bytes)")
 
-    def multipart(self, name: str, path: Path, sha256: str, h: "hashlib._Hash") -> None:
+    def multipart(self, name: str, path: Path, sha256: str, h: hashlib._Hash) -> None:
         """Upload in parts of :data:`PART` bytes; completed only when the parts' bytes have ``sha256``."""
         key = self.key(name)
         upload = self.call(name, "create_multipart_upload", Key=key, Metadata={"sha256": sha256})["UploadId"]
@@ -197,7 +197,7 @@ class S3Store:
         self.call(name, "delete_object", Key=self.key(name))
 
 
-def check_sent(h: "hashlib._Hash", last: bytes, sha256: str, path: Path) -> None:
+def check_sent(h: hashlib._Hash, last: bytes, sha256: str, path: Path) -> None:
     """StoreError unless the bytes hashed into ``h`` (and ``last``) have the sha256 the file was recorded with."""
     h.update(last)
     if h.hexdigest() != sha256:
