@@ -89,6 +89,7 @@ class Job:
     classes: frozenset[str] | None
 
     def __call__(self, unit: Unit) -> UnitResult:
+        """Organize one unit into DEST (or keep it, when its marker and files say it is complete)."""
         settings = self.settings(unit)
         marker = marker_path(self.dest, unit)
         old = load_marker(marker, unit)
@@ -170,6 +171,7 @@ def write_file(path: str, data: bytes) -> None:
 
 
 def sha256(data: bytes) -> str:
+    """The hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -258,6 +260,7 @@ class OrganizeReport(Report):
                 **{k: v for k, v in asdict(self).items() if k not in ("resumed", "seconds")}}
 
     def render(self) -> str:
+        """Counts and bytes per split, the first changed and skipped files, what was not found and kept."""
         lines = [f"organized {self.layout} at {self.source} into {self.dest} in {self.seconds:.1f} s"]
         lines += [f"  {s:<6} {self.counts[s]:>10,} files {self.bytes[s] / 1e9:>9.2f} GB" for s in self.splits]
         lines += [f"  changed  {c['path']}  ({c['kind']} -> RGB JPEG)" for c in self.changed[:10]]

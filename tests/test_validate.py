@@ -82,7 +82,7 @@ def replace_first_images(inner: bytes, images: list[bytes]) -> tuple[bytes, list
     with tarfile.open(fileobj=io.BytesIO(inner)) as tar:
         members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
     names = [name for name, _ in members[:len(images)]]
-    return tario.tar_bytes(list(zip(names, images)) + members[len(images):]), names
+    return tario.tar_bytes(list(zip(names, images, strict=True)) + members[len(images):]), names
 
 
 def test_clean_fake_is_sound(clean: FakeResult) -> None:

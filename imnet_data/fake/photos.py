@@ -69,7 +69,7 @@ def _crop(rng: np.random.Generator, source: tuple[int, int], size: tuple[int, in
 
 def jpeg_params(rng: np.random.Generator) -> dict[str, int]:
     """Quality 92..98 and a mix of chroma subsamplings: calibrated to a mean near 110 KB at 500x375."""
-    codes, shares = zip(*_SUBSAMPLING)
+    codes, shares = zip(*_SUBSAMPLING, strict=True)
     return {"quality": int(rng.integers(92, 99)), "subsampling": int(rng.choice(codes, p=shares))}
 
 

@@ -71,6 +71,8 @@ class BatchSource:
         self.batches, self.reads = batches, {}
 
     def __call__(self, info) -> tuple[list[np.ndarray], np.ndarray]:
+        """The batch DALI asks for at ``info.iteration`` (StopIteration past the last); reads the next
+        ``ahead`` batches in the background."""
         i = info.iteration
         if i >= len(self.batches):
             raise StopIteration

@@ -5,8 +5,8 @@ Each worker gets a whole batch's sample positions, reads the JPEG bytes with the
 :class:`~imnet_data.loader.base.BatchReader`, decodes each image with PIL at reduced scale when the crop allows
 (``Image.draft``), crops, resizes (bilinear) and flips it into a uint8 ``[B, H, W, 3]`` batch. For CPU output the
 worker also converts dtype, normalises and lays it out; for a GPU the main process copies the uint8 batch (pinned,
-non-blocking) and converts it there. Augmentation draws come from ``default_rng([seed, epoch, rank, step, slot])``, so a batch is the
-same whichever worker makes it, and a resumed epoch repeats the batches it had not yet given.
+non-blocking) and converts it there. Augmentation draws come from ``default_rng([seed, epoch, rank, step, slot])``,
+so a batch is the same whichever worker makes it, and a resumed epoch repeats the batches it had not yet given.
 """
 from __future__ import annotations
 

@@ -72,6 +72,8 @@ class Loader:
                 "world_size": self.options.world_size, "batches": len(self)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume where :meth:`state_dict` was taken; ValueError when it comes from a loader with another
+        seed, world size or data."""
         if (state["seed"], state["world_size"], state["batches"]) != (self.options.seed, self.options.world_size,
                                                                       len(self)):
             raise ValueError("state_dict comes from a loader with another seed, world size or data; cannot resume")
@@ -84,7 +86,8 @@ class Loader:
 
     def __iter__(self) -> Iterator[tuple]:
         batches = self.positions()
-        for positions, batch in zip(batches, self._run(batches)):
+        # batches first, not strict: the pass ends at the schedule's last batch, ``_run`` is not resumed past it
+        for positions, batch in zip(batches, self._run(batches), strict=False):
             self.step += 1
             yield batch if self.real is None else (*batch, self._real(positions, batch[1]))
         self.epoch, self.step = self.epoch + 1, 0

@@ -52,10 +52,12 @@ class ShardSet:
 
     @property
     def total(self) -> int:
+        """The samples of every shard together."""
         return sum(self.counts)
 
     @property
     def num_classes(self) -> int | None:
+        """The label space's class count from the manifest (None without one)."""
         return len(self.manifest["classes"]) if self.manifest else None
 
     def locate(self, rank: int, world_size: int) -> Located:
@@ -123,6 +125,7 @@ def check_shard(path: Path, entry: dict) -> None:
 
 
 def index_path(shard: Path) -> Path:
+    """The DALI index file beside a shard (``.idx``)."""
     return shard.with_suffix(".idx")
 
 

@@ -131,6 +131,7 @@ class _Fields:
 
 
 def is_count(value: Any) -> bool:
+    """A non-negative int (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -140,7 +141,8 @@ def check_manifest(data: Any, where: str) -> dict:
     if data.get("format") != MANIFEST_FORMAT:
         top.fail("format", repr(MANIFEST_FORMAT), data.get("format"))
     if data.get("format_version") != FORMAT_VERSION:
-        top.fail("format_version", f"{FORMAT_VERSION} (this tool's; a newer tool wrote it?)", data.get("format_version"))
+        top.fail("format_version", f"{FORMAT_VERSION} (this tool's; a newer tool wrote it?)",
+                 data.get("format_version"))
     top.text("split", FILE_NAME)
     top.text("name")
     classes = top.items("classes")

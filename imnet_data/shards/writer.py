@@ -83,6 +83,8 @@ class HashingWriter:
                     self.error = e
 
     def write(self, data: bytes) -> None:
+        """Append ``data``; it reaches the writer thread in hand-offs of ``HANDOFF`` bytes (the writer's
+        error, if any, is raised here)."""
         if self.error is not None:
             raise self.error
         self.pending.append(data)
@@ -235,6 +237,7 @@ def record_name(shard_name: str) -> str:
 
 
 def record_path(folder: Path, shard_name: str) -> Path:
+    """The path of a shard's record in a split folder."""
     return folder / record_name(shard_name)
 
 

@@ -131,6 +131,8 @@ class Folders(Source):
         return not any((self.root / s).is_dir() for s in SPLITS)
 
     def splits(self) -> list[str]:
+        """``train`` and ``val`` where their folders exist; for a single split's folder, the split its name
+        names (UsageError when it cannot name one)."""
         if not self.single:
             return [s for s in SPLITS if (self.root / s).is_dir()]
         name = Path(os.path.abspath(self.root)).name
@@ -140,6 +142,7 @@ class Folders(Source):
         return [name]
 
     def home(self, split: str) -> str:
+        """The split's folder: the root itself for a single split's folder."""
         return str(self.root if self.single else self.root / split)
 
     @cached_property
@@ -148,6 +151,7 @@ class Folders(Source):
         return devkit.load(self.root)
 
     def units(self, split: str) -> list[Unit]:
+        """A unit per class folder, or slices of a flat val folder's files (named ILSVRC2012_val_*)."""
         if split not in self.splits():
             raise SourceError(f"{self.root}: no {split}/ folder (have {self.splits()})")
         folder = Path(self.home(split))
@@ -161,6 +165,7 @@ class Folders(Source):
         return chunk_units(split, folder, files)
 
     def read(self, unit: Unit) -> Iterator[Sample]:
+        """The unit's files, labelled by class folder or, for a flat val folder, by the devkit."""
         for name, data, path in read_files(*unit.ref):
             yield Sample(unit.split, stem(name), self._wnid(unit, name), name, data, path)
 

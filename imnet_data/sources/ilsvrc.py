@@ -144,6 +144,7 @@ class IlsvrcArchives(Source):
     expected = ("train", "val")
 
     def home(self, split: str) -> str:
+        """The split's official archive."""
         return str(self.root / {"train": TRAIN, "val": VAL}[split])
 
     def missing(self, split: str) -> str:
@@ -159,6 +160,7 @@ class IlsvrcArchives(Source):
         return path.is_dir() and any((path / n).is_file() for n in (TRAIN, VAL))
 
     def splits(self) -> list[str]:
+        """The splits whose official archive is present."""
         return [s for s, name in (("train", TRAIN), ("val", VAL)) if (self.root / name).is_file()]
 
     @cached_property
@@ -176,6 +178,8 @@ class IlsvrcArchives(Source):
         return self._boxes[split].get(key, ())
 
     def units(self, split: str) -> list[Unit]:
+        """train: one unit per inner ``<wnid>.tar`` (checked, capped, by WNID); val: slices of the val tar's
+        members by name."""
         if split == "train":
             path = self.root / TRAIN
             units = []
@@ -223,6 +227,8 @@ class IlsvrcArchives(Source):
         return out
 
     def read(self, unit: Unit) -> Iterator[Sample]:
+        """The images of an inner class tar (or a slice of it) or of a val slice, with their bbox-archive
+        boxes; val labelled by the devkit."""
         if unit.split == "train":
             path, offset, size, part = (*unit.ref, (0, 1))[:4]
             origin = f"{path}:{unit.name}.tar"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import itertools
 import lzma
 import stat
 import tarfile
@@ -213,7 +214,7 @@ def check_zip(zf: zipfile.ZipFile, origin: str, limits: Limits = TINY_LIMITS) ->
         if total > limits.max_total_bytes:
             raise UnsafeArchiveError(f"{origin}: members add up to more than {limits.max_total_bytes:,} bytes; refused")
     ordered = sorted(members, key=lambda zi: zi.header_offset)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in itertools.pairwise(ordered):
         if a.header_offset + 30 + len(raw_zip_name(a)) + a.compress_size > b.header_offset:
             raise UnsafeArchiveError(f"{origin}: members {a.filename!r} and {b.filename!r} overlap in the archive "
                                      "(a zip bomb); refused")

@@ -36,6 +36,7 @@ class FileJob:
 
     @property
     def partial(self) -> Path:
+        """Where the file streams to before it is checked and renamed."""
         return self.dest.with_name(self.dest.name + ".partial")
 
 
@@ -56,6 +57,7 @@ class RateLimit:
         self.rate, self.lock, self.next = rate, threading.Lock(), time.monotonic()
 
     def take(self, n: int) -> None:
+        """Book ``n`` bytes in the shared schedule and sleep until their slot."""
         with self.lock:
             now = time.monotonic()
             slot = max(self.next, now)
@@ -92,6 +94,7 @@ class Transfer:
         self.stopped.set()
 
     def count(self, moved: int = 0, resumed: int = 0, retried: int = 0) -> None:
+        """Add to the counters (from any thread); moved bytes also advance the progress bar."""
         with self.lock:
             self.moved, self.resumed, self.retried = self.moved + moved, self.resumed + resumed, self.retried + retried
             if moved and self.bar is not None:
@@ -133,6 +136,8 @@ class Transfer:
             raise
 
     def transfer(self, source: ReadableStore, job: FileJob) -> None:
+        """Stream the rest of the file onto its ``.partial`` (the bytes already there hashed first), check
+        its size and sha256, rename it; Retry when they do not match."""
         h, have = hashlib.sha256(), partial_size(job)
         if have:
             hash_into(h, job.partial)

@@ -159,14 +159,18 @@ class TransferReport(Report):
 
     @property
     def ok(self) -> bool:
+        """No shard failed."""
         return not self.failed
 
     @property
     def mb_per_s(self) -> float:
+        """The rate of the bytes moved this run (0 when no time passed)."""
         return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
 
     def as_dict(self) -> dict:
+        """``ok``, the rate (rounded to 0.1 MB/s), then the fields."""
         return {"ok": self.ok, "mb_per_s": round(self.mb_per_s, 1), **dataclasses.asdict(self)}
 
     def throughput(self) -> str:
+        """The bytes moved, the seconds and the rate, as one phrase."""
         return f"{self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s ({self.mb_per_s:,.0f} MB/s)"

@@ -26,9 +26,11 @@ class HttpStore:
         return self.base
 
     def child(self, name: str) -> HttpStore:
+        """The store of a sub-path of the base URL."""
         return HttpStore(self.base + quote(name), self.session, self.timeout)
 
     def url(self, name: str) -> str:
+        """The file's URL (the name percent-quoted)."""
         return self.base + quote(name)
 
     def local_folder(self) -> Path | None:

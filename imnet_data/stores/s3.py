@@ -11,8 +11,8 @@ obstore's, twice s3fs's.
 botocore's own retries are off: every request goes through the store's ``policy`` (the writers' retries with
 backoff, counted; for ``stage``, once: its transfers retry and resume themselves). Errors are sorted into
 permanent ones naming the object or bucket (403, NoSuchKey, NoSuchBucket, bad credentials) and
-:class:`~imnet_data.stores.errors.Retry` (503 SlowDown, 500, throttling, dropped connections). Large uploads are multipart; every uploaded file carries its sha256 as metadata and is
-checked (size and sha256) once it has landed.
+:class:`~imnet_data.stores.errors.Retry` (503 SlowDown, 500, throttling, dropped connections). Large uploads are
+multipart; every uploaded file carries its sha256 as metadata and is checked (size and sha256) once it has landed.
 """
 from __future__ import annotations
 
@@ -79,12 +79,15 @@ class S3Store:
         return f"{self.scheme}://{self.bucket}/{self.prefix}".rstrip("/")
 
     def child(self, name: str) -> S3Store:
+        """The store of a sub-prefix."""
         return S3Store(self.scheme, self.bucket, self.key(name), self.s3, self.policy)
 
     def key(self, name: str) -> str:
+        """The object key of ``name``: below the prefix."""
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def url(self, name: str) -> str:
+        """``s3://bucket/key`` (or ``gs://``)."""
         return f"{self.scheme}://{self.bucket}/{self.key(name)}"
 
     def local_folder(self) -> Path | None:
@@ -194,6 +197,7 @@ class S3Store:
             token = page["NextContinuationToken"]
 
     def delete(self, name: str) -> None:
+        """Remove the object (nothing when absent)."""
         self.call(name, "delete_object", Key=self.key(name))
 
 
