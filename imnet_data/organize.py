@@ -121,10 +121,12 @@ class Job:
 
     def place(self, sample: Sample, folders: dict[str, str], result: UnitResult) -> None:
         """Write one sample to its final path (fixed or skipped under ``fix``) and record it."""
-        if sample.wnid not in folders:
-            folders[sample.wnid] = class_folder(self.dest, sample.split, sample.wnid, sample.origin)
+        wnid = sample.wnid
+        assert wnid is not None   # __call__ refuses a sample without a label
+        if wnid not in folders:
+            folders[wnid] = class_folder(self.dest, sample.split, wnid, sample.origin)
         name = base_name(sample.name, sample.origin)
-        rel = f"{sample.split}/{sample.wnid}/{name}"
+        rel = f"{sample.split}/{wnid}/{name}"
         data = sample.data
         if self.fix:
             found = imageio.probe(data)
@@ -135,7 +137,7 @@ class Job:
                 data = imageio.to_rgb_jpeg(data, self.quality)
                 result.changed.append({"path": rel, "kind": found.kind, "old_sha256": sha256(sample.data),
                                        "new_sha256": sha256(data)})
-        write_file(os.path.join(folders[sample.wnid], name), data)
+        write_file(os.path.join(folders[wnid], name), data)
         result.files.append([rel, len(data)])
 
 

@@ -72,7 +72,7 @@ def imagefolder(folder: Path, batch_size: int, workers: int, image_size: int) ->
     """Torchvision ImageFolder + DataLoader with the standard train transforms (the usual alternative),
     batches on the GPU when there is one."""
     import torch
-    from torchvision import datasets, transforms  # type: ignore[import-untyped]
+    from torchvision import datasets, transforms
 
     tf = transforms.Compose([transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
                              transforms.ToTensor(), transforms.Normalize(MEAN, STD)])

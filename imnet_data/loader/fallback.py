@@ -42,7 +42,8 @@ class TorchLoader(Loader):
             raise RuntimeError(f"device={options.device!r} asked but no CUDA GPU is visible; use device='cpu'")
         super().__init__(shards, options)
         self.output = Output(options, self.device)
-        self.tasks, self.loader = Tasks(), None
+        self.tasks = Tasks()
+        self.loader: DataLoader | None = None
 
     def _reconfigure(self) -> None:
         self.output, self.loader = Output(self.options, self.device), None   # new workers for the new size
@@ -144,7 +145,8 @@ def transform(data: np.ndarray, options: LoaderOptions, rng: np.random.Generator
     """JPEG bytes to a uint8 ``[size, size, 3]`` RGB array: a random resized crop and flip when ``rng`` is given
     (training), else the shorter side resized to ``options.val_resize`` and the centre cropped."""
     size = options.image_size
-    with Image.open(io.BytesIO(data)) as img:
+    # an ndarray is a buffer: numpy's stubs declare its __buffer__ only for Python >= 3.12
+    with Image.open(io.BytesIO(data)) as img:   # type: ignore[arg-type]
         w, h = img.size
         if rng is not None:
             x, y, cw, ch = random_resized_crop(w, h, options.scale, options.ratio, rng)

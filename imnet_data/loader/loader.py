@@ -89,15 +89,15 @@ class Loader:
         # batches first, not strict: the pass ends at the schedule's last batch, ``_run`` is not resumed past it
         for positions, batch in zip(batches, self._run(batches), strict=False):
             self.step += 1
-            yield batch if self.real is None else (*batch, self._real(positions, batch[1]))
+            yield batch if self.real is None else (*batch, self._real(self.real, positions, batch[1]))
         self.epoch, self.step = self.epoch + 1, 0
 
-    def _real(self, positions: np.ndarray, labels):
-        """The batch's ReaL labels, ``[B, REAL_WIDTH]`` int64 on the labels' device, padded with -1 (a pad slot:
-        all -1; a sample ReaL does not cover: its own label)."""
+    def _real(self, table: np.ndarray, positions: np.ndarray, labels):
+        """The batch's ReaL labels from ``table`` (:func:`real_table`), ``[B, REAL_WIDTH]`` int64 on the labels'
+        device, padded with -1 (a pad slot: all -1; a sample ReaL does not cover: its own label)."""
         import torch
 
-        rows = torch.from_numpy(self.real[np.where(positions >= 0, positions, -1 - positions)]).to(labels.device,
+        rows = torch.from_numpy(table[np.where(positions >= 0, positions, -1 - positions)]).to(labels.device,
                                                                                                  non_blocking=True)
         own = rows[:, 0] == USE_LABEL
         rows[:, 0] = torch.where(own, labels, rows[:, 0])

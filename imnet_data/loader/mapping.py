@@ -76,7 +76,8 @@ class MappedShards:
                              f"{int(size[i]):,} bytes); re-stage it or run 'imnet-data verify'")
 
     def _reset(self) -> None:
-        self.pid, self.lock, self._region = os.getpid(), threading.Lock(), None
+        self.pid, self.lock = os.getpid(), threading.Lock()
+        self._region: np.ndarray | None = None
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in vars(self).items() if k not in ("pid", "lock", "_region")}

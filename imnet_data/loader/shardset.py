@@ -90,6 +90,7 @@ def resolve(source: str | os.PathLike, split: str | None = None) -> tuple[dict |
             raise ShardError(f"{path}: a shard root; name one of its splits: split={' or '.join(map(repr, splits))}"
                              + (f" (not {split!r})" if split else ""))
         path = path / split
+    manifest: dict | None
     if path.is_dir() or path.suffix == ".json":
         manifest = read_manifest(path)
         folder = path if path.is_dir() else path.parent

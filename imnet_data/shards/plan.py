@@ -240,8 +240,8 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
     name = options.name or SPACE_NAMES.get(space) or LAYOUT_NAMES.get(source.layout, "imagenet")
     plan = SplitPlan(split, name, recorded_options(options, split), source_identity(source, split, entries),
                      space, classes)
-    for i, (a, b) in enumerate(cut(len(planned), [p.entry.size for p in planned], options)):
-        shard = ShardPlan(i, f"{name}-{split}-{i:06d}.tar", planned[a:b])
+    for i, (start, end) in enumerate(cut(len(planned), [p.entry.size for p in planned], options)):
+        shard = ShardPlan(i, f"{name}-{split}-{i:06d}.tar", planned[start:end])
         shard.digest = _sha256_json([plan.options, [(p.key, p.label, p.entry.size) for p in shard.samples]])
         plan.shards.append(shard)
     return plan

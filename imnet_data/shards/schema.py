@@ -57,7 +57,7 @@ def check_sample_json(meta: Any, where: str) -> dict:
         top.fail("", f"the fields {sorted(SAMPLE_FIELDS)}", sorted(meta))
     for name, (kind, _, _) in SAMPLE_FIELDS.items():
         value = meta[name]
-        ok = isinstance(value, kind) and not isinstance(value, bool) and (kind is not list or all(
+        ok = isinstance(value, kind) and not isinstance(value, bool) and (not isinstance(value, list) or all(
             isinstance(v, int) and not isinstance(v, bool) for v in value))
         if not ok:
             top.fail(name, kind.__name__ + (" of ints" if kind is list else ""), value)
@@ -200,9 +200,9 @@ def parse_index(raw: bytes, where: str) -> Iterator[tuple[str, list[str]]]:
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
+        row = raw.count(b"\n", 0, e.start) + 1
         column = e.start - raw.rfind(b"\n", 0, e.start)
-        raise SchemaError(f"{where}:{line}: byte 0x{raw[e.start]:02x} at column {column} is not ASCII (an index "
+        raise SchemaError(f"{where}:{row}: byte 0x{raw[e.start]:02x} at column {column} is not ASCII (an index "
                           "is ASCII text)") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":

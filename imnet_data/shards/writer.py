@@ -113,7 +113,8 @@ def add_sample(out: HashingWriter, key: str,
                parts: list[tuple[str, bytes]]) -> tuple[str, list[tuple[str, int, int]]]:
     """Append the members ``<key>.<ext>`` of one sample in one write; return its DALI index row (each
     member's extension, data offset and size)."""
-    chunks, fields, pos = [], [], out.pos
+    chunks: list[bytes] = []
+    fields, pos = [], out.pos
     for ext, data in parts:
         pad = -len(data) % BLOCK
         chunks += (tar_header(f"{key}.{ext}", len(data)), data, b"\0" * pad)
@@ -208,7 +209,8 @@ def write_shard(job: ShardJob) -> dict:
     folder, shard = Path(job.folder), job.shard
     tar_path = folder / shard.name
     idx_path = tar_path.with_suffix(".idx")
-    rows, labels, fixed = [], Counter(), []
+    rows, fixed = [], []
+    labels: Counter[int] = Counter()
     with atomic_file(tar_path) as f:
         with HashingWriter(f) as out:
             for sample in shard.samples:

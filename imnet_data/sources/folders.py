@@ -27,9 +27,9 @@ def entries(folder: Path) -> list[os.DirEntry]:
             found = sorted(it, key=lambda e: e.name)
     except OSError as e:
         raise SourceError(f"{folder}: cannot list the folder ({e.strerror})") from e
-    for e in found:
-        if not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False)):
-            raise SourceError(f"{e.path}: a symlink or special file; only regular files and folders are read")
+    for entry in found:
+        if not (entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False)):
+            raise SourceError(f"{entry.path}: a symlink or special file; only regular files and folders are read")
     return found
 
 

@@ -11,11 +11,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from imnet_data.stores import ReadableStore
 from imnet_data.stores.base import file_sha256, hash_into
 from imnet_data.stores.errors import Retry, StoreError, retrying
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 CHUNK = 256 << 10         # bytes per read, hash and write: reused buffers that stay in the CPU cache
 RING = 8                  # buffers in flight between the reading thread and its hashing helper
@@ -77,7 +80,7 @@ class Transfer:
     backoff: float = 0.2
     max_rate: float | None = None
     fsync: bool = False
-    bar: object = None
+    bar: tqdm | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     moved: int = 0
     resumed: int = 0

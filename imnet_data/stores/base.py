@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from imnet_data.report import Report
 from imnet_data.stores.errors import Policy, Retry, StoreError
@@ -142,7 +142,7 @@ def direct_reader(response) -> Iterator[Callable[[memoryview], int]]:
     of leaving it to be resumed). Lengths are checked by the caller; a body read to its end hands its
     connection back to the pool (keep-alive).
     """
-    raw = getattr(response, "_fp", None)
+    raw: Any = getattr(response, "_fp", None)   # http.client's response, or None
     plain = response.headers.get("Content-Encoding", "identity") == "identity" and hasattr(raw, "readinto")
     yield raw.readinto if plain else response.readinto
     if plain and raw.length == 0:
