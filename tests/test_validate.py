@@ -18,8 +18,7 @@ from imnet_data.fake.imagenet21k import make_fake_imagenet21k
 from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
 from imnet_data.organize import organize
 from imnet_data.sources.ilsvrc import IlsvrcArchives
-from imnet_data.validate import Problem, ValidationReport, validate
-from imnet_data.validate import checksums as validate_module
+from imnet_data.validate import Problem, ValidationReport, checksums as validate_module, validate
 from tests.helpers import run_cli
 
 TRAIN, VAL, DEVKIT = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz"

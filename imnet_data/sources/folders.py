@@ -13,8 +13,8 @@ from functools import cached_property
 from pathlib import Path
 
 from imnet_data.errors import UsageError
-from imnet_data.sources import devkit
 from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
+from imnet_data.sources.devkit import ARCHIVE as DEVKIT_ARCHIVE, FOLDER as DEVKIT_FOLDER, Devkit, load as load_devkit
 from imnet_data.sources.ilsvrc import VAL_NAME, VAL_UNIT
 
 SPLITS = ("train", "val")
@@ -146,9 +146,9 @@ class Folders(Source):
         return str(self.root if self.single else self.root / split)
 
     @cached_property
-    def devkit(self) -> devkit.Devkit | None:
+    def devkit(self) -> Devkit | None:
         """The devkit in the root (labels a flat val), or None."""
-        return devkit.load(self.root)
+        return load_devkit(self.root)
 
     def units(self, split: str) -> list[Unit]:
         """A unit per class folder, or slices of a flat val folder's files (named ILSVRC2012_val_*)."""
@@ -176,7 +176,7 @@ class Folders(Source):
 
     def unlabelled(self, split: str) -> str:
         """A flat val folder carries no labels: the devkit in the root does."""
-        return (f"a flat {split} folder needs the devkit {devkit.ARCHIVE} (or its extracted {devkit.FOLDER}/) "
+        return (f"a flat {split} folder needs the devkit {DEVKIT_ARCHIVE} (or its extracted {DEVKIT_FOLDER}/) "
                 f"beside it in {self.root}, or {split}/<wnid>/ class folders")
 
     def _wnid(self, unit: Unit, name: str) -> str | None:

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 
-from imnet_data.sources import devkit
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.boxes import load_voc_archive
+from imnet_data.sources.devkit import ARCHIVE as DEVKIT_ARCHIVE, FOLDER as DEVKIT_FOLDER, Devkit, load as load_devkit
 from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name, window
 from imnet_data.tario import BLOCK, header_size
 
@@ -164,9 +164,9 @@ class IlsvrcArchives(Source):
         return [s for s, name in (("train", TRAIN), ("val", VAL)) if (self.root / name).is_file()]
 
     @cached_property
-    def devkit(self) -> devkit.Devkit | None:
+    def devkit(self) -> Devkit | None:
         """The devkit in the folder, or None."""
-        return devkit.load(self.root)
+        return load_devkit(self.root)
 
     @cached_property
     def _boxes(self) -> dict[str, dict[str, tuple[Box, ...]]]:
@@ -275,7 +275,7 @@ class IlsvrcArchives(Source):
 
     def unlabelled(self, split: str) -> str:
         """The val tar carries no labels: the devkit beside it does."""
-        return (f"the val tar {VAL} needs the devkit {devkit.ARCHIVE} (or its extracted {devkit.FOLDER}/) beside "
+        return (f"the val tar {VAL} needs the devkit {DEVKIT_ARCHIVE} (or its extracted {DEVKIT_FOLDER}/) beside "
                 f"it in {self.root}")
 
     def _val_wnid(self, name: str, origin: str) -> str | None:
