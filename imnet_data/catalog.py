@@ -15,9 +15,9 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable, Iterator, Sequence
 
 from imnet_data import resources
 
@@ -328,6 +328,6 @@ def tiny_imagenet_val_annotations() -> list[tuple[str, str, tuple[int, int, int,
     """Tiny ImageNet's val labels: ``(file, wnid, (x0, y0, x1, y1))`` for its 10,000 val images."""
     out = []
     for line in resources.read_lines("tiny_imagenet_val_annotations.tsv.gz"):
-        file, wnid, *box = line.split("\t")
-        out.append((file, wnid, tuple(int(v) for v in box)))
+        file, wnid, x0, y0, x1, y1 = line.split("\t")
+        out.append((file, wnid, (int(x0), int(y0), int(x1), int(y1))))
     return out

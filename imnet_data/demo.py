@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import webdataset as wds
 
@@ -40,14 +40,17 @@ class DemoReport(Report):
 
     @property
     def ok(self) -> bool:
+        """Every stage passed."""
         return all(s.ok for s in self.stages)
 
     def as_dict(self) -> dict:
+        """``ok``, the work folder and each stage's outcome (seconds rounded to 0.01)."""
         return {"workdir": str(self.workdir), "ok": self.ok,
                 "stages": [{"name": s.name, "ok": s.ok, "summary": s.summary, "seconds": round(s.seconds, 2)}
                            for s in self.stages]}
 
     def render(self) -> str:
+        """One line per stage with its summary indented below, then the verdict."""
         lines = [f"imnet-data demo in {self.workdir}"]
         for s in self.stages:
             lines.append(f"[{'ok' if s.ok else 'FAILED'}] {s.name} ({s.seconds:.1f} s)")
@@ -157,7 +160,7 @@ def stage_load(ctx: Context) -> tuple[bool, str]:
     for images, batch_labels in loader:
         labels += batch_labels.tolist()
         shape = tuple(images.shape)
-    right = sum(wnids[label] == truth[key] for key, label in zip(keys, labels))
+    right = sum(wnids[label] == truth[key] for key, label in zip(keys, labels, strict=True))
     return right == len(keys) > 0, (f"backend {backend} (CPU): {len(loader)} batches of {shape} "
                                     f"{images.dtype}; labels right: {right} of {len(keys)}")
 

@@ -4,8 +4,8 @@ is missing. Every check is best-effort and never raises: a doctor that crashes o
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import importlib.metadata as md
+import importlib.util
 import platform
 import shutil
 import subprocess
@@ -28,6 +28,7 @@ class Check:
     hint: str = ""
 
     def as_dict(self) -> dict:
+        """The check's fields, for ``--json``."""
         return asdict(self)
 
 
@@ -41,6 +42,7 @@ def _dist_version(*names: str) -> str | None:
 
 
 def check_python() -> Check:
+    """The running Python: version, machine and system (information only)."""
     return Check("python", True, f"{platform.python_version()} ({platform.machine()}, {platform.system()})")
 
 
@@ -53,6 +55,8 @@ def _cpu_flags() -> set[str]:
 
 
 def check_pil() -> Check:
+    """Pillow or pillow-simd, and whether its JPEG codec is libjpeg-turbo (a plain libjpeg
+    decodes slowly), with the CPU's SIMD flags."""
     try:
         import PIL
         from PIL import features
@@ -97,6 +101,7 @@ def _gpus() -> list[str]:
 
 
 def check_dali() -> list[Check]:
+    """DALI's installed wheel, the GPUs nvidia-smi sees and whether they have the hardware JPEG decoder."""
     version = _dist_version("nvidia-dali-cuda130", "nvidia-dali-cuda120", "nvidia-dali-cuda110", "nvidia-dali")
     gpus = _gpus()
     if version is None:
@@ -116,6 +121,7 @@ def check_dali() -> list[Check]:
 
 
 def check_wordnet() -> Check:
+    """NLTK's WordNet 3.0 corpus, or the note that ancestry uses the shipped is-a edges instead."""
     from imnet_data import wordnet
 
     s = wordnet.nltk_wordnet_status()
@@ -127,6 +133,7 @@ def check_wordnet() -> Check:
 
 
 def check_disk(path: Path) -> Check:
+    """Free space at ``path``: fine from the ~160 GB a full ILSVRC2012 conversion needs per copy."""
     try:
         usage = shutil.disk_usage(path)
     except OSError as e:

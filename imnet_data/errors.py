@@ -18,4 +18,5 @@ class Interrupted(KeyboardInterrupt):
 
     @property
     def status(self) -> int:
+        """The command's exit status: 128 + the signal number."""
         return 128 + self.signum

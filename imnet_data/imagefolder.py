@@ -35,7 +35,7 @@ def image_folder(split_folder: str | os.PathLike, **kwargs: Any):
     index = class_index(Path(split_folder))
 
     class IndexedFolder(ImageFolder):
-        def find_classes(self, directory: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
+        def find_classes(self, directory: str | os.PathLike[str]) -> tuple[list[str], dict[str, int]]:
             classes = sorted(e.name for e in os.scandir(directory) if e.is_dir())
             unknown = [c for c in classes if c not in index]
             if unknown:

@@ -74,9 +74,10 @@ def probe(data: bytes) -> Probe:
 
 def _probe_jpeg(data: bytes, mode: str, size: tuple[int, int]) -> Probe:
     """A JPEG whose frame header :func:`jpeg_header` read: decoded by :func:`jpeg_damage`."""
-    if size[0] * size[1] > 2 * Image.MAX_IMAGE_PIXELS:
+    limit = Image.MAX_IMAGE_PIXELS   # None: the user turned PIL's decompression-bomb check off
+    if limit is not None and size[0] * size[1] > 2 * limit:
         return Probe("undecodable", "JPEG", mode, size, f"not decoded: {size[0]}x{size[1]} pixels exceeds the "
-                     f"decompression-bomb limit of {2 * Image.MAX_IMAGE_PIXELS:,}", oversized=True)
+                     f"decompression-bomb limit of {2 * limit:,}", oversized=True)
     damage = jpeg_damage(data, mode)
     if damage:
         return Probe("undecodable", "JPEG", mode, size, error=damage)
@@ -86,7 +87,7 @@ def _probe_jpeg(data: bytes, mode: str, size: tuple[int, int]) -> Probe:
 def jpeg_damage(data: bytes, mode: str) -> str | None:
     """What libjpeg-turbo reports decoding ``data`` (a JPEG of PIL ``mode``) at 1/8 scale, its warnings
     included, or None when it decodes cleanly."""
-    import simplejpeg   # here: only probing needs it
+    import simplejpeg  # here: only probing needs it
 
     try:
         simplejpeg.decode_jpeg(data, colorspace={"L": "GRAY", "CMYK": "CMYK"}.get(mode, "RGB"), strict=True,

@@ -26,7 +26,8 @@ def interruptible(line: str) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    owner, first = os.getpid(), []
+    owner = os.getpid()
+    first: list[int] = []   # the signal being handled
 
     def handler(signum: int, frame: object) -> None:
         if os.getpid() != owner:           # a forked child that kept this handler

@@ -23,9 +23,9 @@ import operator
 import os
 import re
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError
@@ -89,6 +89,7 @@ class Job:
     classes: frozenset[str] | None
 
     def __call__(self, unit: Unit) -> UnitResult:
+        """Organize one unit into DEST (or keep it, when its marker and files say it is complete)."""
         settings = self.settings(unit)
         marker = marker_path(self.dest, unit)
         old = load_marker(marker, unit)
@@ -120,10 +121,12 @@ class Job:
 
     def place(self, sample: Sample, folders: dict[str, str], result: UnitResult) -> None:
         """Write one sample to its final path (fixed or skipped under ``fix``) and record it."""
-        if sample.wnid not in folders:
-            folders[sample.wnid] = class_folder(self.dest, sample.split, sample.wnid, sample.origin)
+        wnid = sample.wnid
+        assert wnid is not None   # __call__ refuses a sample without a label
+        if wnid not in folders:
+            folders[wnid] = class_folder(self.dest, sample.split, wnid, sample.origin)
         name = base_name(sample.name, sample.origin)
-        rel = f"{sample.split}/{sample.wnid}/{name}"
+        rel = f"{sample.split}/{wnid}/{name}"
         data = sample.data
         if self.fix:
             found = imageio.probe(data)
@@ -134,7 +137,7 @@ class Job:
                 data = imageio.to_rgb_jpeg(data, self.quality)
                 result.changed.append({"path": rel, "kind": found.kind, "old_sha256": sha256(sample.data),
                                        "new_sha256": sha256(data)})
-        write_file(os.path.join(folders[sample.wnid], name), data)
+        write_file(os.path.join(folders[wnid], name), data)
         result.files.append([rel, len(data)])
 
 
@@ -170,6 +173,7 @@ def write_file(path: str, data: bytes) -> None:
 
 
 def sha256(data: bytes) -> str:
+    """The hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -258,6 +262,7 @@ class OrganizeReport(Report):
                 **{k: v for k, v in asdict(self).items() if k not in ("resumed", "seconds")}}
 
     def render(self) -> str:
+        """Counts and bytes per split, the first changed and skipped files, what was not found and kept."""
         lines = [f"organized {self.layout} at {self.source} into {self.dest} in {self.seconds:.1f} s"]
         lines += [f"  {s:<6} {self.counts[s]:>10,} files {self.bytes[s] / 1e9:>9.2f} GB" for s in self.splits]
         lines += [f"  changed  {c['path']}  ({c['kind']} -> RGB JPEG)" for c in self.changed[:10]]

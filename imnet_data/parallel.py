@@ -45,6 +45,6 @@ def map_units(fn: Callable[[T], R], items: Sequence[T], *, jobs: int | None = No
     with progress(total=sum(sizes), desc=desc, unit="B" if weights is not None else unit, unit_scale=True,
                   quiet=quiet) as bar:
         results = current().map(fn, items, jobs if jobs and jobs > 0 else None, ahead)
-        for result, size in zip(results, sizes):   # results first: the pool_map generator runs to its end
+        for result, size in zip(results, sizes, strict=True):   # results first: the pool_map generator runs to its end
             bar.update(size)
             yield result

@@ -1,7 +1,8 @@
 """Progress bars (tqdm) that the ``--quiet`` flag and non-interactive runs can switch off in one place."""
 from __future__ import annotations
 
-from typing import Iterable, TypeVar
+from collections.abc import Iterable
+from typing import TypeVar
 
 from tqdm import tqdm
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -19,7 +19,7 @@ def read_lines(name: str) -> list[str]:
     return [line for line in read_bytes(name).decode("utf-8").splitlines() if line]
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_json(name: str) -> Any:
     """A shipped JSON manifest (cached: treat the result as read-only)."""
     return json.loads(read_bytes(name))

@@ -15,8 +15,9 @@ import os
 import re
 import secrets
 import tarfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 # 2012-06-14 00:00:00 UTC, the devkit's date: any fixed value would do.
 FIXED_MTIME = 1339632000
@@ -85,7 +86,7 @@ def atomic_tar(path: Path, compress: bool = False) -> Iterator[tarfile.TarFile]:
     """A deterministic tar (``compress=True``: .tar.gz, gzip mtime 0) written atomically to ``path``."""
     with atomic_file(path) as f:
         with contextlib.ExitStack() as stack:
-            target: BinaryIO = f
+            target: BinaryIO | gzip.GzipFile = f
             if compress:
                 target = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0))
             with tarfile.open(fileobj=target, mode="w", format=tarfile.GNU_FORMAT) as tar:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_cli
 from imnet_data.fake import FakeOptions, make_fake
 from imnet_data.shards import ShardOptions, shard
+from tests.helpers import ROOT, run_cli
 
 pytest.importorskip("nvidia.dali", reason="DALI not installed: pip install nvidia-dali-cuda130")
 torch = pytest.importorskip("torch", reason="the loader yields torch tensors: pip install torch")

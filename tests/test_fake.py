@@ -149,7 +149,7 @@ def test_meta_mat_has_the_real_layout(full: FakeResult) -> None:
     real, fake = scipy.io.loadmat(REAL_META)["synsets"], meta_mat(full)
     assert fake.shape == real.shape == (1860, 1) and fake.dtype.names == real.dtype.names
     counts = collections.Counter(e["wnid"] for e in full.truth["train"].values())
-    for r, f in zip(real[:, 0], fake[:, 0]):
+    for r, f in zip(real[:, 0], fake[:, 0], strict=True):
         for field in real.dtype.names:
             if field != "num_train_images":
                 assert f[field].dtype == r[field].dtype and np.array_equal(f[field], r[field]), field
@@ -167,7 +167,7 @@ def test_val_ground_truth_maps_through_meta_mat(full: FakeResult) -> None:
     names = sorted(full.truth["val"])
     assert labels == [full.truth["val"][n]["wnid"] for n in names]
     assert [ilsvrc2012().by_wnid(w).ilsvrc2012_id for w in labels] == [int(x) for x in text.split()]
-    assert content_classes(full) == {n: w for n, w in zip(names, labels)
+    assert content_classes(full) == {n: w for n, w in zip(names, labels, strict=True)
                                      if full.truth["val"][n]["kind"] in ("jpeg", "duplicate")}
 
 
@@ -303,7 +303,8 @@ def test_imagenet_profile_without_scikit_image_says_what_to_install(tmp_path: Pa
 
 
 def test_torchvision_imagenet_accepts_the_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("torchvision", reason="torchvision is not installed (optional: pip install torch==2.14.1 torchvision==0.29.1)")
+    pytest.importorskip("torchvision",
+                        reason="torchvision is not installed (optional: pip install torch==2.14.1 torchvision==0.29.1)")
     from torchvision.datasets import ImageNet, imagenet
 
     monkeypatch.setattr(imagenet, "_verify_archive", lambda *args, **kwargs: None)  # fake md5s differ, only that

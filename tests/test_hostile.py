@@ -17,9 +17,9 @@ import tarfile
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -151,8 +151,8 @@ def test_a_devkit_bomb_is_refused_at_once(fake: FakeResult, tmp_path: Path, bomb
     src = copy_download(fake, tmp_path / "src")
     (src / GOOD_DEVKIT).write_bytes(devkit_with(fake, bomb))
     assert (src / GOOD_DEVKIT).stat().st_size < 1 << 20
-    for cmd in (["validate", str(src), "--expect", "self", "--skip-checksums"], ["organize", str(src), str(tmp_path / "o")],
-                ["shard", str(src), str(tmp_path / "s")]):
+    for cmd in (["validate", str(src), "--expect", "self", "--skip-checksums"],
+                ["organize", str(src), str(tmp_path / "o")], ["shard", str(src), str(tmp_path / "s")]):
         start = time.monotonic()
         result = run_cli(*cmd, "-q")
         clean(result)

@@ -67,7 +67,7 @@ def test_every_label_matches_its_sample_for_a_whole_epoch(shards: Path, backend:
                               **settings)
         keys, images, labels = run(loader)
         assert len(labels) == len(loader) == len(keys)
-        for batch_keys, y in zip(keys, labels):
+        for batch_keys, y in zip(keys, labels, strict=True):
             assert y.tolist() == [want[k] for k in batch_keys]
         seen = [k for batch in keys for k in batch]
         assert len(set(seen)) == len(seen)
@@ -117,7 +117,7 @@ def test_ranks_get_equal_batch_counts_and_val_covers_every_sample_once(shards: P
                               world_size=3, num_threads=1, image_size=32)
         keys, _, labels = run(loader)
         lengths.add(len(loader))
-        for batch_keys, y in zip(keys, labels):
+        for batch_keys, y in zip(keys, labels, strict=True):
             assert y.tolist() == [want[k] if k else -1 for k in batch_keys]
             seen += [k for k in batch_keys if k]
     assert len(lengths) == 1 and sorted(seen) == sorted(want)
@@ -330,9 +330,9 @@ def test_real_labels_come_with_every_val_batch(shards: Path, backend: str) -> No
     loader = build_loader(shards / "val", batch_size=8, backend=backend, device="cpu", num_threads=1,
                           image_size=16, return_real=True)
     keys = keys_of(loader)
-    for batch_keys, (x, y, real) in zip(keys, loader):
+    for batch_keys, (_x, y, real) in zip(keys, loader, strict=True):
         assert real.shape == (8, 10) and real.dtype == torch.int64
-        for key, label, row in zip(batch_keys, y.tolist(), real.tolist()):
+        for key, label, row in zip(batch_keys, y.tolist(), real.tolist(), strict=True):
             want = list(catalog.real_labels_of(key)) if key else []
             assert [v for v in row if v >= 0] == want and (key is not None or label == -1)
     train = build_loader(shards / "train", batch_size=8, backend=backend, device="cpu", num_threads=1,
@@ -398,7 +398,7 @@ def test_gpu_and_cpu_val_pipelines_agree(shards: Path) -> None:
     common = {"batch_size": 8, "backend": "dali", "remainder": "partial", "dtype": "float32"}
     on_gpu = list(build_loader(shards / "val", device="cuda", **common))
     on_cpu = list(build_loader(shards / "val", device="cpu", **common))
-    for (xg, yg), (xc, yc) in zip(on_gpu, on_cpu):
+    for (xg, yg), (xc, yc) in zip(on_gpu, on_cpu, strict=True):
         assert yg.cpu().tolist() == yc.tolist()
         assert (xg.cpu() - xc).abs().mean() < 0.15     # nvJPEG vs libjpeg-turbo: a few levels apart, not shifted
 

@@ -86,10 +86,10 @@ def test_training_batches_are_deterministic(shards: Path) -> None:
     first = list(loader(shards / "train", seed=5, num_threads=0))
     again = list(loader(shards / "train", seed=5, num_threads=2))
     assert len(first) == len(again) == 60 // 8
-    for (x, y), (x2, y2) in zip(first, again):
+    for (x, y), (x2, y2) in zip(first, again, strict=True):
         assert torch.equal(x, x2) and torch.equal(y, y2)
     other = list(loader(shards / "train", seed=6))
-    assert not all(torch.equal(x, x2) for (x, _), (x2, _) in zip(first, other))
+    assert not all(torch.equal(x, x2) for (x, _), (x2, _) in zip(first, other, strict=True))
 
 
 def test_each_epoch_has_its_own_order(shards: Path) -> None:
@@ -98,9 +98,9 @@ def test_each_epoch_has_its_own_order(shards: Path) -> None:
     assert ld.epoch == 1 and ld.step == 0  # a full pass moves on by itself
     epoch1 = list(ld)
     assert not np.array_equal(ld.schedule.order(0), ld.schedule.order(1))
-    assert not all(torch.equal(a[1], b[1]) for a, b in zip(epoch0, epoch1))
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(epoch0, epoch1, strict=True))
     ld.set_epoch(0)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch0, ld))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch0, ld, strict=True))
 
 
 def test_ranks_with_pad_see_every_sample_once(shards: Path) -> None:
@@ -142,7 +142,7 @@ def test_resume_mid_epoch_gives_the_remaining_batches(shards: Path, threads: int
     resumed.load_state_dict(state)
     rest = list(resumed)
     assert len(rest) == len(whole) - 3
-    for (x, y), (x2, y2) in zip(whole[3:], rest):
+    for (x, y), (x2, y2) in zip(whole[3:], rest, strict=True):
         assert torch.equal(x, x2) and torch.equal(y, y2)
     assert resumed.epoch == 1
 

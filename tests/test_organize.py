@@ -238,7 +238,8 @@ def test_killed_run_resumes_without_redoing_finished_units(tmp_path: Path) -> No
                     quiet=True)
     truth = {name: entry["sha256"] for name, entry in big.truth["train"].items()}
     dest, markers = tmp_path / "out", tmp_path / "out" / STATE / "train"
-    cmd = [sys.executable, "-m", "imnet_data", "organize", str(big.out), str(dest), "--jobs", "1", "-q", "--splits", "train"]
+    cmd = [sys.executable, "-m", "imnet_data", "organize", str(big.out), str(dest), "--jobs", "1", "-q",
+           "--splits", "train"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     while proc.poll() is None and len(list(markers.glob("*.json")) if markers.is_dir() else []) < 2:
         time.sleep(0.002)

@@ -14,10 +14,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -236,7 +236,7 @@ def test_shard_into_bucket_stage_and_load_every_label(fake: FakeResult, local: P
         want, seen = truth(fake, split), []
         loader = build_loader(staged, split, batch_size=8, backend="torch", device="cpu", num_threads=2,
                               remainder=remainder, image_size=64)
-        for step, (x, y) in enumerate(loader):
+        for step, (_x, y) in enumerate(loader):
             keys = loader.batch_keys(step)
             assert isinstance(y, torch.Tensor) and y.tolist() == [want[k] for k in keys]
             seen += keys

@@ -90,7 +90,7 @@ def test_every_sample_json_has_every_field_of_its_one_type(fake) -> None:
             meta = check_sample_json(json.loads(s["json"]), s["__key__"])
             real = catalog.real_labels_of(meta["key"])
             assert meta["real_labels"] == (list(real) if split == "val" else [meta["label"]])
-            for group in zip(*[iter(meta["boxes"].split())] * 5):
+            for group in zip(*[iter(meta["boxes"].split())] * 5, strict=True):
                 assert group[0] == meta["wnid"] and all(int(v) >= 0 for v in group[1:])
             assert meta["fixed"] in ("", "cmyk", "png") and meta["original_size"] == [meta["width"], meta["height"]]
 

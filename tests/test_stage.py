@@ -9,9 +9,9 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -19,8 +19,8 @@ import pytest
 from imnet_data.assign import node_ranks, shards_for_ranks
 from imnet_data.fake import FakeOptions, make_fake
 from imnet_data.shards import ShardOptions, shard
-from imnet_data.stores.base import file_sha256
 from imnet_data.stage import StoreError, parse_ranks, stage
+from imnet_data.stores.base import file_sha256
 from tests.helpers import FaultPlan, QuietHandler, run_cli, send_faulty
 from tests.servers import nginx
 

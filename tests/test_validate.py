@@ -6,20 +6,19 @@ import io
 import json
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from PIL import Image
 
 from imnet_data import tario
-from imnet_data.validate import checksums as validate_module
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
 from imnet_data.fake.imagenet21k import make_fake_imagenet21k
 from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
 from imnet_data.organize import organize
 from imnet_data.sources.ilsvrc import IlsvrcArchives
-from imnet_data.validate import Problem, ValidationReport, validate
+from imnet_data.validate import Problem, ValidationReport, checksums as validate_module, validate
 from tests.helpers import run_cli
 
 TRAIN, VAL, DEVKIT = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz"
@@ -82,7 +81,7 @@ def replace_first_images(inner: bytes, images: list[bytes]) -> tuple[bytes, list
     with tarfile.open(fileobj=io.BytesIO(inner)) as tar:
         members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
     names = [name for name, _ in members[:len(images)]]
-    return tario.tar_bytes(list(zip(names, images)) + members[len(images):]), names
+    return tario.tar_bytes(list(zip(names, images, strict=True)) + members[len(images):]), names
 
 
 def test_clean_fake_is_sound(clean: FakeResult) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import re
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def test_offline_tench_path(offline: wordnet.Hierarchy) -> None:
     assert offline.backend == "offline"
     assert path[0] == ENTITY and path[-1] == TENCH
     assert path == offline.hypernym_paths(TENCH)[0]
-    assert all(offline.parents(child) == [parent] for parent, child in zip(path, path[1:]))
+    assert all(offline.parents(child) == [parent] for parent, child in itertools.pairwise(path))
 
 
 def test_offline_paths_are_ordered_longest_then_lexicographic(offline: wordnet.Hierarchy) -> None:

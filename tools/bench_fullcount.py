@@ -15,7 +15,8 @@ Rows, each a subprocess of ``python -m imnet_data`` (this interpreter, this envi
 measure another checkout), outputs under ``--work`` (default: beside ``--src``), deleted and synced first:
 
     tar -x            outer train tar, then each inner tar into its class folder (``tar_extract`` of
-                      ``imnet_data/bench/measure.py``), and the val tar: the baseline, the same images as organize and shard
+                      ``imnet_data/bench/measure.py``), and the val tar: the baseline, the same images as
+                      organize and shard
     tar -x outer      plain ``tar -xf`` of the outer train tar only (the inner tars land as files), for scale
     validate          ``validate SRC --expect self --skip-checksums`` (headers only)
     validate --deep   the same, decoding every image
@@ -165,7 +166,7 @@ def inner_tar(job: tuple[int, str, int]) -> tuple[bytes, int]:
     index, wnid, count = job
     names = sorted(f"{wnid}_{n}.JPEG" for n in range(1, count + 1))
     images = [unique_jpeg(_BASES[(index * 7919 + i) % len(_BASES)], name) for i, name in enumerate(names)]
-    return tario.tar_bytes(zip(names, images)), sum(map(len, images))
+    return tario.tar_bytes(zip(names, images, strict=True)), sum(map(len, images))
 
 
 def write_train(path: Path, plan: Layout, bases: list[bytes], jobs: int) -> int:
@@ -173,7 +174,7 @@ def write_train(path: Path, plan: Layout, bases: list[bytes], jobs: int) -> int:
     total = 0
     work = [(i, wnid, n) for i, (wnid, n) in enumerate(plan.train.items())]
     with multiprocessing.Pool(jobs, _init_worker, (bases,)) as pool, tario.atomic_tar(path) as tar:
-        for (_, wnid, _), (data, size) in zip(work, pool.imap(inner_tar, work)):
+        for (_, wnid, _), (data, size) in zip(work, pool.imap(inner_tar, work), strict=True):
             tario.add_bytes(tar, f"{wnid}.tar", data)
             total += size
     return total
@@ -389,7 +390,8 @@ def figures(bench: Bench) -> dict[str, dict]:
     for name, row in bench.rows.items():
         s, synced = row.best
         rates = row.images / s, row.images / synced
-        ratios = [rate / (base.images / b) if base else None for rate, b in zip(rates, base.best if base else (1, 1))]
+        ratios = [rate / (base.images / b) if base else None
+                  for rate, b in zip(rates, base.best if base else (1, 1), strict=True)]
         out[name] = {"label": LABELS[name], "images": row.images, "s": s, "s_sync": synced, "img_s": rates[0],
                      "img_s_sync": rates[1], "ratio": ratios[0], "ratio_sync": ratios[1],
                      "peak_rss_mb": row.rss_kib / 1024, "runs": row.runs, "notes": row.notes}

@@ -44,7 +44,8 @@ def main() -> None:
             times[name].append(timed_run(run, out))
     images = organize(args.src, out, splits=["train"], quiet=True).counts["train"]  # the last run, resumed
     shutil.rmtree(out)
-    report(archive.stat().st_size, images, {k: tuple(map(statistics.median, zip(*v))) for k, v in times.items()},
+    report(archive.stat().st_size, images,
+           {k: tuple(map(statistics.median, zip(*v, strict=True))) for k, v in times.items()},
            out, f"ratio = organize throughput / tar throughput; target >= {TARGET:.2f}")
 
 

@@ -154,7 +154,7 @@ def run_all(args: argparse.Namespace, archive: Path, out: Path, jobs_list: list[
         for name, run in methods.items():
             times[name].append(timed_run(run, out))
     shutil.rmtree(out)
-    best = {k: tuple(map(min, zip(*v))) for k, v in times.items()}
+    best = {k: tuple(map(min, zip(*v, strict=True))) for k, v in times.items()}
     report(archive.stat().st_size, count_images(archive), best,
            out, f"ratio = throughput / plain tar -x throughput; target for shard --jobs 1 >= {TARGET:.2f} (shard "
            "fsyncs every shard, so its 's' already includes the disk writes: compare 's+sync')",

@@ -192,7 +192,7 @@ def main() -> None:
         for _ in range(args.repeat):       # interleaved, so a slow moment of the machine hits every method
             for name, run in methods:
                 t = timed_run(run, out, empty)
-                best[name] = tuple(min(a, b) for a, b in zip(best.get(name, t), t))  # type: ignore[assignment]
+                best[name] = tuple(min(a, b) for a, b in zip(best.get(name, t), t, strict=True))  # type: ignore[assignment]
     shutil.rmtree(out, ignore_errors=True)
     print(f"\n{len(files)} files, {total / 1e6:,.0f} MB, servers on loopback -> {out} (best of {args.repeat})")
     print(f"{'method':<40} {'MB/s':>8} {'+sync':>8} {'ratio':>7} {'+sync':>7}")

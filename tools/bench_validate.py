@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import tempfile
-import time
 import multiprocessing
 import statistics
+import tempfile
+import time
 from pathlib import Path
 
 from PIL import Image
@@ -88,7 +88,7 @@ def main() -> None:
         images, jobs = image_bytes(src), default_jobs(args.jobs)
         runs = [(single_core_rate(images), validate_rate(src, len(images), jobs), machine_ceiling(images, jobs))
                 for _ in range(args.repeat)]
-    single, parallel, ceiling = (max(column) for column in zip(*runs))
+    single, parallel, ceiling = (max(column) for column in zip(*runs, strict=True))
     ratio, paired = parallel / (jobs * single), statistics.median(p / (jobs * s) for s, p, _ in runs)
     verdict = "ok" if ratio >= TARGET else "BELOW TARGET"
     rows = [("images", f"{len(images):,} ({sum(map(len, images)) / 1e6:.1f} MB), best of {args.repeat} runs"),

@@ -44,7 +44,8 @@ IMAGENET21K_RELEASES = {
     "fall11": {"archive": "fall11_whole.tar", "classes": 21841, "images": 14197122, "images_at_least": False,
                "source": "image-net.org (fall 2011 release)"},
     "winter21": {"archive": "winter21_whole.tar.gz", "classes": 19167, "images": 13151276, "images_at_least": True,
-                 "source": "timm/imagenet-w21-wds dataset card: 19,167 classes; 13,151,276 images after ~2,000 removed"},
+                 "source": "timm/imagenet-w21-wds dataset card: 19,167 classes; "
+                           "13,151,276 images after ~2,000 removed"},
 }
 
 
@@ -127,7 +128,8 @@ def generate(ref: Path) -> dict[str, bytes]:
     return {
         "ilsvrc2012.json": _json(ilsvrc2012(ref, synsets)),
         "ilsvrc2012_devkit_synsets.json": _json(synsets),
-        "ilsvrc2012_val_ground_truth.txt.gz": _gz((ref / "devkit" / "ILSVRC2012_validation_ground_truth.txt").read_bytes()),
+        "ilsvrc2012_val_ground_truth.txt.gz":
+            _gz((ref / "devkit" / "ILSVRC2012_validation_ground_truth.txt").read_bytes()),
         "ilsvrc2012_real_labels.json.gz": _gz(real_labels(ref)),
         "subset_1percent.txt.gz": _gz(_text(_lines(ref / "ilsvrc2012" / "1percent.txt"))),
         "subset_10percent.txt.gz": _gz(_text(_lines(ref / "ilsvrc2012" / "10percent.txt"))),

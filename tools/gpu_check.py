@@ -152,7 +152,7 @@ class Dmon:
                 local = time.localtime(start)
                 at = time.mktime((*local[:3], *hms, *local[6:]))
                 if start - 0.5 <= at <= end + 0.5:
-                    samples.append(dict(zip(header, parts)))
+                    samples.append(dict(zip(header, parts, strict=True)))
         out = {}
         for column, key in (("sm", "sm_pct"), ("jpg", "jpeg_engine_pct"), ("dec", "video_dec_pct")):
             values = [float(s[column]) for s in samples if s.get(column, "-").replace(".", "").isdigit()]

@@ -28,7 +28,7 @@ def model_rows(model_name: str, feeds: Mapping[str, Iterable], batch_size: int, 
     ceiling), then fed by each of ``feeds`` (name -> iterable of ``(images, labels)`` on the model's device);
     a row each, measured as it is asked for. On a CPU (the dry run) the same steps run with CPU autocast."""
     import torch
-    import torchvision  # type: ignore[import-untyped]
+    import torchvision
 
     device = "cuda" if cuda() else "cpu"
     model = getattr(torchvision.models, model_name)().to(device).to(memory_format=torch.channels_last)

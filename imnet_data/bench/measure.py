@@ -130,6 +130,7 @@ def report(size: int, images: int, times: dict[str, tuple[float, float]], out: P
           f"{'img/s':>7} {'ratio':>6}   {title:>8}")
     base = next(iter(times.values()))
     for name, pair in times.items():
-        cells = [f"{s:>7.2f} {size / 1e6 / s:>7.0f} {images / s:>7.0f} {b / s:>6.2f}" for s, b in zip(pair, base)]
+        cells = [f"{s:>7.2f} {size / 1e6 / s:>7.0f} {images / s:>7.0f} {b / s:>6.2f}"
+                 for s, b in zip(pair, base, strict=True)]
         print(f"{name:<34} {cells[0]}   {cells[1]}   {cells_of.get(name, ''):>8}")
     print(footer)

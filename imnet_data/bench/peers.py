@@ -69,10 +69,10 @@ def plain_dali_row(name: str, folder: Path, batch_size: int, threads: int, devic
 
 
 def imagefolder(folder: Path, batch_size: int, workers: int, image_size: int) -> Iterator:
-    """torchvision ImageFolder + DataLoader with the standard train transforms (the usual alternative),
+    """Torchvision ImageFolder + DataLoader with the standard train transforms (the usual alternative),
     batches on the GPU when there is one."""
     import torch
-    from torchvision import datasets, transforms  # type: ignore[import-untyped]
+    from torchvision import datasets, transforms
 
     tf = transforms.Compose([transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
                              transforms.ToTensor(), transforms.Normalize(MEAN, STD)])

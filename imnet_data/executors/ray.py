@@ -119,6 +119,7 @@ class RayExecutor:
         self.tokens: list[Path] = []        # their token files, removed by close()
 
     def workers(self) -> int:
+        """The cluster's CPUs (at least 1): how many units run at once."""
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], jobs: int | None, ahead: int | None) -> Iterator[R]:
@@ -133,6 +134,8 @@ class RayExecutor:
                             lambda ref: ray.cancel(ref, force=True), items, ahead or jobs)
 
     def get(self, ref, number: int):
+        """The result of task ``ref`` (unit ``number``): the unit's own exception raised as itself, Ray's
+        failures as RuntimeError naming the unit."""
         ray = self.ray
         try:
             return ray.get(ref)
@@ -164,7 +167,7 @@ class RayExecutor:
         except BaseException:
             self.close()
             raise
-        bad = [f"node {node_name(n)}: " + "; ".join(probe_problems(r)) for n, r in zip(nodes, found)
+        bad = [f"node {node_name(n)}: " + "; ".join(probe_problems(r)) for n, r in zip(nodes, found, strict=True)
                if probe_problems(r)]
         if bad:
             self.close()
@@ -182,7 +185,7 @@ class RayExecutor:
         try:
             return ray.get(refs, timeout=PROBE_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
-            late = [node_name(n) for n, r in zip(nodes, refs) if not ray.wait([r], timeout=0)[0]]
+            late = [node_name(n) for n, r in zip(nodes, refs, strict=True) if not ray.wait([r], timeout=0)[0]]
             raise RuntimeError(f"Ray nodes did not answer the probe within {PROBE_TIMEOUT:.0f} s: "
                                f"{', '.join(late)}") from None
 

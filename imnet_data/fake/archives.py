@@ -15,7 +15,7 @@ Sink = Callable[[ImageSpec, bytes], None]  # sees every file written (hashing, t
 
 def write_train(path: Path, plan: Plan, sink: Sink, *, quiet: bool) -> None:
     """Write the train archive atomically, passing every image to ``sink``."""
-    images = zip(plan.train, render_all(plan.train, plan.options.profile, desc="train", quiet=quiet))
+    images = zip(plan.train, render_all(plan.train, plan.options.profile, desc="train", quiet=quiet), strict=True)
     with tario.atomic_tar(path) as tar:
         for wnid, members in groupby(images, key=lambda item: item[0].wnid):
             inner = []
@@ -27,7 +27,7 @@ def write_train(path: Path, plan: Plan, sink: Sink, *, quiet: bool) -> None:
 
 def write_val(path: Path, plan: Plan, sink: Sink, *, quiet: bool) -> None:
     """Write the val archive atomically, passing every image to ``sink``."""
-    images = zip(plan.val, render_all(plan.val, plan.options.profile, desc="val", quiet=quiet))
+    images = zip(plan.val, render_all(plan.val, plan.options.profile, desc="val", quiet=quiet), strict=True)
     with tario.atomic_tar(path) as tar:
         for spec, data in images:
             sink(spec, data)

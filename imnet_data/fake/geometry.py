@@ -29,7 +29,7 @@ def image_size(profile: str, rng: np.random.Generator) -> tuple[int, int]:
     if profile == "tiny":
         return int(rng.integers(40, 97)), int(rng.integers(40, 97))
     pick = rng.random()
-    for size, weight in zip(_IMAGENET_SIZES, _IMAGENET_WEIGHTS):
+    for size, weight in zip(_IMAGENET_SIZES, _IMAGENET_WEIGHTS, strict=True):
         if pick < weight:
             return size
         pick -= weight

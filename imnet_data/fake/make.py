@@ -26,7 +26,8 @@ def make_fake(out: Path, options: FakeOptions = FakeOptions(), *, quiet: bool = 
     out.mkdir(parents=True, exist_ok=True)
     plan = make_plan(options)
     # no val images: no val archive (a download without one), not an empty archive (which no download has)
-    roles = ["train"] + (["val"] if plan.val else []) + ["devkit"] + (["bbox_train", "bbox_val"] if options.bbox else [])
+    roles = (["train"] + (["val"] if plan.val else []) + ["devkit"]
+             + (["bbox_train", "bbox_val"] if options.bbox else []))
     paths = {role: out / facts()["archives"][role]["name"] for role in roles}
     sha256: dict[tuple[str, str], str] = {}
     with contextlib.ExitStack() as stack:

@@ -7,6 +7,7 @@ planned size, maybe mirrored, colour-jittered, with sensor-like grain so JPEG si
 from __future__ import annotations
 
 import importlib.resources
+import sys
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,10 @@ from imnet_data.catalog import ilsvrc2012
 from imnet_data.fake.plan import ImageSpec
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
 _SUBSAMPLING = ((2, 0.7), (1, 0.2), (0, 0.1))  # PIL codes 4:2:0, 4:2:2, 4:4:4 and their shares
 _GRAIN_TILE = 1024  # side of the per-process grain tile; images take random windows of it
@@ -58,7 +62,8 @@ def _load(path: Traversable) -> Image.Image:
         return image.convert("RGB")
 
 
-def _crop(rng: np.random.Generator, source: tuple[int, int], size: tuple[int, int]) -> tuple[float, ...]:
+def _crop(rng: np.random.Generator, source: tuple[int, int],
+          size: tuple[int, int]) -> tuple[float, float, float, float]:
     """A box of the target aspect ratio covering 30..100 % of the largest such box in the photo."""
     aspect = size[0] / size[1]
     width = min(source[0], source[1] * aspect) * np.sqrt(rng.uniform(0.3, 1.0))
@@ -69,7 +74,7 @@ def _crop(rng: np.random.Generator, source: tuple[int, int], size: tuple[int, in
 
 def jpeg_params(rng: np.random.Generator) -> dict[str, int]:
     """Quality 92..98 and a mix of chroma subsamplings: calibrated to a mean near 110 KB at 500x375."""
-    codes, shares = zip(*_SUBSAMPLING)
+    codes, shares = zip(*_SUBSAMPLING, strict=True)
     return {"quality": int(rng.integers(92, 99)), "subsampling": int(rng.choice(codes, p=shares))}
 
 

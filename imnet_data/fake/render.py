@@ -13,11 +13,13 @@ from functools import partial
 import numpy as np
 from PIL import Image
 
-from imnet_data.fake import photos, tiny
+from imnet_data.fake.photos import draw as draw_photo, jpeg_params as photo_jpeg_params
 from imnet_data.fake.plan import ImageSpec
+from imnet_data.fake.tiny import draw as draw_tiny, jpeg_params as tiny_jpeg_params
 from imnet_data.parallel import map_units
 
-PROFILES = {"tiny": tiny, "imagenet": photos}
+# a profile: how it draws an image and picks its JPEG settings
+PROFILES = {"tiny": (draw_tiny, tiny_jpeg_params), "imagenet": (draw_photo, photo_jpeg_params)}
 NOT_IMAGE = (b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
              b"<body><h1>Not Found</h1><p>The requested URL was not found on this server.</p></body></html>\n")
 _PARALLEL_FROM = 400  # fewer images are faster in one process
@@ -31,10 +33,10 @@ def render(spec: ImageSpec, profile: str) -> bytes:
         return b""
     if spec.kind == "not_image":
         return NOT_IMAGE
-    module = PROFILES[profile]
+    draw, jpeg_params = PROFILES[profile]
     rng = np.random.default_rng(spec.seed)
-    image = module.draw(spec, rng)
-    params = module.jpeg_params(rng)
+    image = draw(spec, rng)
+    params = jpeg_params(rng)
     if spec.kind == "png":
         return _encode(image, "PNG")
     data = _encode(image.convert({"cmyk": "CMYK", "gray": "L"}.get(spec.kind, "RGB")), "JPEG", **params)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

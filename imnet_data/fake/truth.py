@@ -43,7 +43,7 @@ def write_truth(result: FakeResult, path: Path) -> None:
 
 
 def _defect(spec: ImageSpec) -> dict:
-    entry = {"split": spec.split, "name": spec.name, "kind": spec.kind}
+    entry: dict[str, object] = {"split": spec.split, "name": spec.name, "kind": spec.kind}
     if spec.source is not None:
         entry["duplicate_of"] = {"split": spec.source.split, "name": spec.source.name}
     return entry

@@ -1,7 +1,8 @@
 """What every backend shares: the settings, the per-epoch batch schedule, and reading a batch of JPEG bytes.
 
-The schedule is plain data computed from (seed, epoch, rank): the rank's samples (fixed, see :mod:`imnet_data.assign`) in a
-per-epoch permutation (train) or in order (val), cut into exactly ``len(loader)`` batches on every rank:
+The schedule is plain data computed from (seed, epoch, rank): the rank's samples (fixed, see
+:mod:`imnet_data.assign`) in a per-epoch permutation (train) or in order (val), cut into exactly ``len(loader)``
+batches on every rank:
 
 * ``remainder="drop"`` (train default): every rank yields ``(total // world) // batch`` full batches; the samples
   past that are left out this epoch (a different few each epoch, as the order changes).
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -61,14 +63,17 @@ class LoaderOptions:
 
     @property
     def training(self) -> bool:
+        """Whether batches are augmented and shuffled: ``train`` when given, else the split is train."""
         return self.train if self.train is not None else self.split == "train"
 
     @property
     def policy(self) -> str:
+        """The remainder policy in force: ``remainder``, else drop when training and pad otherwise."""
         return self.remainder or ("drop" if self.training else "pad")
 
     @property
     def val_resize(self) -> int:
+        """The val resize before the center crop: ``resize_size``, else ``image_size`` * 256 / 224."""
         return self.resize_size or round(self.image_size * 256 / 224)
 
     def check(self) -> None:
@@ -123,6 +128,7 @@ class Schedule:
         return np.concatenate([base, -1 - extra])
 
     def batch(self, order: np.ndarray, step: int) -> np.ndarray:
+        """The sample positions of batch ``step`` in the epoch's ``order``."""
         b = self.options.batch_size
         return order[step * b:(step + 1) * b]
 

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from imnet_data.loader.base import LoaderOptions
 from imnet_data.loader.loader import Loader
 from imnet_data.loader.shardset import ShardSet
+
+if TYPE_CHECKING:
+    from nvidia.dali.pipeline import Pipeline
 
 INSTALL = "pip install 'imnet-data[dali]' (nvidia-dali-cuda130; CUDA 12: nvidia-dali-cuda120)"
 THREADS = 4      # DALI's CPU threads when num_threads is not given
@@ -71,6 +75,8 @@ class BatchSource:
         self.batches, self.reads = batches, {}
 
     def __call__(self, info) -> tuple[list[np.ndarray], np.ndarray]:
+        """The batch DALI asks for at ``info.iteration`` (StopIteration past the last); reads the next
+        ``ahead`` batches in the background."""
         i = info.iteration
         if i >= len(self.batches):
             raise StopIteration
@@ -94,7 +100,8 @@ def gpu_decoder_args(options: LoaderOptions) -> dict:
             "host_memory_padding": 140544512, "preallocate_width_hint": 5980, "preallocate_height_hint": 6430}
 
 
-def build_pipeline(options: LoaderOptions, device_id: int | None, source: BatchSource, decode: bool = True):
+def build_pipeline(options: LoaderOptions, device_id: int | None, source: BatchSource,
+                   decode: bool = True) -> Pipeline:
     """The DALI pipeline: JPEG bytes + labels from ``source``, augmented images + labels out. ``decode=False``
     keeps only the host path (the bytes handed to DALI, each JPEG's header parsed: ``bench --host-only``)."""
     dali, _ = import_dali()
@@ -150,7 +157,7 @@ class DaliLoader(Loader):
         super().__init__(shards, options)
         self.device_id, self.decode = cuda_device(options), decode
         self.source = BatchSource(self.reader, options.prefetch + 1, 2 * options.prefetch + 2)
-        self.pipe = None
+        self.pipe: Pipeline | None = None
         self._, self.dali_torch = import_dali()
 
     def _reconfigure(self) -> None:
@@ -159,19 +166,18 @@ class DaliLoader(Loader):
     def _run(self, batches: list[np.ndarray]) -> Iterator[tuple]:
         """One pass: DALI pulls ``batches`` from the source; a pass left early leaves prefetched work behind,
         so the pipeline is rebuilt for the next one (DALI cannot reset mid-epoch)."""
+        self.source.start(batches)
         if self.pipe is None:
-            self.source.start(batches)
             self.pipe = build_pipeline(self.options, self.device_id, self.source, self.decode)
-        else:
-            self.source.start(batches)
+        pipe = self.pipe
         finished = False
         try:
             for _ in range(len(batches)):
-                yield self._to_torch(self.pipe.run())
+                yield self._to_torch(pipe.run())
             try:
-                self.pipe.run()
+                pipe.run()
             except StopIteration:
-                self.pipe.reset()
+                pipe.reset()
                 finished = True
         finally:
             if not finished:

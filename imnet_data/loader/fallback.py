@@ -5,16 +5,16 @@ Each worker gets a whole batch's sample positions, reads the JPEG bytes with the
 :class:`~imnet_data.loader.base.BatchReader`, decodes each image with PIL at reduced scale when the crop allows
 (``Image.draft``), crops, resizes (bilinear) and flips it into a uint8 ``[B, H, W, 3]`` batch. For CPU output the
 worker also converts dtype, normalises and lays it out; for a GPU the main process copies the uint8 batch (pinned,
-non-blocking) and converts it there. Augmentation draws come from ``default_rng([seed, epoch, rank, step, slot])``, so a batch is the
-same whichever worker makes it, and a resumed epoch repeats the batches it had not yet given.
+non-blocking) and converts it there. Augmentation draws come from ``default_rng([seed, epoch, rank, step, slot])``,
+so a batch is the same whichever worker makes it, and a resumed epoch repeats the batches it had not yet given.
 """
 from __future__ import annotations
 
 import io
 import math
 import os
+from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -42,7 +42,8 @@ class TorchLoader(Loader):
             raise RuntimeError(f"device={options.device!r} asked but no CUDA GPU is visible; use device='cpu'")
         super().__init__(shards, options)
         self.output = Output(options, self.device)
-        self.tasks, self.loader = Tasks(), None
+        self.tasks = Tasks()
+        self.loader: DataLoader | None = None
 
     def _reconfigure(self) -> None:
         self.output, self.loader = Output(self.options, self.device), None   # new workers for the new size
@@ -144,7 +145,8 @@ def transform(data: np.ndarray, options: LoaderOptions, rng: np.random.Generator
     """JPEG bytes to a uint8 ``[size, size, 3]`` RGB array: a random resized crop and flip when ``rng`` is given
     (training), else the shorter side resized to ``options.val_resize`` and the centre cropped."""
     size = options.image_size
-    with Image.open(io.BytesIO(data)) as img:
+    # an ndarray is a buffer: numpy's stubs declare its __buffer__ only for Python >= 3.12
+    with Image.open(io.BytesIO(data)) as img:   # type: ignore[arg-type]
         w, h = img.size
         if rng is not None:
             x, y, cw, ch = random_resized_crop(w, h, options.scale, options.ratio, rng)
@@ -168,7 +170,7 @@ def transform(data: np.ndarray, options: LoaderOptions, rng: np.random.Generator
 
 def random_resized_crop(w: int, h: int, scale: tuple[float, float], ratio: tuple[float, float],
                         rng: np.random.Generator) -> Box:
-    """torchvision's ``RandomResizedCrop.get_params``: 10 tries at a random area and log-uniform aspect ratio
+    """Torchvision's ``RandomResizedCrop.get_params``: 10 tries at a random area and log-uniform aspect ratio
     that fits, else the whole image cropped to the nearest allowed ratio, centred."""
     area, log_ratio = w * h, (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):

@@ -3,7 +3,7 @@ resume, batches as torch tensors, and the ReaL labels of each batch when asked (
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -72,6 +72,8 @@ class Loader:
                 "world_size": self.options.world_size, "batches": len(self)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume where :meth:`state_dict` was taken; ValueError when it comes from a loader with another
+        seed, world size or data."""
         if (state["seed"], state["world_size"], state["batches"]) != (self.options.seed, self.options.world_size,
                                                                       len(self)):
             raise ValueError("state_dict comes from a loader with another seed, world size or data; cannot resume")
@@ -84,17 +86,18 @@ class Loader:
 
     def __iter__(self) -> Iterator[tuple]:
         batches = self.positions()
-        for positions, batch in zip(batches, self._run(batches)):
+        # batches first, not strict: the pass ends at the schedule's last batch, ``_run`` is not resumed past it
+        for positions, batch in zip(batches, self._run(batches), strict=False):
             self.step += 1
-            yield batch if self.real is None else (*batch, self._real(positions, batch[1]))
+            yield batch if self.real is None else (*batch, self._real(self.real, positions, batch[1]))
         self.epoch, self.step = self.epoch + 1, 0
 
-    def _real(self, positions: np.ndarray, labels):
-        """The batch's ReaL labels, ``[B, REAL_WIDTH]`` int64 on the labels' device, padded with -1 (a pad slot:
-        all -1; a sample ReaL does not cover: its own label)."""
+    def _real(self, table: np.ndarray, positions: np.ndarray, labels):
+        """The batch's ReaL labels from ``table`` (:func:`real_table`), ``[B, REAL_WIDTH]`` int64 on the labels'
+        device, padded with -1 (a pad slot: all -1; a sample ReaL does not cover: its own label)."""
         import torch
 
-        rows = torch.from_numpy(self.real[np.where(positions >= 0, positions, -1 - positions)]).to(labels.device,
+        rows = torch.from_numpy(table[np.where(positions >= 0, positions, -1 - positions)]).to(labels.device,
                                                                                                  non_blocking=True)
         own = rows[:, 0] == USE_LABEL
         rows[:, 0] = torch.where(own, labels, rows[:, 0])

@@ -76,7 +76,8 @@ class MappedShards:
                              f"{int(size[i]):,} bytes); re-stage it or run 'imnet-data verify'")
 
     def _reset(self) -> None:
-        self.pid, self.lock, self._region = os.getpid(), threading.Lock(), None
+        self.pid, self.lock = os.getpid(), threading.Lock()
+        self._region: np.ndarray | None = None
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in vars(self).items() if k not in ("pid", "lock", "_region")}
@@ -96,6 +97,7 @@ class MappedShards:
         return self._region
 
     def path_of(self, i: int) -> str:
+        """The path of the shard that holds sample ``i``."""
         return self.paths[self.shard[i]]
 
 
@@ -122,7 +124,8 @@ def map_region(paths: list[str], slots: dict[int, int], sizes: dict[int, int], t
             if size < sizes[shard]:
                 raise ShardError(f"{path}: shrank from {sizes[shard]:,} to {size:,} bytes while opening the loader")
             flags = mmap.MAP_SHARED | _MAP_FIXED     # into its slot of the reservation
-            if sizes[shard] and _LIBC.mmap(address + slot, sizes[shard], mmap.PROT_READ, flags, fd, 0) != address + slot:
+            want = address + slot
+            if sizes[shard] and _LIBC.mmap(want, sizes[shard], mmap.PROT_READ, flags, fd, 0) != want:
                 raise ShardError(f"{path}: cannot map ({os.strerror(ctypes.get_errno())})")
         finally:
             os.close(fd)
@@ -148,12 +151,12 @@ def gather(files: MappedShards, rows: np.ndarray) -> tuple[list[np.ndarray], np.
     tail = window[:, 10:]
     problems = np.where((window[:, 8] != 0xFF) | (window[:, 9] != 0xD8), 1,
                         np.where(((tail[:, :-1] == 0xFF) & (tail[:, 1:] == 0xD9)).any(1), 0, 2))
-    views = [region[a:b] for a, b in zip(start.tolist(), end.tolist())]
+    views = [region[a:b] for a, b in zip(start.tolist(), end.tolist(), strict=True)]
     return views, labels, problems
 
 
 def label_of(files: MappedShards, i: int) -> int:
-    """Sample ``i``'s label the slow way, for a ``.cls`` that is not plain digits (e.g. ``b"7\\n"`` from
+    r"""Sample ``i``'s label the slow way, for a ``.cls`` that is not plain digits (e.g. ``b"7\n"`` from
     another writer) or not a class of the label space; ShardError naming shard and key when it is not a number
     or outside ``0 <= label < files.classes`` (``-1``, the pad slots' label, included: never yielded as a
     sample's label, nor masked out as padding)."""

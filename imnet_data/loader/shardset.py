@@ -52,10 +52,12 @@ class ShardSet:
 
     @property
     def total(self) -> int:
+        """The samples of every shard together."""
         return sum(self.counts)
 
     @property
     def num_classes(self) -> int | None:
+        """The label space's class count from the manifest (None without one)."""
         return len(self.manifest["classes"]) if self.manifest else None
 
     def locate(self, rank: int, world_size: int) -> Located:
@@ -88,6 +90,7 @@ def resolve(source: str | os.PathLike, split: str | None = None) -> tuple[dict |
             raise ShardError(f"{path}: a shard root; name one of its splits: split={' or '.join(map(repr, splits))}"
                              + (f" (not {split!r})" if split else ""))
         path = path / split
+    manifest: dict | None
     if path.is_dir() or path.suffix == ".json":
         manifest = read_manifest(path)
         folder = path if path.is_dir() else path.parent
@@ -123,6 +126,7 @@ def check_shard(path: Path, entry: dict) -> None:
 
 
 def index_path(shard: Path) -> Path:
+    """The DALI index file beside a shard (``.idx``)."""
     return shard.with_suffix(".idx")
 
 

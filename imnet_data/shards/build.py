@@ -13,9 +13,10 @@ import hashlib
 import itertools
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Iterable
 
 from imnet_data.errors import UsageError
 from imnet_data.parallel import check_visible, default_jobs, map_units
@@ -49,6 +50,8 @@ class SplitReport:
 
 @dataclass
 class ShardReport(Report):
+    """What :func:`shard` did: every split's report and the expected splits the download lacks."""
+
     dest: str
     node_rank: int
     num_nodes: int
@@ -57,9 +60,12 @@ class ShardReport(Report):
 
     @property
     def ok(self) -> bool:
+        """Every expected split was found and no shard failed."""
         return not self.not_found and not any(s.failed for s in self.splits)
 
     def render(self) -> str:
+        """Per split: samples, shards, what was written, kept and left to other nodes, failures and the
+        manifest."""
         lines = [f"shards in {self.dest}" + (f" (node {self.node_rank} of {self.num_nodes})"
                                             if self.num_nodes > 1 else "")]
         for s in self.splits:
@@ -71,7 +77,8 @@ class ShardReport(Report):
             lines += [f"    FAILED {f['shard']}: {f['reason']}" for f in s.failed]
             lines.append(f"    manifest: {s.manifest}" if s.manifest else
                          "    manifest: not written: run the same command again" if s.failed else
-                         f"    manifest: not written yet; when all nodes are done: imnet-data shard --merge {self.dest}")
+                         "    manifest: not written yet; when all nodes are done: "
+                         f"imnet-data shard --merge {self.dest}")
         lines += [f"  NOT FOUND: {n} (name the splits to do with --splits)" for n in self.not_found]
         return "\n".join(lines)
 
@@ -99,7 +106,7 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
         for split in list(splits or source.splits()):
             plan = make_plan(source, split, options, jobs, quiet)
             store = root.child(split)
-            prepare(store, plan.header(), [s.digest for s in plan.shards], lambda: plan_bytes(plan), overwrite)
+            prepare(store, plan.header(), [s.digest for s in plan.shards], partial(plan_bytes, plan), overwrite)
             folder = scratch / split
             folder.mkdir(parents=True, exist_ok=True)
             sweep_partials(folder)

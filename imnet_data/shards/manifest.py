@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from imnet_data import __version__, catalog
-from imnet_data.shards.plan import read_plan
 from imnet_data.shards.peers import update_info, write_wids
+from imnet_data.shards.plan import read_plan
 from imnet_data.shards.schema import FORMAT_VERSION, MANIFEST_FORMAT, parse_manifest, read_capped
 from imnet_data.shards.writer import read_record
 from imnet_data.stores import WritableStore
@@ -88,7 +88,8 @@ def build_manifest(plan: dict, records: list[dict]) -> dict:
     return {"format": MANIFEST_FORMAT, "format_version": FORMAT_VERSION, "tool_version": __version__,
             "split": plan["split"], "name": plan["name"], "pattern": plan["pattern"], "options": plan["options"],
             "source": plan["source"], "label_space": plan["label_space"],
-            "classes": [{"index": i, "wnid": w, "name": n} for i, (w, n) in enumerate(zip(plan["classes"], names))],
+            "classes": [{"index": i, "wnid": w, "name": n}
+                        for i, (w, n) in enumerate(zip(plan["classes"], names, strict=True))],
             "num_samples": sum(r["samples"] for r in records), "num_bytes": sum(r["bytes"] for r in records),
             "class_counts": counts, "fixed": [f for r in records for f in r["fixed"]],
             "shards": [{k: r[k] for k in ("name", "samples", "bytes", "sha256", "histogram", "index")}

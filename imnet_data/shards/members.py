@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data.sources.safety import DEFAULT_LIMITS
 from imnet_data.tario import BLOCK, header_size
@@ -70,7 +70,8 @@ def member_key(path: Path, info: tarfile.TarInfo) -> tuple[str, str]:
 def samples(path: Path, tar: tarfile.TarFile) -> Iterator[tuple[str, Group]]:
     """``(key, {ext: member})`` of every sample of the open shard ``tar``, in order (consecutive members with
     one key); a member repeating an extension of its sample raises."""
-    key, group = None, {}
+    key = ""   # no sample yet (every member's key is non-empty)
+    group: Group = {}
     for info in tar:
         if info.isdir():
             continue

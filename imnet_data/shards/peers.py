@@ -1,4 +1,4 @@
-"""What the readers people already have look for beside the shards, written from each split's manifest:
+"""What the readers people already have look for beside the shards, written from each split's manifest.
 
 * ``DEST/<split>/wids.json``: the shard index of ``wids.ShardListDataset`` (random access);
 * ``DEST/_info.json``: timm's WebDataset split table (``create_dataset('wds/...', root=DEST, split=...)``), with

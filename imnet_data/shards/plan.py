@@ -12,22 +12,23 @@ import gc
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import math
 import random
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data import __version__, catalog
 from imnet_data.catalog import LABEL_SPACES
 from imnet_data.errors import UsageError
 from imnet_data.parallel import map_units
-from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
 from imnet_data.shards.schema import KEY
+from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
 from imnet_data.sources.base import stem
 from imnet_data.stores import ReadableStore
 
@@ -69,9 +70,11 @@ class ShardOptions:
                 raise UsageError(f"{name.replace('_', '-')} must be {span}, got {value}")
 
     def shuffles(self, split: str) -> bool:
+        """Whether ``split`` is shuffled: ``shuffle`` when given, else train only."""
         return self.shuffle if self.shuffle is not None else split == "train"
 
     def reencodes(self) -> bool:
+        """Whether images are re-encoded (a size cap or a quality given)."""
         return bool(self.max_size or self.short_side or self.quality)
 
 
@@ -113,6 +116,7 @@ class SplitPlan:
 
     @property
     def num_samples(self) -> int:
+        """The samples of every shard together."""
         return sum(len(s.samples) for s in self.shards)
 
     def header(self) -> dict:
@@ -122,12 +126,14 @@ class SplitPlan:
                 "source": self.source, "label_space": self.label_space, "classes": list(self.classes)}
 
     def as_dict(self) -> dict:
+        """The plan file's content: the header, then each shard's name, digest, keys and labels."""
         return {**self.header(), "shards": [
             {"name": s.name, "digest": s.digest, "keys": [p.key for p in s.samples],
              "labels": [p.label for p in s.samples]} for s in self.shards]}
 
     @property
     def digest(self) -> str:
+        """The sha256 of the header and every shard's digest: names exactly what the split will hold."""
         return _sha256_json([self.header(), [s.digest for s in self.shards]])
 
 
@@ -222,10 +228,11 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
             raise SourceError(f"{e.origin}: no label: {source.unlabelled(split)}")
         if e.wnid not in index:
             raise SourceError(f"{e.origin}: class {e.wnid} is not one of the {len(classes):,} {space} classes "
-                              f"(leave it out with --classes, or pick another --label-space: {', '.join(LABEL_SPACES)})")
+                              "(leave it out with --classes, or pick another --label-space: "
+                              f"{', '.join(LABEL_SPACES)})")
         planned.append(PlannedSample(sample_key(e), index[e.wnid], e))
     planned.sort(key=lambda p: p.key)
-    for a, b in zip(planned, planned[1:]):
+    for a, b in itertools.pairwise(planned):
         if a.key == b.key:
             raise SourceError(f"{b.entry.origin}: sample key {b.key!r} also used by {a.entry.origin}")
     if options.shuffles(split):
@@ -233,8 +240,8 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
     name = options.name or SPACE_NAMES.get(space) or LAYOUT_NAMES.get(source.layout, "imagenet")
     plan = SplitPlan(split, name, recorded_options(options, split), source_identity(source, split, entries),
                      space, classes)
-    for i, (a, b) in enumerate(cut(len(planned), [p.entry.size for p in planned], options)):
-        shard = ShardPlan(i, f"{name}-{split}-{i:06d}.tar", planned[a:b])
+    for i, (start, end) in enumerate(cut(len(planned), [p.entry.size for p in planned], options)):
+        shard = ShardPlan(i, f"{name}-{split}-{i:06d}.tar", planned[start:end])
         shard.digest = _sha256_json([plan.options, [(p.key, p.label, p.entry.size) for p in shard.samples]])
         plan.shards.append(shard)
     return plan

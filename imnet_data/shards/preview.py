@@ -12,9 +12,9 @@ import io
 import json
 import math
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from PIL import Image, ImageDraw, ImageFont
 

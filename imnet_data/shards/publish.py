@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from imnet_data.errors import UsageError
 from imnet_data.parallel import default_jobs
@@ -65,6 +65,7 @@ class Uploader:
         return retrying(label, attempt, self.retries, self.backoff, lambda: self.count(retried=1))
 
     def count(self, sent: int = 0, retried: int = 0) -> None:
+        """Add ``sent`` bytes and ``retried`` retries to the totals (from any thread)."""
         with self.lock:
             self.sent, self.retried = self.sent + sent, self.retried + retried
 
@@ -90,16 +91,19 @@ class Publisher:
         self.failed: list[dict] = []
 
     def __call__(self, record: dict) -> None:
+        """Queue a written shard's upload; waits while ``2 * jobs`` are pending."""
         while len(self.pending) >= 2 * self.jobs:
             self.collect(wait(self.pending, return_when=FIRST_COMPLETED).done)
         self.pending[self.pool.submit(self.publish, record)] = record["name"]
 
     def publish(self, record: dict) -> None:
+        """Upload a shard, its index and record, then remove them from the work folder."""
         self.uploader.send_shard(self.store, self.folder, record)
         for name in (record["name"], record["index"]["name"], record_name(record["name"])):
             (self.folder / name).unlink(missing_ok=True)
 
     def collect(self, done: Iterable[Future]) -> None:
+        """Note the finished uploads; each failed one's reason goes to ``failed``."""
         for future in list(done):
             name = self.pending.pop(future)
             if isinstance(outcome := reason_or(future.result), str):
@@ -128,6 +132,7 @@ class UploadReport(TransferReport):
     retries: int = 0
 
     def render(self) -> str:
+        """Shards sent, already there and failed, the throughput, the manifests, each failure."""
         lines = [f"uploaded {', '.join(self.splits)} from {self.source} to {self.dest}: {len(self.uploaded)} shards "
                  f"sent, {len(self.skipped)} already there, {len(self.failed)} failed",
                  f"  {self.throughput()}; {self.retries} retries"]
@@ -171,7 +176,7 @@ def upload_split(up: Uploader, pool: ThreadPoolExecutor, folder: Path, manifest:
     drop_other(store, MANIFEST, (folder / MANIFEST).read_bytes())
     shards, failed = manifest["shards"], False
     for shard, outcome in zip(shards, pool.map(lambda s: reason_or(lambda: up.send_shard(store, folder, s)),
-                                               shards)):
+                                               shards), strict=True):
         label = f"{manifest['split']}/{shard['name']}"
         if isinstance(outcome, str):
             report.failed.append({"shard": label, "reason": outcome})

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from imnet_data.stores.base import MAX_METADATA
 
@@ -56,7 +57,7 @@ def check_sample_json(meta: Any, where: str) -> dict:
         top.fail("", f"the fields {sorted(SAMPLE_FIELDS)}", sorted(meta))
     for name, (kind, _, _) in SAMPLE_FIELDS.items():
         value = meta[name]
-        ok = isinstance(value, kind) and not isinstance(value, bool) and (kind is not list or all(
+        ok = isinstance(value, kind) and not isinstance(value, bool) and (not isinstance(value, list) or all(
             isinstance(v, int) and not isinstance(v, bool) for v in value))
         if not ok:
             top.fail(name, kind.__name__ + (" of ints" if kind is list else ""), value)
@@ -124,12 +125,13 @@ class _Fields:
     def items(self, name: str) -> list:
         return self.get(name, "a list", lambda v: isinstance(v, list))
 
-    def child(self, name: str, value: Any | None = None) -> "_Fields":
+    def child(self, name: str, value: Any | None = None) -> _Fields:
         return _Fields(self.data.get(name) if value is None else value, self.where,
                        f"{self.path}.{name}" if self.path else name)
 
 
 def is_count(value: Any) -> bool:
+    """A non-negative int (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -139,7 +141,8 @@ def check_manifest(data: Any, where: str) -> dict:
     if data.get("format") != MANIFEST_FORMAT:
         top.fail("format", repr(MANIFEST_FORMAT), data.get("format"))
     if data.get("format_version") != FORMAT_VERSION:
-        top.fail("format_version", f"{FORMAT_VERSION} (this tool's; a newer tool wrote it?)", data.get("format_version"))
+        top.fail("format_version", f"{FORMAT_VERSION} (this tool's; a newer tool wrote it?)",
+                 data.get("format_version"))
     top.text("split", FILE_NAME)
     top.text("name")
     classes = top.items("classes")
@@ -197,9 +200,9 @@ def parse_index(raw: bytes, where: str) -> Iterator[tuple[str, list[str]]]:
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
+        row = raw.count(b"\n", 0, e.start) + 1
         column = e.start - raw.rfind(b"\n", 0, e.start)
-        raise SchemaError(f"{where}:{line}: byte 0x{raw[e.start]:02x} at column {column} is not ASCII (an index "
+        raise SchemaError(f"{where}:{row}: byte 0x{raw[e.start]:02x} at column {column} is not ASCII (an index "
                           "is ASCII text)") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":

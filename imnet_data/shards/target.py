@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from imnet_data.shards.manifest import MANIFEST
 from imnet_data.shards.peers import WIDS

@@ -15,9 +15,9 @@ import json
 import tarfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from imnet_data.errors import UsageError
 from imnet_data.imageio import probe
@@ -68,9 +68,11 @@ class VerifyReport(Report):
 
     @property
     def ok(self) -> bool:
+        """No problem found."""
         return not self.problems
 
     def render(self) -> str:
+        """What was checked and the rate, then OK or every problem."""
         rate = self.bytes / self.seconds / 1e6 if self.seconds else 0.0
         head = (f"verified {self.shards} shards of {', '.join(self.splits) or 'no split'} in {self.dest}"
                 f"{' (deep: every image decoded)' if self.deep else ''}: {self.samples:,} samples, "

@@ -83,6 +83,8 @@ class HashingWriter:
                     self.error = e
 
     def write(self, data: bytes) -> None:
+        """Append ``data``; it reaches the writer thread in hand-offs of ``HANDOFF`` bytes (the writer's
+        error, if any, is raised here)."""
         if self.error is not None:
             raise self.error
         self.pending.append(data)
@@ -96,7 +98,7 @@ class HashingWriter:
             self.queue.put(b"".join(self.pending))
             self.pending, self.pending_bytes = [], 0
 
-    def __enter__(self) -> "HashingWriter":
+    def __enter__(self) -> HashingWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -111,7 +113,8 @@ def add_sample(out: HashingWriter, key: str,
                parts: list[tuple[str, bytes]]) -> tuple[str, list[tuple[str, int, int]]]:
     """Append the members ``<key>.<ext>`` of one sample in one write; return its DALI index row (each
     member's extension, data offset and size)."""
-    chunks, fields, pos = [], [], out.pos
+    chunks: list[bytes] = []
+    fields, pos = [], out.pos
     for ext, data in parts:
         pad = -len(data) % BLOCK
         chunks += (tar_header(f"{key}.{ext}", len(data)), data, b"\0" * pad)
@@ -206,7 +209,8 @@ def write_shard(job: ShardJob) -> dict:
     folder, shard = Path(job.folder), job.shard
     tar_path = folder / shard.name
     idx_path = tar_path.with_suffix(".idx")
-    rows, labels, fixed = [], Counter(), []
+    rows, fixed = [], []
+    labels: Counter[int] = Counter()
     with atomic_file(tar_path) as f:
         with HashingWriter(f) as out:
             for sample in shard.samples:
@@ -235,6 +239,7 @@ def record_name(shard_name: str) -> str:
 
 
 def record_path(folder: Path, shard_name: str) -> Path:
+    """The path of a shard's record in a split folder."""
     return folder / record_name(shard_name)
 
 

@@ -7,9 +7,9 @@ parallel, each yielding :class:`Sample` objects without extracting anything to d
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 WNID = re.compile(r"^n\d{8}$")
 
@@ -54,9 +54,10 @@ class Unit:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One sample as listed (slots, no origin string stored: a plan holds 1.28M of them), with a locator to read its bytes later by random access (what a global shuffle
-    needs): ``loc`` is ``("range", path, offset, size)`` (a file, or a member stored in an uncompressed tar) or
-    ``("zip", path, member)``; :func:`imnet_data.sources.access.fetch` reads it."""
+    """One sample as listed (slots, no origin string stored: a plan holds 1.28M of them), with a locator to read
+    its bytes later by random access (what a global shuffle needs): ``loc`` is ``("range", path, offset, size)``
+    (a file, or a member stored in an uncompressed tar) or ``("zip", path, member)``;
+    :func:`imnet_data.sources.access.fetch` reads it."""
 
     name: str                  # original file name
     wnid: str | None
@@ -79,7 +80,7 @@ def check_wnid(wnid: str, origin: str) -> str:
 
 
 def printable(name: str) -> str:
-    """A file name as valid text: bytes that are not UTF-8 (kept as surrogates when read) shown as ``\\xNN``."""
+    r"""A file name as valid text: bytes that are not UTF-8 (kept as surrogates when read) shown as ``\xNN``."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
@@ -166,6 +167,7 @@ class Source:
                     yield sample
 
     def describe(self) -> str:
+        """The layout and root, for messages."""
         return f"{self.layout} at {self.root}"
 
     def unlabelled(self, split: str) -> str:

@@ -10,7 +10,6 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from imnet_data.sources.base import SourceError
 from imnet_data.sources.safety import DEVKIT_LIMITS, read_member, tar_members
 

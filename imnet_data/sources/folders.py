@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from imnet_data.errors import UsageError
-from imnet_data.sources import devkit
 from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
+from imnet_data.sources.devkit import ARCHIVE as DEVKIT_ARCHIVE, FOLDER as DEVKIT_FOLDER, Devkit, load as load_devkit
 from imnet_data.sources.ilsvrc import VAL_NAME, VAL_UNIT
 
 SPLITS = ("train", "val")
@@ -27,9 +27,9 @@ def entries(folder: Path) -> list[os.DirEntry]:
             found = sorted(it, key=lambda e: e.name)
     except OSError as e:
         raise SourceError(f"{folder}: cannot list the folder ({e.strerror})") from e
-    for e in found:
-        if not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False)):
-            raise SourceError(f"{e.path}: a symlink or special file; only regular files and folders are read")
+    for entry in found:
+        if not (entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False)):
+            raise SourceError(f"{entry.path}: a symlink or special file; only regular files and folders are read")
     return found
 
 
@@ -131,6 +131,8 @@ class Folders(Source):
         return not any((self.root / s).is_dir() for s in SPLITS)
 
     def splits(self) -> list[str]:
+        """``train`` and ``val`` where their folders exist; for a single split's folder, the split its name
+        names (UsageError when it cannot name one)."""
         if not self.single:
             return [s for s in SPLITS if (self.root / s).is_dir()]
         name = Path(os.path.abspath(self.root)).name
@@ -140,14 +142,16 @@ class Folders(Source):
         return [name]
 
     def home(self, split: str) -> str:
+        """The split's folder: the root itself for a single split's folder."""
         return str(self.root if self.single else self.root / split)
 
     @cached_property
-    def devkit(self) -> devkit.Devkit | None:
+    def devkit(self) -> Devkit | None:
         """The devkit in the root (labels a flat val), or None."""
-        return devkit.load(self.root)
+        return load_devkit(self.root)
 
     def units(self, split: str) -> list[Unit]:
+        """A unit per class folder, or slices of a flat val folder's files (named ILSVRC2012_val_*)."""
         if split not in self.splits():
             raise SourceError(f"{self.root}: no {split}/ folder (have {self.splits()})")
         folder = Path(self.home(split))
@@ -161,6 +165,7 @@ class Folders(Source):
         return chunk_units(split, folder, files)
 
     def read(self, unit: Unit) -> Iterator[Sample]:
+        """The unit's files, labelled by class folder or, for a flat val folder, by the devkit."""
         for name, data, path in read_files(*unit.ref):
             yield Sample(unit.split, stem(name), self._wnid(unit, name), name, data, path)
 
@@ -171,7 +176,7 @@ class Folders(Source):
 
     def unlabelled(self, split: str) -> str:
         """A flat val folder carries no labels: the devkit in the root does."""
-        return (f"a flat {split} folder needs the devkit {devkit.ARCHIVE} (or its extracted {devkit.FOLDER}/) "
+        return (f"a flat {split} folder needs the devkit {DEVKIT_ARCHIVE} (or its extracted {DEVKIT_FOLDER}/) "
                 f"beside it in {self.root}, or {split}/<wnid>/ class folders")
 
     def _wnid(self, unit: Unit, name: str) -> str | None:

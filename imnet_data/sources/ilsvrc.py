@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import re
 import tarfile
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
-from imnet_data.sources import devkit
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.boxes import load_voc_archive
+from imnet_data.sources.devkit import ARCHIVE as DEVKIT_ARCHIVE, FOLDER as DEVKIT_FOLDER, Devkit, load as load_devkit
 from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name, window
 from imnet_data.tario import BLOCK, header_size
 
@@ -144,6 +144,7 @@ class IlsvrcArchives(Source):
     expected = ("train", "val")
 
     def home(self, split: str) -> str:
+        """The split's official archive."""
         return str(self.root / {"train": TRAIN, "val": VAL}[split])
 
     def missing(self, split: str) -> str:
@@ -159,12 +160,13 @@ class IlsvrcArchives(Source):
         return path.is_dir() and any((path / n).is_file() for n in (TRAIN, VAL))
 
     def splits(self) -> list[str]:
+        """The splits whose official archive is present."""
         return [s for s, name in (("train", TRAIN), ("val", VAL)) if (self.root / name).is_file()]
 
     @cached_property
-    def devkit(self) -> devkit.Devkit | None:
+    def devkit(self) -> Devkit | None:
         """The devkit in the folder, or None."""
-        return devkit.load(self.root)
+        return load_devkit(self.root)
 
     @cached_property
     def _boxes(self) -> dict[str, dict[str, tuple[Box, ...]]]:
@@ -176,6 +178,8 @@ class IlsvrcArchives(Source):
         return self._boxes[split].get(key, ())
 
     def units(self, split: str) -> list[Unit]:
+        """train: one unit per inner ``<wnid>.tar`` (checked, capped, by WNID); val: slices of the val tar's
+        members by name."""
         if split == "train":
             path = self.root / TRAIN
             units = []
@@ -223,6 +227,8 @@ class IlsvrcArchives(Source):
         return out
 
     def read(self, unit: Unit) -> Iterator[Sample]:
+        """The images of an inner class tar (or a slice of it) or of a val slice, with their bbox-archive
+        boxes; val labelled by the devkit."""
         if unit.split == "train":
             path, offset, size, part = (*unit.ref, (0, 1))[:4]
             origin = f"{path}:{unit.name}.tar"
@@ -269,7 +275,7 @@ class IlsvrcArchives(Source):
 
     def unlabelled(self, split: str) -> str:
         """The val tar carries no labels: the devkit beside it does."""
-        return (f"the val tar {VAL} needs the devkit {devkit.ARCHIVE} (or its extracted {devkit.FOLDER}/) beside "
+        return (f"the val tar {VAL} needs the devkit {DEVKIT_ARCHIVE} (or its extracted {DEVKIT_FOLDER}/) beside "
                 f"it in {self.root}")
 
     def _val_wnid(self, name: str, origin: str) -> str | None:

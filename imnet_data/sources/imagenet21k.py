@@ -11,9 +11,9 @@ import os
 import re
 import tarfile
 import zlib
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from imnet_data import catalog
 from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, stem
@@ -69,6 +69,7 @@ class ImageNet21k(Source):
     about = "ImageNet-21k (fall11_whole.tar / winter21_whole.tar.gz, or its <wnid>.tar / <wnid>/ entries)"
 
     def home(self, split: str) -> str:
+        """The archive, or the extracted folder."""
         return str(self.archive or self.root)
 
     @classmethod
@@ -82,9 +83,12 @@ class ImageNet21k(Source):
         return find_archive(self.root)
 
     def splits(self) -> list[str]:
+        """Only train: ImageNet-21k has no val split."""
         return ["train"]
 
     def units(self, split: str) -> list[Unit]:
+        """One unit per inner ``<wnid>.tar`` of a plain tar or per entry of an extracted folder; a gzipped
+        archive is one stream unit (it cannot be read out of order)."""
         if split != "train":
             raise SourceError(f"{self.root}: ImageNet-21k has only a train split, not {split!r}")
         path = self.archive
@@ -114,6 +118,7 @@ class ImageNet21k(Source):
         return Unit("train", inner_wnid(path.name, str(path)), ("tar", str(path), 0, size, str(path)), size)
 
     def read(self, unit: Unit) -> Iterator[Sample]:
+        """The images of a class folder, an inner class tar, or the whole gzipped stream."""
         kind, *ref = unit.ref
         if kind == "folder":
             for name, data, path in read_files(*ref):

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.boxes import parse_loc
@@ -50,6 +50,7 @@ class Kaggle(Source):
     expected = ("train", "val")
 
     def home(self, split: str) -> str:
+        """The split's folder under ``ILSVRC/Data/CLS-LOC``."""
         return str(self.root / CLS_LOC / split)
 
     @classmethod
@@ -58,9 +59,12 @@ class Kaggle(Source):
         return (path / CLS_LOC).is_dir()
 
     def splits(self) -> list[str]:
+        """The splits whose folder under ``ILSVRC/Data/CLS-LOC`` exists."""
         return [s for s in SPLITS if (self.root / CLS_LOC / s).is_dir()]
 
     def units(self, split: str) -> list[Unit]:
+        """train: one unit per class folder; val: slices of the flat folder, every file's label checked in
+        ``LOC_val_solution.csv`` first."""
         if split not in self.splits():
             raise SourceError(f"{self.root / CLS_LOC}: no {split}/ folder (have {self.splits()})")
         folder = self.root / CLS_LOC / split
@@ -72,6 +76,7 @@ class Kaggle(Source):
         return chunk_units(split, folder, files)
 
     def read(self, unit: Unit) -> Iterator[Sample]:
+        """The unit's files with their boxes from the ``LOC_*_solution.csv``; val labelled by its first box."""
         solution = self._solution(unit.split)
         for name, data, path in read_files(*unit.ref):
             boxes = self._boxes(unit.split, solution, name, path)

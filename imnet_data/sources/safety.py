@@ -11,16 +11,21 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import itertools
 import lzma
 import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import IO, TYPE_CHECKING
 
 from imnet_data.sources.base import SourceError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -75,7 +80,7 @@ def _kind(ti: tarfile.TarInfo) -> str:
 class _Window(io.RawIOBase):
     """A read-only view of ``size`` bytes at ``offset`` of an open file (an inner tar inside the outer tar)."""
 
-    def __init__(self, f: BinaryIO, offset: int, size: int) -> None:
+    def __init__(self, f: io.BufferedReader, offset: int, size: int) -> None:
         self._f, self._start, self._size, self._pos = f, offset, size, 0
 
     def readable(self) -> bool:
@@ -92,17 +97,18 @@ class _Window(io.RawIOBase):
         self._pos = max(0, min(self._size, base + pos))
         return self._pos
 
-    def readinto(self, b: bytearray) -> int:
-        n = min(len(b), self._size - self._pos)
+    def readinto(self, b: WriteableBuffer) -> int:
+        view = memoryview(b)
+        n = min(len(view), self._size - self._pos)
         if n <= 0:
             return 0
         self._f.seek(self._start + self._pos)
-        got = self._f.readinto(memoryview(b)[:n])
+        got = self._f.readinto(view[:n])
         self._pos += got
         return got
 
 
-def window(f: BinaryIO, offset: int, size: int) -> BinaryIO:
+def window(f: io.BufferedReader, offset: int, size: int) -> io.BufferedReader:
     """A buffered read-only view of part of ``f``."""
     return io.BufferedReader(_Window(f, offset, size), buffer_size=4 * MiB)
 
@@ -111,13 +117,13 @@ class _Capped(io.RawIOBase):
     """A read-only stream of at most ``limit`` bytes: reading past it raises UnsafeArchiveError (a compressed
     archive's expansion cap, counted on what decompression really produces)."""
 
-    def __init__(self, f: BinaryIO, limit: int, origin: str) -> None:
+    def __init__(self, f: io.BufferedIOBase, limit: int, origin: str) -> None:
         self._f, self._left, self._limit, self._origin = f, limit, limit, origin
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: bytearray) -> int:
+    def readinto(self, b: WriteableBuffer) -> int:
         n = self._f.readinto(b)
         self._left -= n
         if self._left < 0:
@@ -128,18 +134,21 @@ class _Capped(io.RawIOBase):
 DECOMPRESSION_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError, OSError)
 
 
-def decompressed(fileobj: BinaryIO, origin: str, limits: Limits) -> BinaryIO:
+def decompressed(fileobj: IO[bytes], origin: str, limits: Limits) -> io.BufferedReader:
     """``fileobj`` decompressed when it is gzip, bzip2 or xz (told by its first bytes), capped at
     ``limits.max_total_bytes`` of output."""
-    buffered = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(fileobj)   # type: ignore[arg-type]
+    if isinstance(fileobj, io.BufferedReader):   # an open file, a window, a tar member's reader
+        buffered = fileobj
+    else:
+        buffered = io.BufferedReader(fileobj)
     magic = buffered.peek(6)[:6]
-    stream: BinaryIO = buffered
+    stream: io.BufferedIOBase = buffered
     if magic[:2] == b"\x1f\x8b":
-        stream = gzip.GzipFile(fileobj=buffered)   # type: ignore[assignment]
+        stream = gzip.GzipFile(fileobj=buffered)
     elif magic[:3] == b"BZh":
-        stream = bz2.BZ2File(buffered)   # type: ignore[assignment]
+        stream = bz2.BZ2File(buffered)
     elif magic == b"\xfd7zXZ\x00":
-        stream = lzma.LZMAFile(buffered)   # type: ignore[assignment]
+        stream = lzma.LZMAFile(buffered)
     return io.BufferedReader(_Capped(stream, limits.max_total_bytes, origin), buffer_size=1 * MiB)
 
 
@@ -151,7 +160,7 @@ def check_archive_size(path: Path, limits: Limits) -> None:
                                  "this kind of archive (the real one is far smaller); refused")
 
 
-def tar_members(path: Path, limits: Limits) -> Iterator[tuple[tarfile.TarInfo, BinaryIO]]:
+def tar_members(path: Path, limits: Limits) -> Iterator[tuple[tarfile.TarInfo, IO[bytes]]]:
     """:func:`iter_tar` of the archive file at ``path``, refused unread when the file is over
     ``limits.max_archive_bytes`` (:func:`check_archive_size`)."""
     check_archive_size(path, limits)
@@ -159,8 +168,8 @@ def tar_members(path: Path, limits: Limits) -> Iterator[tuple[tarfile.TarInfo, B
         yield from iter_tar(f, str(path), limits)
 
 
-def iter_tar(fileobj: BinaryIO, origin: str, limits: Limits = DEFAULT_LIMITS,
-             max_member: int | None = None) -> Iterator[tuple[tarfile.TarInfo, BinaryIO]]:
+def iter_tar(fileobj: IO[bytes], origin: str, limits: Limits = DEFAULT_LIMITS,
+             max_member: int | None = None) -> Iterator[tuple[tarfile.TarInfo, IO[bytes]]]:
     """Stream a tar's regular files as ``(info, reader)`` after checking each member; directories are skipped.
 
     ``fileobj`` may be compressed (gzip/bz2/xz are detected); the decompressed stream is capped at
@@ -189,7 +198,7 @@ def iter_tar(fileobj: BinaryIO, origin: str, limits: Limits = DEFAULT_LIMITS,
         raise SourceError(f"{origin}: truncated or corrupt archive ({e})") from e
 
 
-def read_member(reader: BinaryIO, info: tarfile.TarInfo, origin: str) -> bytes:
+def read_member(reader: IO[bytes], info: tarfile.TarInfo, origin: str) -> bytes:
     """All bytes of a tar member, or SourceError naming it if the archive ends early or its stream is corrupt."""
     try:
         data = reader.read()
@@ -212,7 +221,7 @@ def check_zip(zf: zipfile.ZipFile, origin: str, limits: Limits = TINY_LIMITS) ->
         if total > limits.max_total_bytes:
             raise UnsafeArchiveError(f"{origin}: members add up to more than {limits.max_total_bytes:,} bytes; refused")
     ordered = sorted(members, key=lambda zi: zi.header_offset)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in itertools.pairwise(ordered):
         if a.header_offset + 30 + len(raw_zip_name(a)) + a.compress_size > b.header_offset:
             raise UnsafeArchiveError(f"{origin}: members {a.filename!r} and {b.filename!r} overlap in the archive "
                                      "(a zip bomb); refused")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 import zipfile
 import zlib
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data.sources.access import open_zip
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
@@ -65,6 +65,7 @@ class TinyImageNet(Source):
     expected = ("train", "val")
 
     def home(self, split: str) -> str:
+        """The split's folder in the zip (``ZIP:tiny-imagenet-200/<split>``) or on disk."""
         return f"{self.base}:{FOLDER}/{split}" if self.base.is_file() else str(self.base / split)
 
     @classmethod
@@ -108,9 +109,12 @@ class TinyImageNet(Source):
                 yield from self._walk(name + "/")
 
     def splits(self) -> list[str]:
+        """The splits with files in the download."""
         return [s for s in ("train", "val") if any(n.startswith(s + "/") for n in self.files)]
 
     def units(self, split: str) -> list[Unit]:
+        """train: one unit per class (each class ``wnids.txt`` lists must hold images); val: slices of the
+        images, labelled by ``val_annotations.txt``."""
         if split == "train":
             classes: dict[str, list[str]] = {}
             for name in sorted(self.files):
@@ -147,6 +151,7 @@ class TinyImageNet(Source):
         return Unit(split, name, (known, files), sum(size for _, size in files))
 
     def read(self, unit: Unit) -> Iterator[Sample]:
+        """The unit's images with their box (val: label and box from ``val_annotations.txt``)."""
         labels = self._annotations(unit)
         for name, data, origin in self._read_files(unit.ref[1]):
             file, box = self._label(unit, labels, name)

@@ -2,11 +2,12 @@
 
 SOURCE is a folder (local or network filesystem), an ``http(s)://`` base URL or an object-store prefix
 (``s3://``, ``gs://``; :mod:`imnet_data.stores`): a split folder holding ``manifest.json``, or the shard root
-holding ``<split>/manifest.json`` (every split, or ``splits``; remotely the root's ``_info.json`` names them). The manifest (the source's, or ``manifest=``) is the authority. DEST mirrors the
-shard root: ``DEST/<split>/`` gets the selected shards and their ``.idx``, then ``wids.json`` and, last, the
-unchanged ``manifest.json`` (and ``DEST/_info.json``), so ``build_loader(DEST/<split>)`` reads it directly. When
-only some shards are staged (``ranks``/``world_size``: the shards those ranks read, by the loader's own rule in
-:mod:`imnet_data.assign`), the loader of those ranks still works: it checks only the shards it reads;
+holding ``<split>/manifest.json`` (every split, or ``splits``; remotely the root's ``_info.json`` names them).
+The manifest (the source's, or ``manifest=``) is the authority. DEST mirrors the shard root: ``DEST/<split>/``
+gets the selected shards and their ``.idx``, then ``wids.json`` and, last, the unchanged ``manifest.json`` (and
+``DEST/_info.json``), so ``build_loader(DEST/<split>)`` reads it directly. When only some shards are staged
+(``ranks``/``world_size``: the shards those ranks read, by the loader's own rule in :mod:`imnet_data.assign`),
+the loader of those ranks still works: it checks only the shards it reads;
 ``DEST/<split>/.imnet-stage.json`` records which shards this run made present.
 
 Each file streams to ``<name>.partial`` with its sha256 computed on the fly and is renamed to its final name
@@ -14,9 +15,9 @@ only when size and sha256 match the manifest (not fsynced, like curl and rsync, 
 machine crash, a re-run, with ``verify`` to be thorough, repairs what the disk lost). Connection errors,
 timeouts, 5xx, S3's SlowDown and checksum mismatches are retried with exponential backoff; a partial download is
 resumed with a Range request (its bytes are hashed again first; a server that ignores Range makes it start over);
-401/403/404/410 (NoSuchKey, NoSuchBucket, refused credentials) fail at once. Present files with the right size (and sha256, with ``verify``) are skipped, so a
-re-run finishes what was interrupted. A lock file per split folder serializes concurrent runs on one node (e.g.
-every local rank calling :func:`stage`).
+401/403/404/410 (NoSuchKey, NoSuchBucket, refused credentials) fail at once. Present files with the right size
+(and sha256, with ``verify``) are skipped, so a re-run finishes what was interrupted. A lock file per split folder
+serializes concurrent runs on one node (e.g. every local rank calling :func:`stage`).
 """
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ import fcntl
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from imnet_data.errors import UsageError
 from imnet_data.parallel import default_jobs
@@ -69,6 +70,7 @@ class StageReport(TransferReport):
     linked: dict = field(default_factory=lambda: {"hardlink": 0, "symlink": 0})
 
     def render(self) -> str:
+        """Shards fetched, skipped and failed, the throughput, resumed and retried, links, each failure."""
         lines = [f"staged {', '.join(self.splits)} ({self.selection}) from {self.source} into {self.dest}: "
                  f"{len(self.fetched)} shards fetched, {len(self.skipped)} skipped, {len(self.failed)} failed",
                  f"  {self.throughput()}; {self.resumed} resumed, {self.retries} retries"]
@@ -225,7 +227,8 @@ def stage(source: str | os.PathLike, dest: str | os.PathLike, *, splits: list[st
         with progress(total=needed, desc="stage", unit="B", unit_scale=True, quiet=quiet) as t.bar:
             with ThreadPoolExecutor(max(jobs, 1)) as pool:
                 try:
-                    for job, outcome in zip(work, pool.map(lambda j: reason_or(lambda: t.stage_shard(j)), work)):
+                    outcomes = pool.map(lambda j: reason_or(lambda: t.stage_shard(j)), work)
+                    for job, outcome in zip(work, outcomes, strict=True):
                         if isinstance(outcome, str):
                             report.failed.append({"shard": job.label, "reason": outcome})
                             continue

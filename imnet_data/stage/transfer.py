@@ -8,13 +8,17 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO
 
 from imnet_data.stores import ReadableStore
 from imnet_data.stores.base import file_sha256, hash_into
 from imnet_data.stores.errors import Retry, StoreError, retrying
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 CHUNK = 256 << 10         # bytes per read, hash and write: reused buffers that stay in the CPU cache
 RING = 8                  # buffers in flight between the reading thread and its hashing helper
@@ -35,6 +39,7 @@ class FileJob:
 
     @property
     def partial(self) -> Path:
+        """Where the file streams to before it is checked and renamed."""
         return self.dest.with_name(self.dest.name + ".partial")
 
 
@@ -55,6 +60,7 @@ class RateLimit:
         self.rate, self.lock, self.next = rate, threading.Lock(), time.monotonic()
 
     def take(self, n: int) -> None:
+        """Book ``n`` bytes in the shared schedule and sleep until their slot."""
         with self.lock:
             now = time.monotonic()
             slot = max(self.next, now)
@@ -74,7 +80,7 @@ class Transfer:
     backoff: float = 0.2
     max_rate: float | None = None
     fsync: bool = False
-    bar: object = None
+    bar: tqdm | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     moved: int = 0
     resumed: int = 0
@@ -91,6 +97,7 @@ class Transfer:
         self.stopped.set()
 
     def count(self, moved: int = 0, resumed: int = 0, retried: int = 0) -> None:
+        """Add to the counters (from any thread); moved bytes also advance the progress bar."""
         with self.lock:
             self.moved, self.resumed, self.retried = self.moved + moved, self.resumed + resumed, self.retried + retried
             if moved and self.bar is not None:
@@ -132,6 +139,8 @@ class Transfer:
             raise
 
     def transfer(self, source: ReadableStore, job: FileJob) -> None:
+        """Stream the rest of the file onto its ``.partial`` (the bytes already there hashed first), check
+        its size and sha256, rename it; Retry when they do not match."""
         h, have = hashlib.sha256(), partial_size(job)
         if have:
             hash_into(h, job.partial)
@@ -189,7 +198,7 @@ class Transfer:
         return did, kinds
 
 
-def copy_hashed(readinto: Callable[[memoryview], int], out: BinaryIO, h: "hashlib._Hash", chunk: int,
+def copy_hashed(readinto: Callable[[memoryview], int], out: BinaryIO, h: hashlib._Hash, chunk: int,
                 room: int, tick: Callable[[int], None]) -> int:
     """Copy to ``out`` until end of input, updating ``h``; returns the bytes copied (OverflowError past ``room``).
 

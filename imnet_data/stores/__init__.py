@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from imnet_data.stores.base import Opener, ReadableStore, UploadStore, WritableStore
 from imnet_data.stores.errors import Policy, Retry, StoreError, once

@@ -15,8 +15,9 @@ import contextlib
 import dataclasses
 import hashlib
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from imnet_data.report import Report
 from imnet_data.stores.errors import Policy, Retry, StoreError
@@ -118,7 +119,7 @@ def capped_read(read: Callable[[int], bytes], where: str, declared: int | None =
     return body
 
 
-def hash_into(h: "hashlib._Hash", path: Path, chunk: int = 1 << 22) -> "hashlib._Hash":
+def hash_into(h: hashlib._Hash, path: Path, chunk: int = 1 << 22) -> hashlib._Hash:
     """``h`` updated with the bytes of a file (read in 4 MiB chunks), e.g. a partial download being resumed."""
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -141,7 +142,7 @@ def direct_reader(response) -> Iterator[Callable[[memoryview], int]]:
     of leaving it to be resumed). Lengths are checked by the caller; a body read to its end hands its
     connection back to the pool (keep-alive).
     """
-    raw = getattr(response, "_fp", None)
+    raw: Any = getattr(response, "_fp", None)   # http.client's response, or None
     plain = response.headers.get("Content-Encoding", "identity") == "identity" and hasattr(raw, "readinto")
     yield raw.readinto if plain else response.readinto
     if plain and raw.length == 0:
@@ -158,14 +159,18 @@ class TransferReport(Report):
 
     @property
     def ok(self) -> bool:
+        """No shard failed."""
         return not self.failed
 
     @property
     def mb_per_s(self) -> float:
+        """The rate of the bytes moved this run (0 when no time passed)."""
         return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
 
     def as_dict(self) -> dict:
+        """``ok``, the rate (rounded to 0.1 MB/s), then the fields."""
         return {"ok": self.ok, "mb_per_s": round(self.mb_per_s, 1), **dataclasses.asdict(self)}
 
     def throughput(self) -> str:
+        """The bytes moved, the seconds and the rate, as one phrase."""
         return f"{self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s ({self.mb_per_s:,.0f} MB/s)"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from imnet_data.stores.base import Stat, capped_read, file_sha256
 from imnet_data.stores.errors import StoreError
@@ -21,10 +21,12 @@ class FolderStore:
     def __str__(self) -> str:
         return str(self.root)
 
-    def child(self, name: str) -> "FolderStore":
+    def child(self, name: str) -> FolderStore:
+        """The store of a sub-folder."""
         return FolderStore(self.root / name)
 
     def url(self, name: str) -> str:
+        """The file's path."""
         return str(self.root / name)
 
     def local_folder(self) -> Path:
@@ -53,6 +55,7 @@ class FolderStore:
             yield start, f.readinto
 
     def stat(self, name: str) -> Stat | None:
+        """The file's size; None when absent."""
         try:
             return Stat((self.root / name).stat().st_size)
         except FileNotFoundError:
@@ -66,6 +69,7 @@ class FolderStore:
             f.write(data)
 
     def sha256(self, name: str) -> str:
+        """The sha256 of the file's bytes."""
         return file_sha256(self.root / name)
 
     def names(self) -> list[str]:
@@ -73,4 +77,5 @@ class FolderStore:
         return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
 
     def delete(self, name: str) -> None:
+        """Remove the file (nothing when absent)."""
         (self.root / name).unlink(missing_ok=True)

@@ -3,8 +3,8 @@ large files as a ``readinto`` stream from a byte offset (Range), one pooled :cla
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 from urllib.parse import quote
 
 import requests
@@ -25,10 +25,12 @@ class HttpStore:
     def __str__(self) -> str:
         return self.base
 
-    def child(self, name: str) -> "HttpStore":
+    def child(self, name: str) -> HttpStore:
+        """The store of a sub-path of the base URL."""
         return HttpStore(self.base + quote(name), self.session, self.timeout)
 
     def url(self, name: str) -> str:
+        """The file's URL (the name percent-quoted)."""
         return self.base + quote(name)
 
     def local_folder(self) -> Path | None:

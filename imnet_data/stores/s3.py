@@ -11,8 +11,8 @@ obstore's, twice s3fs's.
 botocore's own retries are off: every request goes through the store's ``policy`` (the writers' retries with
 backoff, counted; for ``stage``, once: its transfers retry and resume themselves). Errors are sorted into
 permanent ones naming the object or bucket (403, NoSuchKey, NoSuchBucket, bad credentials) and
-:class:`~imnet_data.stores.errors.Retry` (503 SlowDown, 500, throttling, dropped connections). Large uploads are multipart; every uploaded file carries its sha256 as metadata and is
-checked (size and sha256) once it has landed.
+:class:`~imnet_data.stores.errors.Retry` (503 SlowDown, 500, throttling, dropped connections). Large uploads are
+multipart; every uploaded file carries its sha256 as metadata and is checked (size and sha256) once it has landed.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import contextlib
 import hashlib
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from imnet_data.errors import UsageError
 from imnet_data.stores.base import Stat, capped_read, check_range, direct_reader
@@ -78,13 +78,16 @@ class S3Store:
     def __str__(self) -> str:
         return f"{self.scheme}://{self.bucket}/{self.prefix}".rstrip("/")
 
-    def child(self, name: str) -> "S3Store":
+    def child(self, name: str) -> S3Store:
+        """The store of a sub-prefix."""
         return S3Store(self.scheme, self.bucket, self.key(name), self.s3, self.policy)
 
     def key(self, name: str) -> str:
+        """The object key of ``name``: below the prefix."""
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def url(self, name: str) -> str:
+        """``s3://bucket/key`` (or ``gs://``)."""
         return f"{self.scheme}://{self.bucket}/{self.key(name)}"
 
     def local_folder(self) -> Path | None:
@@ -155,7 +158,7 @@ class S3Store:
         if found != Stat(size, sha256):
             raise Retry(f"{self.url(name)}: uploaded, but the object is not the file ({found} for {size:,} bytes)")
 
-    def multipart(self, name: str, path: Path, sha256: str, h: "hashlib._Hash") -> None:
+    def multipart(self, name: str, path: Path, sha256: str, h: hashlib._Hash) -> None:
         """Upload in parts of :data:`PART` bytes; completed only when the parts' bytes have ``sha256``."""
         key = self.key(name)
         upload = self.call(name, "create_multipart_upload", Key=key, Metadata={"sha256": sha256})["UploadId"]
@@ -194,10 +197,11 @@ class S3Store:
             token = page["NextContinuationToken"]
 
     def delete(self, name: str) -> None:
+        """Remove the object (nothing when absent)."""
         self.call(name, "delete_object", Key=self.key(name))
 
 
-def check_sent(h: "hashlib._Hash", last: bytes, sha256: str, path: Path) -> None:
+def check_sent(h: hashlib._Hash, last: bytes, sha256: str, path: Path) -> None:
     """StoreError unless the bytes hashed into ``h`` (and ``last``) have the sha256 the file was recorded with."""
     h.update(last)
     if h.hexdigest() != sha256:

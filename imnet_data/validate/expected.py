@@ -12,8 +12,7 @@ from functools import cached_property
 from imnet_data import catalog
 from imnet_data.catalog import UnknownClassError
 from imnet_data.sources import Source, SourceError
-from imnet_data.sources.devkit import ARCHIVE as DEVKIT_ARCHIVE
-from imnet_data.sources.devkit import Devkit
+from imnet_data.sources.devkit import ARCHIVE as DEVKIT_ARCHIVE, Devkit
 from imnet_data.sources.kaggle import SOLUTION, load_solution
 from imnet_data.validate.report import UNREADABLE, Problem, class_where, inside
 from imnet_data.validate.scan import Tally

@@ -150,15 +150,15 @@ def scan(ref: SourceRef, by_split: dict[str, list[Unit]], deep: bool, keep: set[
     tallies = {split: Tally() for split in by_split}
     done = map_units(check_unit, [(ref, deep, todo[i]) for i in order], jobs=jobs,
                      desc="decode" if deep else "list", quiet=quiet, weights=[todo[i].size for i in order])
-    for result, i in zip(done, order):   # ``done`` first: its pool closes as it runs out
+    for result, i in zip(done, order, strict=True):   # ``done`` first: its pool closes as it runs out
         tallies[todo[i].split].add(result.entries, todo[i].split in keep)
         results[i] = replace(result, entries=[])
     return tallies, results
 
 
 def duplicates(results: Iterable[UnitResult]) -> list[Problem]:
-    """Byte-identical images across all splits: each copy after the first, naming the first. (The digests and
-    origins held for this cost about 250 bytes an image: some 300 MB for the full train and val sets.)"""
+    """Byte-identical images across all splits: each copy after the first, naming the first; the digests and
+    origins held for this cost about 250 bytes an image (some 300 MB for the full train and val sets)."""
     first: dict[bytes, str] = {}
     problems = []
     for digest, where in itertools.chain.from_iterable(r.digests for r in results):
