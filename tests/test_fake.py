@@ -315,3 +315,18 @@ def test_torchvision_imagenet_accepts_the_fake(tmp_path: Path, monkeypatch: pyte
         seen = {Path(path).name: dataset.wnids[target] for path, target in dataset.samples}
         assert seen == {name: entry["wnid"] for name, entry in result.truth[split].items()}
         assert all(dataset.classes[dataset.wnid_to_idx[w]] == ilsvrc2012().by_wnid(w).names for w in seen.values())
+
+
+def test_fake_layouts_registry_names_the_default_and_the_cli_takes_it(tmp_path: Path) -> None:
+    """``fake --layout`` takes its choices from FAKE_LAYOUTS; the default layout writes what plain ``fake`` does."""
+    from imnet_data.fake.layouts import DEFAULT, FAKE_LAYOUTS
+    from tests.helpers import run_cli
+
+    assert DEFAULT == "ilsvrc2012" and all(layout.load() for layout in FAKE_LAYOUTS.values())
+    plain = run_cli("fake", str(tmp_path / "plain"), "--classes", "3", "-q")
+    named = run_cli("fake", str(tmp_path / "named"), "--classes", "3", "--layout", DEFAULT, "-q")
+    assert plain.returncode == named.returncode == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "plain").iterdir()} == \
+        {p.name: p.read_bytes() for p in (tmp_path / "named").iterdir()}
+    refused = run_cli("fake", str(tmp_path / "x"), "--layout", "no-such-layout")
+    assert refused.returncode == 2 and "ilsvrc2012" in refused.stderr and not (tmp_path / "x").exists()

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from imnet_data.cli.shared import Subparsers, _emit, _int
+from imnet_data.fake.layouts import DEFAULT, FAKE_LAYOUTS
 
 
 def _parse_classes(text: str) -> int | tuple[str, ...]:
@@ -21,7 +22,7 @@ def cmd_fake(args: argparse.Namespace) -> int:
                                val_images=args.val_images, seed=args.seed, profile=args.profile,
                                with_quirks=args.with_quirks, with_faults=args.with_faults,
                                bbox=args.bbox, kaggle=args.kaggle)
-    result = fake.make_fake(args.out, options, quiet=args.quiet)
+    result = FAKE_LAYOUTS[args.layout].load()(args.out, options, quiet=args.quiet)
     if args.truth:
         fake.write_truth(result, args.truth)
     files = {k: str(v) for k, v in result.archives.items()}
@@ -42,6 +43,8 @@ def add_fake(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                "  imnet-data fake /tmp/in --classes n01440764,n02105855 --bbox --kaggle\n"
                "  imnet-data fake /tmp/bench --profile imagenet --classes 100 --train-per-class 200")
     p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("--layout", choices=list(FAKE_LAYOUTS), default=DEFAULT, metavar="NAME",
+                   help="which download to fake: " + "; ".join(f"{k}: {v.about}" for k, v in FAKE_LAYOUTS.items()))
     p.add_argument("--classes", type=_parse_classes, default=10, help="a count, or comma-separated WNIDs (default 10)")
     p.add_argument("--train-per-class", type=_int(1), default=6, help="train images per class (default 6)")
     p.add_argument("--val-images", type=_int(0), default=20,

@@ -1,0 +1,40 @@
+"""The fake downloads by layout: ``imnet-data fake OUT --layout NAME`` makes the download NAME describes.
+
+Each entry makes one layout's files from :class:`~imnet_data.fake.options.FakeOptions` (the classes, images per
+class, seed and profile every fake shares) and returns a :class:`~imnet_data.fake.options.FakeResult` whose
+``truth`` says what every file is. Adding a fake layout: a function ``make(out, options, *, quiet)`` in a module of
+``imnet_data/fake/`` and one line in :data:`FAKE_LAYOUTS` naming it (``"module:function"``, imported only when
+used, so the command line starts without the image code); the ``--layout`` choices of ``imnet-data fake`` come
+from here.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imnet_data.fake.options import FakeResult
+
+
+@dataclass(frozen=True)
+class FakeLayout:
+    """A fake download: ``make``, ``"module:function"`` writing it (``function(out, options, *, quiet)``); ``about``,
+    what it is in one line (``--layout``'s help)."""
+
+    make: str
+    about: str
+
+    def load(self) -> Callable[..., FakeResult]:
+        """The function, its module imported."""
+        module, _, name = self.make.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+DEFAULT = "ilsvrc2012"
+FAKE_LAYOUTS: dict[str, FakeLayout] = {
+    "ilsvrc2012": FakeLayout("imnet_data.fake.make:make_fake", "the official archives: train tar of "
+                             "<wnid>.tar, val tar, devkit (default; --bbox and --kaggle add the bbox archives "
+                             "and the Kaggle layout)"),
+}
