@@ -154,7 +154,7 @@ def stage_load(ctx: Context) -> tuple[bool, str]:
     loader = build_loader(ctx.workdir / "shards" / "val", batch_size=16, backend=backend, device="cpu",
                           num_threads=2, remainder="partial")
     truth = {Path(name).stem: e["wnid"] for name, e in ctx.download.truth["val"].items()}
-    keys = [loader.located.keys[p] for batch in loader.positions() for p in batch]
+    keys = [k for batch in loader.positions() for k in loader.keys(batch) if k is not None]
     wnids = [c["wnid"] for c in shards.read_manifest(ctx.workdir / "shards" / "val")["classes"]]
     labels, shape = [], None
     for images, batch_labels in loader:

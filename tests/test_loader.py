@@ -45,8 +45,7 @@ def truth(folder: Path) -> dict[str, int]:
 
 def keys_of(loader) -> list[list[str]]:
     """The keys the loader's schedule puts in each remaining batch (pad slots as None)."""
-    keys = loader.located.keys
-    return [[keys[p] if p >= 0 else None for p in batch] for batch in loader.positions()]
+    return [loader.keys(batch) for batch in loader.positions()]
 
 
 def run(loader) -> tuple[list[list[str]], list[torch.Tensor], list[torch.Tensor]]:

@@ -314,11 +314,11 @@ def test_rank_subsets_match_the_loader(shards: Path, served: str, tmp_path: Path
 
     for rank in (0, 1):         # the subset staged for ranks 0-1 of 4 is enough for them, not for rank 2
         loader = build_loader(tmp_path / "0" / "train", batch_size=10, backend="torch", rank=rank, world_size=4,
-                              device="cpu", num_threads=2, remainder="partial")
+                              device="cpu", num_threads=2, remainder="partial", order="local")
         assert sum(len(y) for _, y in loader) == 50 and isinstance(next(iter(loader))[1], torch.Tensor)
     with pytest.raises(ShardError, match="missing"):
         build_loader(tmp_path / "0" / "train", batch_size=10, backend="torch", rank=2, world_size=4,
-                      device="cpu")
+                      device="cpu", order="local")
 
 
 def test_rank_list_parsing() -> None:

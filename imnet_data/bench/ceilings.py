@@ -11,15 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from imnet_data.bench.rows import Row, cpu_seconds, measured
-from imnet_data.loader.base import BatchReader, LoaderOptions
+from imnet_data.loader.base import LoaderOptions
+from imnet_data.loader.loader import Loader
 from imnet_data.loader.shardset import ShardSet
 
 
 def jpeg_batches(source: Path, batch_size: int, count: int) -> list[tuple[list[np.ndarray], np.ndarray]]:
     """``count`` batches of JPEG bytes from the shards (cycled), read once up front."""
     shards = ShardSet(source)
-    reader = BatchReader(shards, shards.locate(0, 1), "raise")
-    order = np.arange(batch_size * count) % len(reader)
+    options = LoaderOptions(batch_size=batch_size, device="cpu", order="local", remainder="partial")
+    reader = Loader(shards, options).reader   # read() holds the shards mapped: the views stay valid
+    order = np.arange(batch_size * count) % shards.total
     return [reader.read(order[i * batch_size:(i + 1) * batch_size]) for i in range(count)]
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from imnet_data import catalog
 from imnet_data.executors import DEFAULT, EXECUTORS
+from imnet_data.units import parse_size
 
 Subparsers = argparse._SubParsersAction   # what ``add_subparsers`` returns: each command's ``add_*`` adds to it
 
@@ -62,24 +62,12 @@ def _csv(text: str) -> list[str]:
 
 
 def _size(text: str) -> int:
-    """Bytes (at least 1) from a number with its unit: ``500MB``, ``1GB``, ``2GiB``, ``200kB``, ``4096B``. A bare
-    number is a usage error: ``--shard-size 10`` read as 10 bytes made a shard per sample without a word."""
-    units = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-    low = text.strip().lower()
-    suffix = next((u for u in sorted(units, key=len, reverse=True) if low.endswith(u)), "")
-    number = low[:len(low) - len(suffix)].strip()
+    """Bytes (at least 1) from a number with its unit (:func:`imnet_data.units.parse_size`): ``500MB``, ``1GB``,
+    ``2GiB``, ``200kB``, ``4096B``; a bare number is a usage error."""
     try:
-        value = float(number)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 500MB, 1GB, 2GiB)")
-    if not suffix:
-        raise argparse.ArgumentTypeError(f"{text!r} has no unit: write {number}B, {number}kB, {number}MB or "
-                                         f"{number}GB (or KiB, MiB, GiB)")
-    if value * units[suffix] < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a size must be at least 1 byte")
-    return int(value * units[suffix])
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class _Parser(argparse.ArgumentParser):

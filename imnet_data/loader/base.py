@@ -1,32 +1,34 @@
-"""What every backend shares: the settings, the per-epoch batch schedule, and reading a batch of JPEG bytes.
+"""What every backend shares: the settings and reading a batch of JPEG bytes.
 
-The schedule is plain data computed from (seed, epoch, rank): the rank's samples (fixed, see
-:mod:`imnet_data.assign`) in a per-epoch permutation (train) or in order (val), cut into exactly ``len(loader)``
-batches on every rank:
+The schedule (:mod:`imnet_data.loader.order`) is plain data computed from (seed, epoch, rank, world size), in one
+of two orders, cut into exactly ``len(loader)`` batches on every rank:
 
-* ``remainder="drop"`` (train default): every rank yields ``(total // world) // batch`` full batches; the samples
-  past that are left out this epoch (a different few each epoch, as the order changes).
-* ``remainder="pad"`` (val default): every rank yields ``ceil(ceil(total / world) / batch)`` full batches; the slots
-  past a rank's own samples repeat its first samples with label ``-1`` (mask them out: ``labels >= 0``), so every
-  sample is seen exactly once across ranks and no rank waits in a collective.
+* ``remainder="drop"`` (train default): full batches only; the samples past the last full one are left out this
+  epoch (a different few each epoch, as the order changes): global order, fewer than ``batch * world``; local
+  order, each rank's ``(total // world) // batch`` batches.
+* ``remainder="pad"`` (val default): the last batches are filled with pad slots that repeat the epoch's first
+  samples with label ``-1`` (mask them out: ``labels >= 0``), so every sample is seen exactly once across ranks
+  and no rank waits in a collective.
 * ``remainder="partial"``: each rank yields its samples once, the last batch smaller (ranks may differ by one
   batch: not for code that synchronises every step).
 
-Mid-epoch resume: ``state_dict()`` holds epoch and step; after ``load_state_dict`` the next iteration starts at
-that step of that epoch's order, so a resumed run sees exactly the batches it had not seen.
+Mid-epoch resume: ``state_dict()`` holds the epoch and the position in it; after ``load_state_dict`` the next
+iteration starts there, so a resumed run sees exactly the samples it had not seen (global order: on any world
+size).
 """
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from imnet_data.loader.mapping import PROBLEMS, MappedShards, gather, label_of
-from imnet_data.loader.shardset import Located, ShardError, ShardSet
+from imnet_data.loader.order import ORDERS
+from imnet_data.loader.shardset import ShardError
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -60,6 +62,15 @@ class LoaderOptions:
     on_error: str = "raise"                 # or "skip": replace a corrupt sample by the next good one, counted
     hw_decoder_load: float = 0.65           # DALI: share of JPEGs for the hardware decoder (A100/H100/H200)
     return_real: bool = False               # also yield the ReaL labels: (images, labels, real)
+    order: str = "global"                   # one permutation of the split for any world size; or "local"
+    shuffle_window: int = 4                 # global order: shards whose samples are shuffled together
+    cache: str | None = None                # a store URL's shards are fetched into this folder
+    cache_limit: int | str | None = None    # bytes the cache may hold ("200GB"; default: 90% of what is free)
+    read_ahead: int = 8                     # shards fetched ahead of use ...
+    read_ahead_bytes: int | str | None = None   # ... and bytes (default: half the cache limit)
+    fetch_jobs: int = 4                     # parallel fetches
+    retries: int = 5                        # a fetch's retries (backoff doubling from `backoff` seconds)
+    backoff: float = 0.2
 
     @property
     def training(self) -> bool:
@@ -88,59 +99,20 @@ class LoaderOptions:
             raise ValueError(f"dtype must be float32, float16, bfloat16 or uint8, got {self.dtype!r}")
         if self.batch_size < 1 or not 0 <= self.rank < self.world_size:
             raise ValueError(f"bad batch size {self.batch_size} or rank {self.rank} of {self.world_size}")
-
-
-@dataclass
-class Schedule:
-    """The batches of one rank, epoch by epoch (plain data: the same inputs give the same order)."""
-
-    options: LoaderOptions
-    total: int            # samples of the split, all ranks
-    mine: int             # samples of this rank
-    batches: int = field(init=False)
-    _last: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)   # the last epoch's order
-
-    def __post_init__(self) -> None:
-        o, w = self.options, self.options.world_size
-        per_rank = {"drop": self.total // w, "pad": -(-self.total // w), "partial": self.mine}[o.policy]
-        self.batches = per_rank // o.batch_size if o.policy == "drop" else -(-per_rank // o.batch_size)
-        if self.batches == 0:
-            raise ValueError(f"{self.total} samples over {w} ranks make no full batch of {o.batch_size} "
-                             "(use a smaller batch or remainder='pad')")
-
-    def order(self, epoch: int) -> np.ndarray:
-        """Positions into the rank's samples for the whole epoch; ``-1 - i`` marks a pad slot repeating ``i``.
-        Kept for the epoch (read-only): an epoch's batches and each step's keys read the same order."""
-        if self._last is None or self._last[0] != epoch:
-            order = self._order(epoch)
-            order.flags.writeable = False
-            self._last = (epoch, order)
-        return self._last[1]
-
-    def _order(self, epoch: int) -> np.ndarray:
-        o = self.options
-        base = (np.random.default_rng([o.seed, epoch, o.rank]).permutation(self.mine) if o.training
-                else np.arange(self.mine))
-        want = self.mine if o.policy == "partial" else self.batches * o.batch_size
-        if want <= self.mine:
-            return base[:want]
-        extra = np.resize(base, want - self.mine) if self.mine else np.zeros(want - self.mine, np.int64)
-        return np.concatenate([base, -1 - extra])
-
-    def batch(self, order: np.ndarray, step: int) -> np.ndarray:
-        """The sample positions of batch ``step`` in the epoch's ``order``."""
-        b = self.options.batch_size
-        return order[step * b:(step + 1) * b]
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
+        if self.shuffle_window < 1 or self.read_ahead < 1 or self.fetch_jobs < 1 or self.retries < 0:
+            raise ValueError("shuffle_window, read_ahead and fetch_jobs must be >= 1, retries >= 0")
 
 
 class BatchReader:
-    """Reads batches of samples by position: JPEG bytes as zero-copy views of the mapped shards and int64
+    """Reads batches of samples by global number: JPEG bytes as zero-copy views of the mapped shards and int64
     labels (see :mod:`imnet_data.loader.mapping`); several threads may read batches at once (the gathers
-    release the GIL). Picklable: DataLoader workers map the shards themselves."""
+    release the GIL). :meth:`read` holds the batch's shards mapped until :meth:`done`. Picklable: DataLoader
+    workers map the shards themselves."""
 
-    def __init__(self, shards: ShardSet, located: Located, on_error: str) -> None:
-        self.files = MappedShards([str(p) for p in shards.paths], located, shards.num_classes)
-        self.on_error = on_error
+    def __init__(self, files: MappedShards, on_error: str) -> None:
+        self.files, self.on_error = files, on_error
         self.skipped: list[str] = []
         self._lock = threading.Lock()
 
@@ -150,51 +122,81 @@ class BatchReader:
     def __setstate__(self, state: dict) -> None:
         vars(self).update(state, _lock=threading.Lock())
 
-    def __len__(self) -> int:
-        return len(self.files.keys)
+    def shards_of(self, positions: np.ndarray) -> np.ndarray:
+        """The distinct shards the samples (and pad slots) at ``positions`` lie in."""
+        return np.unique(self.files.index.shard_of(rows_of(positions)))
 
     def read(self, positions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """JPEG arrays and int64 labels (``-1`` for pad slots) of ``positions`` (see :meth:`Schedule.order`); a
-        label outside the label space raises ShardError naming shard and key (:func:`label_of`)."""
-        rows = np.where(positions >= 0, positions, -1 - positions)
-        images, labels, problems = gather(self.files, rows)
-        odd = (problems > 0) | (labels < 0) | (labels >= self.files.limit)
-        for j in np.flatnonzero(odd).tolist():   # the rare odd one goes the slow way
-            images[j], labels[j] = self.good_sample(int(rows[j]))
+        """JPEG arrays and int64 labels (``-1`` for pad slots) of ``positions`` (see :mod:`.order`); a label
+        outside the label space raises ShardError naming shard and key (:func:`label_of`). The views stay valid
+        until :meth:`done` is called with the same positions."""
+        rows = rows_of(positions)
+        self.files.hold(self.shards_of(positions))
+        try:
+            images, labels, problems = gather(self.files, rows)
+            odd = (problems > 0) | (labels < 0) | (labels >= self.files.limit)
+            for j in np.flatnonzero(odd).tolist():   # the rare odd one goes the slow way
+                images[j], labels[j] = self.good_sample(int(rows[j]))
+        except BaseException:
+            self.done(positions)
+            raise
         labels[positions < 0] = -1
         return images, labels
+
+    def done(self, positions: np.ndarray) -> None:
+        """The batch read at ``positions`` is used up: its pages go back to the page cache, its shards may be
+        unmapped."""
+        self.files.drop(rows_of(positions))
+        self.files.release(self.shards_of(positions))
 
     def sample(self, i: int) -> tuple[np.ndarray, int, str | None]:
         """Sample ``i``'s JPEG view, label, and what is wrong with its bytes (None when they look whole); a label
         outside the label space raises ShardError whatever ``on_error`` says (the shard set is wrong, not a
-        sample damaged)."""
-        images, labels, problems = gather(self.files, np.array([i]))
-        label = int(labels[0]) if 0 <= labels[0] < self.files.limit else label_of(self.files, i)
+        sample damaged). The view is valid while its shard stays mapped (hold it for longer: :meth:`read`)."""
+        shard = self.shards_of(np.array([i]))
+        self.files.hold(shard)
+        try:
+            images, labels, problems = gather(self.files, np.array([i]))
+            label = int(labels[0]) if 0 <= labels[0] < self.files.limit else label_of(self.files, i)
+        finally:
+            self.files.release(shard)
         return images[0], label, PROBLEMS.get(int(problems[0]))
 
     def good_sample(self, i: int, decode: Callable[[np.ndarray], Any] | None = None) -> tuple[Any, int]:
         """Sample ``i`` (its bytes, or ``decode(bytes)``) and label. A corrupt one (damaged markers, or ``decode``
         failing) raises ShardError naming shard and key or, with ``on_error="skip"``, is replaced by the next good
-        sample of the rank and recorded once in ``skipped``."""
-        n = len(self)
-        for attempt in range(n):
-            j = (i + attempt) % n
-            data, label, problem = self.sample(j)
-            if problem is None:
-                try:
-                    return (decode(data) if decode else data), label
-                except Exception as e:  # noqa: BLE001 -- PIL raises OSError, ValueError, SyntaxError... on bad data
-                    problem = f"cannot decode the JPEG ({type(e).__name__}: {e})"
-            message = f"{self.files.path_of(j)}: sample {self.files.keys[j]}: {problem}"
-            if self.on_error == "raise":
-                raise ShardError(message + " (on_error='skip' skips and counts such samples)")
-            self.note_skipped([message])
-        raise ShardError(f"no readable sample among the rank's {n} samples")
+        sample of its shard and recorded once in ``skipped``."""
+        index = self.files.index
+        shard = int(index.shard_of(np.array([i]))[0])
+        first, n = int(index.first[shard]), int(index.counts[shard])
+        held = np.array([shard])
+        self.files.hold(held)
+        try:
+            for attempt in range(n):
+                j = first + (i - first + attempt) % n
+                data, label, problem = self.sample(j)
+                if problem is None:
+                    try:
+                        return (decode(data) if decode else data), label
+                    except Exception as e:  # noqa: BLE001 -- PIL raises OSError, ValueError, SyntaxError... on bad data
+                        problem = f"cannot decode the JPEG ({type(e).__name__}: {e})"
+                message = f"{self.files.path_of(j)}: sample {self.files.key_of(j)}: {problem}"
+                if self.on_error == "raise":
+                    raise ShardError(message + " (on_error='skip' skips and counts such samples)")
+                self.note_skipped([message])
+        finally:
+            self.files.release(held)
+        raise ShardError(f"{self.files.shards.paths[shard]}: no readable sample among its {n} samples")
 
     def note_skipped(self, messages: list[str]) -> None:
         """Record skipped samples, each once (a pad slot, or a worker's report, may repeat one)."""
         with self._lock:
             self.skipped += [m for m in dict.fromkeys(messages) if m not in self.skipped]
+
+
+def rows_of(positions: np.ndarray) -> np.ndarray:
+    """The sample numbers behind ``positions`` (a pad slot ``-1 - i`` reads sample ``i``)."""
+    return np.where(positions >= 0, positions, -1 - positions)
 
 
 def distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imnet_data.loader.base import LoaderOptions
-from imnet_data.loader.loader import Loader
+from imnet_data.loader.loader import Loader, Streamed
 from imnet_data.loader.shardset import ShardSet
 
 if TYPE_CHECKING:
@@ -62,17 +62,25 @@ class BatchSource:
     the last batch ends DALI's epoch."""
 
     def __init__(self, reader, ahead: int, in_flight: int) -> None:
-        self.reader, self.ahead = reader, ahead
+        self.reader, self.ahead, self.in_flight = reader, ahead, in_flight
         self.pool = ThreadPoolExecutor(ahead, thread_name_prefix="imnet-read")
         self.batches: list[np.ndarray] = []
         self.reads: dict = {}
-        self.fed: deque = deque(maxlen=in_flight)   # no_copy: DALI reads them until that many iterations later
+        self.fed: deque = deque()   # no_copy: DALI reads a batch until ``in_flight`` iterations later
 
     def start(self, batches: list[np.ndarray]) -> None:
-        """Serve ``batches`` from iteration 0 on."""
+        """Serve ``batches`` from iteration 0 on; what the previous pass read and fed is given back (DALI is
+        done with it: the pipeline finished its epoch, or was dropped)."""
         for future in self.reads.values():
-            future.cancel()
+            if not future.cancel():
+                future.add_done_callback(self._give_back)
+        while self.fed:
+            self.reader.done(self.fed.popleft()[2])
         self.batches, self.reads = batches, {}
+
+    def _give_back(self, future) -> None:
+        if future.exception() is None:
+            self.reader.done(future.result()[2])
 
     def __call__(self, info) -> tuple[list[np.ndarray], np.ndarray]:
         """The batch DALI asks for at ``info.iteration`` (StopIteration past the last); reads the next
@@ -84,13 +92,16 @@ class BatchSource:
             if j not in self.reads:
                 self.reads[j] = self.pool.submit(self.read, self.batches[j])
         self.fed.append(self.reads.pop(i).result())
-        return self.fed[-1]
+        if len(self.fed) > self.in_flight:
+            self.reader.done(self.fed.popleft()[2])
+        return self.fed[-1][:2]
 
     def read(self, positions: np.ndarray) -> tuple:
-        """The batch as DALI takes it fastest: one TensorListCPU over the JPEG views (no copy), and labels."""
+        """The batch as DALI takes it fastest: one TensorListCPU over the JPEG views (no copy), labels, and the
+        positions (given back with :meth:`BatchReader.done` once DALI is done with the views)."""
         tensors = import_dali()[0].tensors
         images, labels = self.reader.read(positions)
-        return tensors.TensorListCPU([tensors.TensorCPU(x, "") for x in images], "", False), labels
+        return tensors.TensorListCPU([tensors.TensorCPU(x, "") for x in images], "", False), labels, positions
 
 
 def gpu_decoder_args(options: LoaderOptions) -> dict:
@@ -153,8 +164,9 @@ class DaliLoader(Loader):
 
     backend = "dali"
 
-    def __init__(self, shards: ShardSet, options: LoaderOptions, decode: bool = True) -> None:
-        super().__init__(shards, options)
+    def __init__(self, shards: ShardSet, options: LoaderOptions, cache: Streamed | None = None,
+                 decode: bool = True) -> None:
+        super().__init__(shards, options, cache)
         self.device_id, self.decode = cuda_device(options), decode
         self.source = BatchSource(self.reader, options.prefetch + 1, 2 * options.prefetch + 2)
         self.pipe: Pipeline | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
 from functools import partial
 
@@ -21,8 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from imnet_data.loader.base import BatchReader, LoaderOptions
-from imnet_data.loader.loader import Loader
+from imnet_data.loader.base import BatchReader, LoaderOptions, rows_of
+from imnet_data.loader.loader import Loader, Streamed
 from imnet_data.loader.shardset import ShardSet
 from imnet_data.parallel import default_jobs
 
@@ -36,13 +37,13 @@ class TorchLoader(Loader):
 
     backend = "torch"
 
-    def __init__(self, shards: ShardSet, options: LoaderOptions) -> None:
+    def __init__(self, shards: ShardSet, options: LoaderOptions, cache: Streamed | None = None) -> None:
         self.device = torch.device(options.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device={options.device!r} asked but no CUDA GPU is visible; use device='cpu'")
-        super().__init__(shards, options)
+        super().__init__(shards, options, cache)
         self.output = Output(options, self.device)
-        self.tasks = Tasks()
+        self.tasks = Tasks(self.reader)
         self.loader: DataLoader | None = None
 
     def _reconfigure(self) -> None:
@@ -53,7 +54,7 @@ class TorchLoader(Loader):
         The DataLoader and its worker processes are made once and kept across passes (a worker start costs
         ~0.3 s); each pass hands them its tasks through :class:`Tasks`. For CPU output the workers also convert
         (the main process only hands batches on); for a GPU the uint8 batch is copied and converted there."""
-        self.tasks.items = [(self.epoch, self.step + k, positions) for k, positions in enumerate(batches)]
+        self.tasks.start([(self.epoch, self.step + k, positions) for k, positions in enumerate(batches)])
         if self.loader is None:
             threads, on_host = self.options.num_threads, self.device.type == "cpu"
             workers = default_workers() if threads is None else threads
@@ -65,6 +66,7 @@ class TorchLoader(Loader):
 
     def _tensors(self, loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels, skipped in loader:
+            self.tasks.finished()
             self.reader.note_skipped(skipped)
             yield (images if self.device.type == "cpu" else self.output(images)), labels.to(self.device,
                                                                                                 non_blocking=True)
@@ -106,13 +108,33 @@ class Output:
 
 
 class Tasks:
-    """The DataLoader's sampler: the current pass's tasks ``(epoch, step, positions)``, replaced every pass."""
+    """The DataLoader's sampler: the current pass's tasks ``(epoch, step, positions)``, replaced every pass.
+    Iterated in this process as the DataLoader hands tasks to its workers: each task's shards are held here
+    (a streamed shard fetched and pinned in the cache) from then until its batch comes back (:meth:`finished`),
+    so a worker finds every shard of its task complete on disk."""
 
-    def __init__(self) -> None:
+    def __init__(self, reader: BatchReader) -> None:
+        self.reader = reader
         self.items: list[tuple[int, int, np.ndarray]] = []
+        self.held: deque[np.ndarray] = deque()
+
+    def start(self, items: list[tuple[int, int, np.ndarray]]) -> None:
+        """The tasks of a new pass (what the previous one still held is let go)."""
+        while self.held:
+            self.reader.files.release(self.held.popleft())
+        self.items = items
 
     def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
-        return iter(self.items)
+        for item in self.items:
+            shards = self.reader.shards_of(item[2])
+            self.reader.files.hold(shards)
+            self.held.append(shards)
+            yield item
+
+    def finished(self) -> None:
+        """The oldest task handed out came back."""
+        if self.held:
+            self.reader.files.release(self.held.popleft())
 
     def __len__(self) -> int:
         return len(self.items)
@@ -134,11 +156,17 @@ class BatchDecoder(Dataset):
             batch.share_memory_()   # filled in place: no copy into shared memory when handed to the loader
         images, labels = batch.numpy(), np.empty(len(positions), np.int64)
         before = len(self.reader.skipped)
-        for j, p in enumerate(positions):
-            rng = np.random.default_rng([o.seed, epoch, o.rank, step, j]) if o.training else None
-            images[j], label = self.reader.good_sample(int(p) if p >= 0 else int(-1 - p),
-                                                       partial(transform, options=o, rng=rng))
-            labels[j] = label if p >= 0 else -1
+        shards = self.reader.shards_of(positions)
+        self.reader.files.hold(shards)
+        try:
+            for j, p in enumerate(positions):
+                rng = np.random.default_rng([o.seed, epoch, o.rank, step, j]) if o.training else None
+                images[j], label = self.reader.good_sample(int(p) if p >= 0 else int(-1 - p),
+                                                           partial(transform, options=o, rng=rng))
+                labels[j] = label if p >= 0 else -1
+        finally:
+            self.reader.files.drop(rows_of(positions))
+            self.reader.files.release(shards)
         return (self.finish(batch) if self.finish else batch), torch.from_numpy(labels), self.reader.skipped[before:]
 
 def transform(data: np.ndarray, options: LoaderOptions, rng: np.random.Generator | None) -> np.ndarray:

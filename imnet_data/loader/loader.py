@@ -1,18 +1,53 @@
 """The loader object both backends return: exact length, epochs (with a new image size if asked), mid-epoch
-resume, batches as torch tensors, and the ReaL labels of each batch when asked (``return_real``)."""
+resume (global order: on another world size too), batches as torch tensors, and the ReaL labels of each batch
+when asked (``return_real``)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 
+from imnet_data.assign import rank_pieces
 from imnet_data.catalog import real_labels_of
-from imnet_data.loader.base import BatchReader, LoaderOptions, Schedule
+from imnet_data.loader.base import BatchReader, LoaderOptions
+from imnet_data.loader.index import SampleIndex
+from imnet_data.loader.mapping import MappedShards
+from imnet_data.loader.order import make_schedule
 from imnet_data.loader.shardset import ShardSet
 
 REAL_WIDTH = 10        # ReaL keeps at most 9 labels per image; rows are padded with -1
 USE_LABEL = -2         # a real-labels row for a sample ReaL does not cover: its own label
+SAME = ("split", "seed", "manifest", "order")   # what a state must share with the loader that resumes it
+
+
+class Streamed(Protocol):
+    """What the loader asks of a shard cache (:class:`imnet_data.loader.cache.ShardCache`)."""
+
+    def __call__(self, shard: int) -> tuple[int, bool]:
+        """A descriptor of the shard's complete file (and whether to keep it open while mapped)."""
+
+    def plan(self, shards: np.ndarray) -> None:
+        """The shards the loader will need, in the order it will need them."""
+
+    def stats(self) -> dict:
+        """What the cache did."""
+
+    def close(self) -> None:
+        """Stop fetching."""
+
+
+class LocalFiles:
+    """Opens a local shard for mapping (present with the manifest's size, else ShardError); picklable."""
+
+    def __init__(self, shards: ShardSet) -> None:
+        self.shards = shards
+
+    def __call__(self, shard: int) -> tuple[int, bool]:
+        """A descriptor of the shard, closed once mapped."""
+        return os.open(self.shards.check(shard), os.O_RDONLY), False
 
 
 class Loader:
@@ -24,23 +59,42 @@ class Loader:
 
     backend = "?"
 
-    def __init__(self, shards: ShardSet, options: LoaderOptions) -> None:
+    def __init__(self, shards: ShardSet, options: LoaderOptions, cache: Streamed | None = None) -> None:
         options.check()
-        self.shards, self.options = shards, options
-        self.located = shards.locate(options.rank, options.world_size)
-        self.schedule = Schedule(options, shards.total, len(self.located))
-        self.reader = BatchReader(shards, self.located, options.on_error)
-        self.real = real_table(shards, self.located.keys) if options.return_real else None
-        self.epoch, self.step = 0, 0
+        self.shards, self.options, self.cache = shards, options, cache
+        self.schedule = make_schedule(options, shards.counts)
+        self.index = SampleIndex(shards.counts, shards.names)
+        capacity = None if options.order == "local" else 2 * options.shuffle_window + 2
+        self.files = MappedShards(shards, self.index, shards.num_classes, cache or LocalFiles(shards), capacity)
+        if cache is None:
+            self._check_local()
+        self.reader = BatchReader(self.files, options.on_error)
+        self.epoch, self.step, self.origin = 0, 0, 0
+
+    def _check_local(self) -> None:
+        """Every shard this rank reads is present with the manifest's size and its index fits it (ShardError
+        naming the first that is not): a bad shard set fails here, not hours into training."""
+        o = self.options
+        wanted = ([p.shard for p in rank_pieces(self.shards.counts.tolist(), o.rank, o.world_size)]
+                  if o.order == "local" else range(len(self.shards.paths)))
+        for s in wanted:
+            self.index.load(s, self.shards.check(s), int(self.shards.sizes[s]))
 
     def __len__(self) -> int:
-        """Batches per epoch, the same on every rank (see the remainder policy)."""
-        return self.schedule.batches
+        """Batches of the current epoch, the same on every rank (see the remainder policy); an epoch resumed on
+        another world size has the batches left of it."""
+        return self.schedule.batches(self.origin)
 
     @property
     def num_samples(self) -> int:
-        """Samples of this rank's share (before drop/pad)."""
-        return len(self.located)
+        """Samples of this rank's share of an epoch (before drop/pad)."""
+        return self.schedule.mine
+
+    @property
+    def position(self) -> int:
+        """Samples of the current epoch consumed by all ranks together (global order: its place in the epoch's
+        permutation)."""
+        return self.origin + self.step * self.schedule.span
 
     @property
     def skipped(self) -> list[str]:
@@ -51,7 +105,7 @@ class Loader:
         """Start ``epoch`` at its first batch next time the loader is iterated; ``image_size``: from now on
         make images of that size (a progressive-resolution schedule; the val resize follows it unless
         ``resize_size`` was set)."""
-        self.epoch, self.step = epoch, 0
+        self.epoch, self.step, self.origin = epoch, 0, 0
         if image_size is not None and image_size != self.options.image_size:
             self.options = dataclasses.replace(self.options, image_size=image_size)
             self._reconfigure()
@@ -60,63 +114,98 @@ class Loader:
         """The options changed (the image size): the backend builds its pipeline anew."""
         raise NotImplementedError
 
+    def keys(self, positions: np.ndarray) -> list[str | None]:
+        """The sample keys at ``positions`` (None for a pad slot)."""
+        return [self.files.key_of(p) if p >= 0 else None for p in positions.tolist()]
+
     def batch_keys(self, step: int) -> list[str | None]:
         """The sample keys of batch ``step`` of the current epoch (None for a pad slot)."""
-        keys = self.located.keys
-        return [keys[p] if p >= 0 else None
-                for p in self.schedule.batch(self.schedule.order(self.epoch), step).tolist()]
+        return self.keys(self.schedule.batch(self.schedule.order(self.epoch, self.origin), step))
 
     def state_dict(self) -> dict:
-        """Where the loader is: resume with :meth:`load_state_dict` (same shards, options and world size)."""
-        return {"epoch": self.epoch, "step": self.step, "seed": self.options.seed,
-                "world_size": self.options.world_size, "batches": len(self)}
+        """Where the loader is (the epoch, and the position in it: the step, and the samples all ranks consumed),
+        and what fixes the order (split, seed, the manifest's sha256, order, world size, batch size)."""
+        o = self.options
+        return {"epoch": self.epoch, "step": self.step, "origin": self.origin, "position": self.position,
+                "split": o.split, "seed": o.seed, "manifest": self.shards.digest, "order": o.order,
+                "world_size": o.world_size, "batch_size": o.batch_size, "batches": len(self)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume where :meth:`state_dict` was taken; ValueError when it comes from a loader with another
-        seed, world size or data."""
-        if (state["seed"], state["world_size"], state["batches"]) != (self.options.seed, self.options.world_size,
-                                                                      len(self)):
-            raise ValueError("state_dict comes from a loader with another seed, world size or data; cannot resume")
-        self.epoch, self.step = state["epoch"], state["step"]
+        """Resume where :meth:`state_dict` was taken. Global order: on any world size and batch size, at the
+        same place of the epoch's permutation (a loader of another size continues from that sample on). Local
+        order: the same world size and batches only. ValueError naming what differs (split, seed, data, order)."""
+        mine = self.state_dict()
+        state = {"order": "local", "split": mine["split"], "manifest": mine["manifest"], **state}  # older states
+        differs = [f"{k} {state[k]!r} -> {mine[k]!r}" for k in SAME if state.get(k) != mine[k]]
+        if differs:
+            raise ValueError(f"state_dict comes from another loader: differs in {', '.join(differs)}; cannot resume")
+        if self.options.order == "local":
+            if (state["world_size"], state["batches"]) != (mine["world_size"], mine["batches"]):
+                raise ValueError(f"state_dict comes from {state['world_size']} ranks of {state['batches']} batches, "
+                                 f"this loader has {mine['world_size']} of {mine['batches']}: order='local' resumes "
+                                 "on the same world size only (order='global' resumes on any)")
+            self.epoch, self.step, self.origin = state["epoch"], state["step"], 0
+            return
+        span = self.schedule.span
+        if state["world_size"] * state["batch_size"] == span:
+            self.epoch, self.step, self.origin = state["epoch"], state["step"], state["origin"]
+        else:
+            self.epoch, self.step, self.origin = state["epoch"], 0, state["position"]
+        if self.origin >= self.schedule.total or not len(self):
+            self.epoch, self.step, self.origin = self.epoch + 1, 0, 0
 
     def positions(self) -> list[np.ndarray]:
         """The sample positions of the batches still to come in the current epoch."""
-        order = self.schedule.order(self.epoch)
+        order = self.schedule.order(self.epoch, self.origin)
         return [self.schedule.batch(order, s) for s in range(self.step, len(self))]
 
     def __iter__(self) -> Iterator[tuple]:
         batches = self.positions()
+        if self.cache is not None:
+            self.cache.plan(self._needs(batches))
         # batches first, not strict: the pass ends at the schedule's last batch, ``_run`` is not resumed past it
         for positions, batch in zip(batches, self._run(batches), strict=False):
             self.step += 1
-            yield batch if self.real is None else (*batch, self._real(self.real, positions, batch[1]))
-        self.epoch, self.step = self.epoch + 1, 0
+            yield batch if not self.options.return_real else (*batch, self._real(positions, batch[1]))
+        self.epoch, self.step, self.origin = self.epoch + 1, 0, 0
 
-    def _real(self, table: np.ndarray, positions: np.ndarray, labels):
-        """The batch's ReaL labels from ``table`` (:func:`real_table`), ``[B, REAL_WIDTH]`` int64 on the labels'
-        device, padded with -1 (a pad slot: all -1; a sample ReaL does not cover: its own label)."""
+    def _needs(self, batches: list[np.ndarray]) -> np.ndarray:
+        """The shards of ``batches`` and then of the next epoch's first batches, in order of first need."""
+        following = self.schedule.order(self.epoch + 1)[:self.options.batch_size * 64] \
+            if self.options.training else np.zeros(0, np.int64)
+        order = np.concatenate([*batches, following]) if batches else following
+        shards = self.index.shard_of(np.where(order >= 0, order, -1 - order))
+        _, first = np.unique(shards, return_index=True)
+        return shards[np.sort(first)]
+
+    def _real(self, positions: np.ndarray, labels):
+        """The batch's ReaL labels, ``[B, REAL_WIDTH]`` int64 on the labels' device, padded with -1 (a pad slot:
+        all -1; a sample ReaL does not cover, or a label space other than ImageNet-1k's: its own label)."""
         import torch
 
-        rows = torch.from_numpy(table[np.where(positions >= 0, positions, -1 - positions)]).to(labels.device,
-                                                                                                 non_blocking=True)
-        own = rows[:, 0] == USE_LABEL
-        rows[:, 0] = torch.where(own, labels, rows[:, 0])
-        rows[labels < 0] = -1
-        return rows
+        imagenet = (self.shards.manifest or {}).get("label_space", "imagenet-1k") == "imagenet-1k"
+        rows = np.full((len(positions), REAL_WIDTH), -1, np.int64)
+        for j, key in enumerate(self.keys(np.where(positions >= 0, positions, -1 - positions))):
+            real = real_labels_of(key) if imagenet and key else None
+            if real is None:
+                rows[j, 0] = USE_LABEL
+            else:
+                rows[j, :len(real)] = real
+        table = torch.from_numpy(rows).to(labels.device, non_blocking=True)
+        own = table[:, 0] == USE_LABEL
+        table[:, 0] = torch.where(own, labels, table[:, 0])
+        table[labels < 0] = -1
+        return table
+
+    def stats(self) -> dict:
+        """What the shard cache did (bytes fetched, hits, waits...; empty for local shards)."""
+        return self.cache.stats() if self.cache is not None else {}
+
+    def close(self) -> None:
+        """Stop fetching and unmap the shards (the loader is not used again)."""
+        if self.cache is not None:
+            self.cache.close()
+        self.files.close()
 
     def _run(self, batches: list[np.ndarray]) -> Iterator[tuple]:
         raise NotImplementedError
-
-
-def real_table(shards: ShardSet, keys: tuple[str, ...]) -> np.ndarray:
-    """``[samples, REAL_WIDTH]`` int64: each sample's ReaL labels (ILSVRC2012 val keys of an ImageNet-1k label
-    space), or :data:`USE_LABEL` for the others; padded with -1."""
-    table = np.full((len(keys), REAL_WIDTH), -1, np.int64)
-    imagenet = (shards.manifest or {}).get("label_space", "imagenet-1k") == "imagenet-1k"
-    for i, key in enumerate(keys):
-        real = real_labels_of(key) if imagenet else None
-        if real is None:
-            table[i, 0] = USE_LABEL
-        else:
-            table[i, :len(real)] = real
-    return table

@@ -17,95 +17,199 @@ import os
 import sys
 import threading
 import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from imnet_data.loader.shardset import Located, ShardError
+from imnet_data.loader.index import LABEL_BYTES, SampleIndex
+from imnet_data.loader.shardset import ShardError, ShardSet
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mmap.restype = ctypes.c_void_p
 _LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
 _LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _MAP_FIXED = 0x10
 _MAP_ANONYMOUS, _MAP_NORESERVE = (0x1000, 0x40) if sys.platform == "darwin" else (0x20, 0x4000)
+_RESERVE = mmap.MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_NORESERVE
+_MADV_DONTNEED = 4
+DROP_BLOCK = 2 << 20     # a page fault maps the whole page-cache folio it lands in (up to 2 MiB) and its neighbours'
+#                          cached pages (fault-around): what a finished sample leaves mapped lies within this block
 _FAILED = ctypes.c_void_p(-1).value
 
-LABEL_BYTES = 8          # a .cls holds at most 7 digits; the window past it lies in the tar padding
 ANY_LABEL = 10 ** (LABEL_BYTES - 1)   # the label bound without a manifest: any number a .cls can hold
 _WINDOW = np.concatenate([np.arange(LABEL_BYTES), [0, 1], np.arange(-16, 0)])   # label, JPEG head, JPEG tail
 _DIGIT_WEIGHT = 10 ** np.arange(LABEL_BYTES - 1, -1, -1, dtype=np.int64)
 
 
 class MappedShards:
-    """The shards ``located`` reads, laid out page-aligned in one range mapped lazily once per process (a
-    forked or unpickled copy maps its own). ``start``/``end`` give each sample's JPEG bytes as offsets into
-    :meth:`region`, ``label_at`` its ``.cls``; a label must lie in ``0 <= label < classes`` (the manifest's
-    class count; None without a manifest: any label >= 0). Rows that do not fit their shard raise ShardError
-    at once."""
+    """The split's shards, each with a page-aligned slot in one address range reserved (not allocated) per
+    process (a forked or unpickled copy reserves its own). A shard is mapped into its slot when a batch first
+    needs it (:meth:`hold`), its index loaded then; at most ``capacity`` shards stay mapped (the least recently
+    used unmapped past that, never one a batch in flight holds). ``open_shard(s)`` gives the file to map: a
+    descriptor, and whether to keep it open while mapped (a streamed shard's pin, see
+    :mod:`imnet_data.loader.cache`). A label must lie in ``0 <= label < classes`` (None: any label >= 0).
 
-    def __init__(self, paths: list[str], located: Located, classes: int | None) -> None:
-        self.paths, self.keys, self.shard = paths, located.keys, located.shard
+    What the mapping costs: file pages count in the process's RSS once read, so :meth:`drop` hands the pages of
+    a finished batch back to the page cache (``MADV_DONTNEED``): the mapped share of the RSS is the batches in
+    flight, not the shards read so far."""
+
+    def __init__(self, shards: ShardSet, index: SampleIndex, classes: int | None,
+                 open_shard: Callable[[int], tuple[int, bool]], capacity: int | None = None) -> None:
+        self.shards, self.index, self.open_shard, self.capacity = shards, index, open_shard, capacity
         self.classes, self.limit = classes, ANY_LABEL if classes is None else classes
-        used = np.unique(located.shard)
-        sizes = {int(s): os.stat(paths[s]).st_size for s in used}
-        self.sizes, self.slots = sizes, {s: 0 for s in sizes}
-        offset = 0
-        for s, size in sizes.items():
-            self.slots[s], offset = offset, offset + -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
-        self.total = offset
-        base = np.zeros(len(paths), np.int64)
-        base[list(self.slots)] = list(self.slots.values())
-        self.label_at = base[located.shard] + located.cls_offset
-        self.start = base[located.shard] + located.jpg_offset
-        self.end = self.start + located.jpg_size
-        self.cls_size = located.cls_size
-        self._check(located, sizes)
+        pages = -(-shards.sizes // mmap.PAGESIZE) * mmap.PAGESIZE
+        self.slots = np.concatenate([[0], np.cumsum(pages)])[:-1].astype(np.int64)
+        self.total = int(pages.sum())
         self._reset()
 
-    def _check(self, located: Located, sizes: dict[int, int]) -> None:
-        """Every sample's ``.cls`` (and the label window past it) and ``.jpg`` inside its shard."""
-        size = np.array([sizes.get(int(s), 0) for s in range(len(self.paths))], np.int64)[located.shard]
-        bad = ((located.cls_size < 1) | (located.cls_size >= LABEL_BYTES) | (located.jpg_size < 4)
-               | (located.cls_offset < 0) | (located.cls_offset + LABEL_BYTES > size) | (located.jpg_offset < 0)
-               | (located.jpg_offset + located.jpg_size > size))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ShardError(f"{self.paths[located.shard[i]]}: sample {located.keys[i]}: the index does not fit "
-                             f"the shard (.cls {int(located.cls_size[i])} bytes at {int(located.cls_offset[i]):,}, "
-                             f".jpg {int(located.jpg_size[i]):,} bytes at {int(located.jpg_offset[i]):,}, shard "
-                             f"{int(size[i]):,} bytes); re-stage it or run 'imnet-data verify'")
-
     def _reset(self) -> None:
-        self.pid, self.lock = os.getpid(), threading.Lock()
+        self.pid, self.lock = os.getpid(), threading.RLock()
         self._region: np.ndarray | None = None
+        self.mapped: OrderedDict[int, int | None] = OrderedDict()   # shard -> the descriptor kept (or None)
+        self.users: dict[int, int] = {}                               # shard -> batches in flight holding it
+        self.opening: dict[int, threading.Event] = {}                 # shards being opened (maybe fetched)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in vars(self).items() if k not in ("pid", "lock", "_region")}
+        return {k: v for k, v in vars(self).items() if k not in ("pid", "lock", "_region", "mapped", "users",
+                                                                "opening")}
 
     def __setstate__(self, state: dict) -> None:
         vars(self).update(state)
         self._reset()
 
     def region(self) -> np.ndarray:
-        """This process's read-only uint8 array over every mapped shard (mapped on first use)."""
+        """This process's read-only uint8 array over the reserved range (reserved on first use)."""
         if self.pid != os.getpid():
             self._reset()        # a forked child: its own lock (the parent's may be held) and mapping
         if self._region is None:
             with self.lock:
                 if self._region is None:
-                    self._region = map_region(self.paths, self.slots, self.sizes, self.total)
+                    self._region = reserve(self.total)
         return self._region
 
-    def path_of(self, i: int) -> str:
+    def hold(self, shards: np.ndarray) -> None:
+        """Count one more batch holding each of ``shards`` and map those that are not (a streamed one may wait
+        for its download here, without blocking reads of shards already mapped)."""
+        region, wanted = self.region(), shards.tolist()
+        with self.lock:
+            for s in wanted:
+                self.users[s] = self.users.get(s, 0) + 1
+        try:
+            for s in wanted:
+                self._ensure(region, s)
+        except BaseException:
+            self.release(shards)
+            raise
+
+    def _ensure(self, region: np.ndarray, s: int) -> None:
+        while True:
+            with self.lock:
+                if s in self.mapped:
+                    self.mapped.move_to_end(s)
+                    return
+                event, mine = self.opening.get(s), False
+                if event is None:
+                    self.opening[s] = event = threading.Event()
+                    mine = True
+            if not mine:
+                event.wait()
+                continue
+            try:
+                fd, keep = self.open_shard(s)
+                with self.lock:
+                    self._map(region, s, fd, keep)
+            finally:
+                with self.lock:
+                    del self.opening[s]
+                event.set()
+
+    def _map(self, region: np.ndarray, s: int, fd: int, keep: bool) -> None:
+        try:
+            path, size = self.shards.paths[s], int(self.shards.sizes[s])
+            if os.fstat(fd).st_size < size:
+                raise ShardError(f"{path}: shrank to {os.fstat(fd).st_size:,} bytes, the manifest says {size:,}")
+            want = region.ctypes.data + int(self.slots[s])
+            if size and _LIBC.mmap(want, size, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd, 0) != want:
+                raise ShardError(f"{path}: cannot map ({os.strerror(ctypes.get_errno())})")
+            self.mapped[s] = fd if keep else None
+            self.index.load(s, path, size)
+        finally:
+            if not keep:
+                os.close(fd)
+        self._shrink(region)
+
+    def release(self, shards: np.ndarray) -> None:
+        """One batch holding each of ``shards`` is done; past ``capacity``, unmap the least recently used."""
+        with self.lock:
+            for s in shards.tolist():
+                self.users[s] -= 1
+                if not self.users[s]:
+                    del self.users[s]
+            self._shrink(self.region())
+
+    def _shrink(self, region: np.ndarray) -> None:
+        if self.capacity is None:
+            return
+        for s in [s for s in self.mapped if s not in self.users][:max(0, len(self.mapped) - self.capacity)]:
+            self.unmap(region, s)
+
+    def unmap(self, region: np.ndarray, s: int) -> None:
+        """Put the reservation back over shard ``s``'s slot (zero pages: a stray read finds zeros, not a fault)
+        and close its kept descriptor."""
+        size = int(self.shards.sizes[s])
+        if size:
+            _LIBC.mmap(region.ctypes.data + int(self.slots[s]), size, mmap.PROT_READ, _RESERVE | _MAP_FIXED, -1, 0)
+        fd = self.mapped.pop(s)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Unmap every shard (and close the descriptors kept): what a loader does when it is done."""
+        if self._region is not None and self.pid == os.getpid():
+            with self.lock:
+                for s in list(self.mapped):
+                    self.unmap(self._region, s)
+
+    def drop(self, rows: np.ndarray) -> None:
+        """Hand the pages of samples ``rows`` back to the page cache: from the label to the JPEG's end, widened
+        to :data:`DROP_BLOCK` (a fault maps the whole large folio it lands in and the cached pages around it, the
+        next samples' included; without the widening a shard's pages stay mapped one neighbour at a time: 12 MB
+        left after 10 batches of 64 with 64 KiB blocks, none with 2 MiB). Within the shard's slot only; a later
+        read (a sample of a batch still in flight) faults its pages in again from the page cache."""
+        base = self.region().ctypes.data
+        shards = self.index.shard_of(rows)
+        slot = base + self.slots[shards]
+        end = slot + -(-self.shards.sizes[shards] // mmap.PAGESIZE) * mmap.PAGESIZE
+        low = np.maximum((slot + np.minimum(self.index.cls_offset[rows], self.index.jpg_offset[rows]))
+                         // DROP_BLOCK * DROP_BLOCK, slot)
+        high = np.minimum(-(-(slot + self.index.jpg_offset[rows] + self.index.jpg_size[rows]) // DROP_BLOCK)
+                          * DROP_BLOCK, end)
+        for a, b in zip(low.tolist(), high.tolist(), strict=True):
+            _LIBC.madvise(a, b - a, _MADV_DONTNEED)
+
+    def starts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Offsets into :meth:`region` of samples ``rows``: label, JPEG start, JPEG end."""
+        slot = self.slots[self.index.shard_of(rows)]
+        start = slot + self.index.jpg_offset[rows]
+        return slot + self.index.cls_offset[rows], start, start + self.index.jpg_size[rows]
+
+    def path_of(self, i: int) -> Path:
         """The path of the shard that holds sample ``i``."""
-        return self.paths[self.shard[i]]
+        return self.shards.paths[int(self.index.shard_of(np.array([i]))[0])]
+
+    def key_of(self, i: int) -> str:
+        """Sample ``i``'s key."""
+        s = int(self.index.shard_of(np.array([i]))[0])
+        return self.index.keys(s, self.shards.paths[s])[i - int(self.index.first[s])]
 
 
-def map_region(paths: list[str], slots: dict[int, int], sizes: dict[int, int], total: int) -> np.ndarray:
-    """Reserve ``total`` bytes of address space, map each shard at its slot, close the descriptors; the range is
-    unmapped when the array and its views are collected. A shard shorter than when it was checked is refused
-    (reading past its end would kill the process)."""
-    address = _LIBC.mmap(None, max(total, 1), 0, mmap.MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
+def reserve(total: int) -> np.ndarray:
+    """``total`` bytes of address space as a read-only array of zero pages (no memory is committed); shards are
+    mapped over their slots. Unmapped when the array and its views are collected."""
+    address = _LIBC.mmap(None, max(total, 1), mmap.PROT_READ, _RESERVE, -1, 0)
     if address in (None, _FAILED):
         raise ShardError(f"cannot reserve {total:,} bytes of address space for the shards "
                          f"({os.strerror(ctypes.get_errno())})")
@@ -113,22 +217,6 @@ def map_region(paths: list[str], slots: dict[int, int], sizes: dict[int, int], t
     # unmapped when the last view of it is gone; not at exit, where a DALI thread may still be reading
     weakref.finalize(memory, _LIBC.munmap, address, max(total, 1)).atexit = False
     array = np.ctypeslib.as_array(memory)
-    for shard, slot in slots.items():
-        path = paths[shard]
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise ShardError(f"{path}: cannot open ({e.strerror})") from e
-        try:
-            size = os.fstat(fd).st_size
-            if size < sizes[shard]:
-                raise ShardError(f"{path}: shrank from {sizes[shard]:,} to {size:,} bytes while opening the loader")
-            flags = mmap.MAP_SHARED | _MAP_FIXED     # into its slot of the reservation
-            want = address + slot
-            if sizes[shard] and _LIBC.mmap(want, sizes[shard], mmap.PROT_READ, flags, fd, 0) != want:
-                raise ShardError(f"{path}: cannot map ({os.strerror(ctypes.get_errno())})")
-        finally:
-            os.close(fd)
     array.flags.writeable = False
     return array
 
@@ -138,12 +226,12 @@ def gather(files: MappedShards, rows: np.ndarray) -> tuple[list[np.ndarray], np.
     and a per-row problem code of samples ``rows`` (0 fine, 1 no start-of-image marker, 2 no end-of-image
     marker). One gather reads every label and marker byte."""
     region = files.region()
-    start, end = files.start[rows], files.end[rows]
-    places = np.concatenate([files.label_at[rows, None] + _WINDOW[:LABEL_BYTES], start[:, None] + _WINDOW[8:10],
+    label_at, start, end = files.starts(rows)
+    places = np.concatenate([label_at[:, None] + _WINDOW[:LABEL_BYTES], start[:, None] + _WINDOW[8:10],
                              end[:, None] + _WINDOW[10:]], axis=1)
     window = region[places]          # GIL released while the pages are touched
     digits = window[:, :LABEL_BYTES].astype(np.int64) - 48
-    size = files.cls_size[rows].astype(np.int64)
+    size = files.index.cls_size[rows].astype(np.int64)
     inside = np.arange(LABEL_BYTES) < size[:, None]
     numeric = ((digits >= 0) & (digits <= 9) | ~inside).all(1)
     labels = np.where(numeric, (np.where(inside, digits, 0) * _DIGIT_WEIGHT).sum(1) // 10 ** (LABEL_BYTES - size),
@@ -160,9 +248,9 @@ def label_of(files: MappedShards, i: int) -> int:
     another writer) or not a class of the label space; ShardError naming shard and key when it is not a number
     or outside ``0 <= label < files.classes`` (``-1``, the pad slots' label, included: never yielded as a
     sample's label, nor masked out as padding)."""
-    at, size = int(files.label_at[i]), int(files.cls_size[i])
+    at, size = int(files.starts(np.array([i]))[0][0]), int(files.index.cls_size[i])
     text = bytes(files.region()[at:at + size])
-    where = f"{files.path_of(i)}: sample {files.keys[i]}: .cls"
+    where = f"{files.path_of(i)}: sample {files.key_of(i)}: .cls"
     try:
         label = int(text)
     except ValueError:

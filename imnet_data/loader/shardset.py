@@ -7,77 +7,88 @@ manifest (present, same size) before training starts. Each sample is located by 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from array import array
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from webdataset.shardlists import expand_urls
 
-from imnet_data.assign import rank_pieces
-from imnet_data.shards.manifest import MANIFEST, read_manifest
+from imnet_data.shards.manifest import MANIFEST
 from imnet_data.shards.members import index_rows
-from imnet_data.shards.schema import INDEX_VERSION, index_parts, parse_index, read_capped, render_index
+from imnet_data.shards.schema import INDEX_VERSION, index_parts, parse_index, parse_manifest, read_capped, render_index
 
 
 class ShardError(ValueError):
     """Shards missing, not matching the manifest, or a sample that cannot be read (names shard and key)."""
 
 
-@dataclass(frozen=True)
-class Located:
-    """Where a rank's samples are: parallel arrays, one row per sample."""
-
-    shard: np.ndarray      # int32 index into ShardSet.paths
-    cls_offset: np.ndarray  # int64 data offset of <key>.cls
-    cls_size: np.ndarray    # int32
-    jpg_offset: np.ndarray  # int64 data offset of <key>.jpg
-    jpg_size: np.ndarray    # int32
-    keys: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
 class ShardSet:
-    """A split's shard files, their sample counts, and (when present) the manifest they must match. ``split``
-    picks a split of a shard root and must agree with a split folder's (or manifest's) own."""
+    """A split's shard files, their sample counts and sizes, and (when present) the manifest they must match.
+    ``split`` picks a split of a shard root and must agree with a split folder's (or manifest's) own.
 
-    def __init__(self, source: str | os.PathLike, split: str | None = None) -> None:
-        self.manifest, self.paths = resolve(source, split)
-        self.entries = manifest_entries(self.manifest, self.paths) if self.manifest else None
-        self.counts = ([e["samples"] for e in self.entries] if self.entries
-                       else [index_count(p) for p in self.paths])
+    Only arrays and the manifest's header are kept (its per-shard entries, class histograms included, are
+    dropped once read), so a manifest of 10,000 shards costs a few MB. ``digest`` identifies the data: the
+    manifest's sha256 (without one, a hash of the shard names, counts and sizes), recorded in a loader's state.
+    """
+
+    def __init__(self, source: str | os.PathLike, split: str | None = None,
+                 fetched: tuple[bytes, Path] | None = None) -> None:
+        """``fetched``: a manifest read from a store (its bytes and the local folder its shards go to)."""
+        raw: bytes | None
+        if fetched is not None:
+            raw, folder = fetched
+            manifest: dict | None = parse_manifest(raw, os.fspath(source))
+            assert manifest is not None
+            self.paths = [folder / s["name"] for s in manifest["shards"]]
+        else:
+            raw, manifest, self.paths = resolve(source, split)
+        self.counts = np.array([e["samples"] for e in manifest["shards"]] if manifest
+                               else [index_count(p) for p in self.paths], np.int64)
+        self.sizes = np.array([e["bytes"] for e in manifest["shards"]] if manifest
+                              else [p.stat().st_size for p in self.paths], np.int64)
+        self.files = [(e["name"], e["bytes"], e["sha256"], e["index"]["name"], e["index"]["bytes"],
+                       e["index"]["sha256"]) for e in manifest["shards"]] if manifest else None
+        listing = raw or "\n".join(f"{p.name} {n} {b}" for p, n, b in zip(self.paths, self.counts, self.sizes,
+                                                                          strict=True)).encode()
+        self.digest = hashlib.sha256(listing).hexdigest()
+        self.manifest = {k: v for k, v in manifest.items() if k != "shards"} if manifest else None
+        self.raw = raw
 
     @property
     def total(self) -> int:
         """The samples of every shard together."""
-        return sum(self.counts)
+        return int(self.counts.sum())
 
     @property
     def num_classes(self) -> int | None:
         """The label space's class count from the manifest (None without one)."""
         return len(self.manifest["classes"]) if self.manifest else None
 
-    def locate(self, rank: int, world_size: int) -> Located:
-        """The samples ``rank`` of ``world_size`` reads (see :mod:`imnet_data.assign`), in shard order."""
-        shard, offsets, keys = [], [], []
-        for piece in rank_pieces(self.counts, rank, world_size):
-            if self.entries:
-                check_shard(self.paths[piece.shard], self.entries[piece.shard])
-            table, names = sample_table(str(self.paths[piece.shard]))
-            offsets.append(table[piece.start:piece.stop])
-            keys += names[piece.start:piece.stop]
-            shard.append(np.full(piece.stop - piece.start, piece.shard, np.int32))
-        table = np.concatenate(offsets) if offsets else np.zeros((0, 4), np.int64)
-        return Located(np.concatenate(shard) if shard else np.zeros(0, np.int32), table[:, 0],
-                       table[:, 1].astype(np.int32), table[:, 2], table[:, 3].astype(np.int32), tuple(keys))
+    @property
+    def names(self) -> list[str]:
+        """The shard file names, in manifest order."""
+        return [p.name for p in self.paths]
+
+    def check(self, shard: int) -> Path:
+        """Shard ``shard``'s path, present with the manifest's size (a full sha256 check is ``imnet-data verify``'s
+        and ``stage``'s job); else ShardError naming it."""
+        path = self.paths[shard]
+        if not path.is_file():
+            raise ShardError(f"{path}: shard missing" + (" (listed in the manifest); stage or re-shard it"
+                                                         if self.manifest else ""))
+        size = path.stat().st_size
+        if size != self.sizes[shard]:
+            raise ShardError(f"{path}: {size:,} bytes, the manifest says {int(self.sizes[shard]):,}; "
+                             "re-stage it or run 'imnet-data verify'")
+        return path
 
 
-def resolve(source: str | os.PathLike, split: str | None = None) -> tuple[dict | None, list[Path]]:
-    """``(manifest or None, shard paths)`` of what users pass: a shard root with ``split`` (``DEST`` holding
-    ``DEST/<split>/manifest.json``), a split folder, a manifest file, or a brace pattern (checked against the
+def resolve(source: str | os.PathLike, split: str | None = None) -> tuple[bytes | None, dict | None, list[Path]]:
+    """``(manifest bytes, manifest, shard paths)`` (both None without a manifest) of what users pass: a shard
+    root with ``split`` (``DEST`` holding ``DEST/<split>/manifest.json``), a split folder, a manifest file, or a
+    brace pattern (checked against the
     ``manifest.json`` beside the shards when there is one). A split that differs from the manifest's is an error
     naming both."""
     path = Path(os.fspath(source))
@@ -90,39 +101,37 @@ def resolve(source: str | os.PathLike, split: str | None = None) -> tuple[dict |
             raise ShardError(f"{path}: a shard root; name one of its splits: split={' or '.join(map(repr, splits))}"
                              + (f" (not {split!r})" if split else ""))
         path = path / split
-    manifest: dict | None
+    manifest: dict | None = None
+    raw: bytes | None = None
     if path.is_dir() or path.suffix == ".json":
-        manifest = read_manifest(path)
-        folder = path if path.is_dir() else path.parent
-        paths = [folder / s["name"] for s in manifest["shards"]]
+        file = path / MANIFEST if path.is_dir() else path
+        raw = read_capped(file, "manifest")
+        manifest = parse_manifest(raw, str(file))
+        paths = [file.parent / s["name"] for s in manifest["shards"]]
     else:
         paths = [Path(p) for p in expand_urls(os.fspath(source))]
         if not paths:
             raise ShardError(f"{source}: no shard matches the pattern")
         beside = paths[0].parent / MANIFEST
-        manifest = read_manifest(beside) if beside.is_file() else None
+        if beside.is_file():
+            raw = read_capped(beside, "manifest")
+            manifest = parse_manifest(raw, str(beside))
+            listed = {s["name"] for s in manifest["shards"]}
+            missing = [p for p in paths if p.name not in listed]
+            if missing:
+                raise ShardError(f"{missing[0]}: not listed in the manifest beside it")
+            manifest = {**manifest, "shards": [s for s in manifest["shards"] if s["name"] in
+                                               {p.name for p in paths}]}
+            order = {s["name"]: s for s in manifest["shards"]}
+            manifest["shards"] = [order[p.name] for p in paths]
+    check_split(manifest, split, source)
+    return raw, manifest, paths
+
+
+def check_split(manifest: dict | None, split: str | None, source: object) -> None:
+    """ShardError when the manifest holds another split than the one asked for."""
     if manifest is not None and split is not None and manifest["split"] != split:
         raise ShardError(f"{source}: holds the {manifest['split']!r} split, not the {split!r} asked for")
-    return manifest, paths
-
-
-def manifest_entries(manifest: dict, paths: list[Path]) -> list[dict]:
-    """The manifest entry of each shard path (ShardError for a shard the manifest does not list)."""
-    entries = {s["name"]: s for s in manifest["shards"]}
-    missing = [p for p in paths if p.name not in entries]
-    if missing:
-        raise ShardError(f"{missing[0]}: not listed in the manifest beside it")
-    return [entries[p.name] for p in paths]
-
-
-def check_shard(path: Path, entry: dict) -> None:
-    """A shard a rank reads is present with the manifest's size (a full sha256 check is ``imnet-data verify``'s
-    and ``stage``'s job); else ShardError naming it. Shards other ranks read need not be here (staged subsets)."""
-    if not path.is_file():
-        raise ShardError(f"{path}: shard missing (listed in the manifest); stage or re-shard it")
-    if path.stat().st_size != entry["bytes"]:
-        raise ShardError(f"{path}: {path.stat().st_size:,} bytes, the manifest says {entry['bytes']:,}; "
-                         "re-stage it or run 'imnet-data verify'")
 
 
 def index_path(shard: Path) -> Path:
