@@ -1,6 +1,6 @@
 """``tools/train_imagenet.py`` as a user runs it: torchrun with 2 gloo ranks on the CPU, on shards of a fake
-download; killed (SIGKILL) after a checkpoint and resumed, it trains on exactly the batches the checkpoint had
-not seen, and the two ranks never see the same sample."""
+download; killed (SIGKILL) after a checkpoint and resumed on 3 ranks, it trains on exactly the samples the
+checkpoint had not seen, in the same global order, and no two ranks see the same sample."""
 from __future__ import annotations
 
 import json
@@ -21,8 +21,8 @@ torch = pytest.importorskip("torch", reason="the training script needs torch")
 pytest.importorskip("torchvision", reason="the training script builds a torchvision model")
 
 
-def torchrun(data: Path, work: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+def torchrun(data: Path, work: Path, *extra: str, ranks: int = 2) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
            str(ROOT / "tools" / "train_imagenet.py"), "--data", str(data), "--arch", "resnet18", "--epochs", "1",
            "--batch-size", "4", "--device", "cpu", "--backend", "torch", "--threads", "0", "--min-res", "96",
            "--max-res", "96", "--val-res", "32", "--checkpoint", str(work / "ck.pt"), "--checkpoint-every", "3",
@@ -50,12 +50,12 @@ def records(work: Path, rank: int) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def test_killed_and_resumed_training_sees_each_batch_once(tmp_path: Path) -> None:
+def test_killed_and_resumed_on_more_ranks_training_sees_each_sample_once(tmp_path: Path) -> None:
     src = make_fake(tmp_path / "src", FakeOptions(classes=6, train_per_class=40, val_images=12, seed=5), quiet=True)
     shard(src.out, tmp_path / "shards", ShardOptions(samples_per_shard=15), quiet=True)
     work = tmp_path / "work"
     (work / "record").mkdir(parents=True)
-    first = torchrun(tmp_path / "shards", work)
+    first = torchrun(tmp_path / "shards", work, "--order", "global")
     deadline = time.monotonic() + 240
     meta = work / "ck.json"
     while first.poll() is None and time.monotonic() < deadline:
@@ -66,23 +66,24 @@ def test_killed_and_resumed_training_sees_each_batch_once(tmp_path: Path) -> Non
     kill_tree(first.pid)
     first.wait()
     checkpoint = json.loads(meta.read_text())["loader"]
-    seen = {rank: [r for r in records(work, rank) if r["step"] < checkpoint["step"]] for rank in (0, 1)}
+    seen = [[r for r in records(work, rank) if r["step"] < checkpoint["step"]] for rank in (0, 1)]
+    assert [r["step"] for r in seen[0]] == [r["step"] for r in seen[1]] == list(range(checkpoint["step"]))
     before = {rank: len(records(work, rank)) for rank in (0, 1)}
-    resumed = torchrun(tmp_path / "shards", work, "--resume")
+    resumed = torchrun(tmp_path / "shards", work, "--resume", ranks=3)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
-    assert f"resumed epoch 0 at step {checkpoint['step']}" in out and "val top1" in out
+    left = (240 - checkpoint["position"]) // 12                # global batches of 3 ranks x 4 left
+    assert f"resumed epoch 0 at step 0 of {left}, sample {checkpoint['position']} ({checkpoint['step']} steps done, " \
+           "2 -> 3 ranks)" in out and "val top1" in out
+    again = [records(work, rank)[before.get(rank, 0):] for rank in (0, 1, 2)]
+    assert [r["step"] for r in again[0]] == [r["step"] for r in again[2]] == list(range(left))
     from imnet_data.loader import build_loader
-    keys_of_rank = {}
-    for rank in (0, 1):
-        again = records(work, rank)[before[rank]:]
-        assert [r["step"] for r in again] == list(range(checkpoint["step"], checkpoint["batches"]))
-        assert [r["step"] for r in seen[rank]] == list(range(checkpoint["step"]))
-        schedule = build_loader(tmp_path / "shards", "train", 4, backend="torch", device="cpu", rank=rank,
-                                world_size=2, seed=0, image_size=96)
-        assert [r["keys"] for r in seen[rank] + again] == [schedule.batch_keys(s) for s in range(len(schedule))]
-        keys_of_rank[rank] = {k for r in seen[rank] + again for k in r["keys"]}
-    assert keys_of_rank[0] and keys_of_rank[1] and not keys_of_rank[0] & keys_of_rank[1]
+    whole = build_loader(tmp_path / "shards", "train", 1, backend="torch", device="cpu", seed=0, image_size=96)
+    order = [k for b in whole.positions() for k in whole.keys(b)]
+    trained = [k for step in zip(*seen, strict=True) for r in step for k in r["keys"]] + \
+              [k for step in zip(*again, strict=True) for r in step for k in r["keys"]]
+    assert trained == order[:len(trained)]                  # the global order, across the resize, each sample once
+    assert len(trained) == checkpoint["position"] + 12 * left   # all but what the last global batch cannot take
 
 
 # ---- what the script refuses: a checkpoint it cannot use, starting over a checkpoint, a missing [train] extra ----

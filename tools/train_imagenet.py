@@ -1,13 +1,15 @@
 """The reference ImageNet training script: imnet-data's loader feeding a torchvision model under torchrun DDP.
 
 Copy it and change what you need. What it does: DDP over NCCL (GPU) or gloo (CPU), the loader on every rank
-(each reads its own contiguous share, see the README), bf16 autocast and channels_last on GPU, SGD with
-nesterov momentum, a cosine or step schedule with linear warmup, label smoothing; a checkpoint (model,
-optimizer, loader position) every ``--checkpoint-every`` steps, written atomically, from which ``--resume``
-continues mid-epoch with exactly the batches not yet seen; validation after every epoch (the pad slots masked
-out) with top-1, top-5 and ReaL top-1; an optional progressive-resolution schedule (FFCV's recipe: the train
-size grows from ``--min-res`` to ``--max-res`` over the epochs, val at ``--val-res``); a log line every
-``--log-every`` steps with images/s and the share of time spent waiting for data.
+(``--order global``, the default: each rank takes its share of every global batch of one permutation of the
+split; ``--order local``: each rank reads its own contiguous share, see the README), bf16 autocast and
+channels_last on GPU, SGD with nesterov momentum, a cosine or step schedule with linear warmup, label smoothing;
+a checkpoint (model, optimizer, loader position) every ``--checkpoint-every`` steps, written atomically, from
+which ``--resume`` continues mid-epoch with exactly the samples not yet seen (global order: on any number of
+ranks); validation after every epoch (the pad slots masked out) with top-1, top-5 and ReaL top-1; an optional
+progressive-resolution schedule (FFCV's recipe: the train size grows from ``--min-res`` to ``--max-res`` over
+the epochs, val at ``--val-res``); a log line every ``--log-every`` steps with images/s and the share of time
+spent waiting for data.
 
     torchrun --nproc_per_node 8 tools/train_imagenet.py --data /data/shards --arch resnet50 --epochs 90
     torchrun --nnodes 4 --nproc_per_node 8 --rdzv-endpoint head:29500 tools/train_imagenet.py --data /local/shards
@@ -54,6 +56,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when a GPU is visible, else cpu")
     p.add_argument("--threads", type=int, default=None, help="loader threads (default: the cores per rank)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--order", choices=["global", "local"], default="global",
+                   help="global (default): one order for any number of ranks, resumable on another number; "
+                        "local: each rank a fixed range of the shards (a node stages only its ranks' shards)")
     p.add_argument("--checkpoint", type=Path, default=Path("checkpoint.pt"))
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -125,10 +130,10 @@ def train_size(args: argparse.Namespace, epoch: int) -> int:
     return int(round(size / 32) * 32) if args.max_res != args.min_res else args.min_res
 
 
-def learning_rate(args: argparse.Namespace, world: int, step: int, steps_per_epoch: int) -> float:
-    """Warmup then cosine (or step: /10 at 30, 60, 80 of 90 epochs), scaled to the global batch."""
+def learning_rate(args: argparse.Namespace, world: int, epoch: float) -> float:
+    """Warmup then cosine (or step: /10 at 30, 60, 80 of 90 epochs), scaled to the global batch; ``epoch``:
+    epochs done, a fraction for the samples of the current one (a run resumed on other ranks keeps its place)."""
     base = args.lr * args.batch_size * world / 256
-    epoch = step / steps_per_epoch
     if epoch < args.warmup_epochs:
         return base * (epoch + 1e-3) / args.warmup_epochs
     if args.schedule == "step":
@@ -197,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         common.update(dtype="bfloat16", layout="channels_last")
     state = load_checkpoint(args.checkpoint, device) if args.resume and args.checkpoint.exists() else None
     start_epoch, done = (state["epoch"], state["done"]) if state else (0, 0)
-    train = build_loader(args.data, "train", args.batch_size, seed=args.seed,
+    train = build_loader(args.data, "train", args.batch_size, seed=args.seed, order=args.order,
                          image_size=train_size(args, start_epoch), **common)
     val = build_loader(args.data, "val", args.batch_size, image_size=args.val_res, return_real=True, **common)
     model = getattr(torchvision.models, args.arch)(num_classes=train.shards.num_classes or 1000).to(device)
@@ -217,23 +222,23 @@ def run(args: argparse.Namespace) -> int:
             raise Refused(f"{args.checkpoint}: does not fit this run ({args.arch}, these shards and ranks): "
                           f"{one_line(e)}") from None
         if rank == 0:
-            print(f"resumed epoch {start_epoch} at step {train.step} ({done} steps done)", flush=True)
+            print(f"resumed epoch {start_epoch} at step {train.step} of {len(train)}, sample {train.position} "
+                  f"({done} steps done, {state['loader']['world_size']} -> {world} ranks)", flush=True)
     record = (args.record / f"rank{rank}.jsonl").open("a") if args.record else None
-    steps_per_epoch = len(train)
     for epoch in range(start_epoch, args.epochs):
         if not (state and epoch == start_epoch):   # a resumed epoch goes on where it stopped
             train.set_epoch(epoch, image_size=train_size(args, epoch))
         clock, waited, seen = time.perf_counter(), 0.0, 0
         batches = iter(train)
         while True:
-            t0 = time.perf_counter()
+            t0, at = time.perf_counter(), epoch + train.position / train.schedule.total
             batch = next(batches, None)
             waited += time.perf_counter() - t0
             if batch is None:
                 break
             images, labels = batch
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(args, world, epoch * steps_per_epoch + train.step - 1, steps_per_epoch)
+                group["lr"] = learning_rate(args, world, at)
             with autocast(device):
                 loss = loss_fn(ddp(images), labels)
             optimizer.zero_grad(set_to_none=True)
@@ -246,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
                 record.flush()
             if done % args.log_every == 0 and rank == 0:
                 wall = time.perf_counter() - clock
-                print(f"epoch {epoch} step {train.step}/{steps_per_epoch} loss {loss.item():.3f} "
+                print(f"epoch {epoch} step {train.step}/{len(train)} loss {loss.item():.3f} "
                       f"{seen * world / wall:,.0f} img/s data wait {waited / wall:.0%} size {images.shape[-1]}",
                       flush=True)
                 clock, waited, seen = time.perf_counter(), 0.0, 0
