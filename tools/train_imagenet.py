@@ -14,6 +14,7 @@ spent waiting for data.
     torchrun --nproc_per_node 8 tools/train_imagenet.py --data /data/shards --arch resnet50 --epochs 90
     torchrun --nnodes 4 --nproc_per_node 8 --rdzv-endpoint head:29500 tools/train_imagenet.py --data /local/shards
     python tools/train_imagenet.py --data /data/shards --device cpu --backend torch --arch resnet18   # one CPU
+    torchrun --nproc_per_node 8 tools/train_imagenet.py --data s3://bucket/shards --cache /nvme/imnet-cache
 
 Needs torch and torchvision (pip install -e '.[train]'), imported after the arguments are parsed. ``--resume``
 refuses a checkpoint it cannot use (truncated, not a checkpoint, another model) in one line naming it, exit 1,
@@ -39,7 +40,13 @@ torch = dist = torchvision = None   # the [train] extra: import_train_extra() im
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="shard root (holding train/ and val/)")
+    p.add_argument("--data", required=True,
+                   help="shard root (holding train/ and val/): a folder, or a store URL (s3://, gs://, http(s)://) "
+                        "whose shards are streamed through --cache")
+    p.add_argument("--cache", default=None, help="a store URL's cache folder (default: $IMNET_DATA_CACHE, "
+                                                 "else ~/.cache/imnet-data/<hash of the URL>)")
+    p.add_argument("--cache-limit", default=None, help="the most the cache may hold, e.g. 200GB (default: 90%% "
+                                                       "of the disk's free space)")
     p.add_argument("--arch", default="resnet50", help="a torchvision model name (default resnet50)")
     p.add_argument("--epochs", type=int, default=90)
     p.add_argument("--batch-size", type=int, default=256, help="per rank (default 256)")
@@ -200,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
                                                                                                   "1")))}
     if gpu:
         common.update(dtype="bfloat16", layout="channels_last")
+    common.update(cache=args.cache, cache_limit=args.cache_limit)     # used when --data is a store URL
     state = load_checkpoint(args.checkpoint, device) if args.resume and args.checkpoint.exists() else None
     start_epoch, done = (state["epoch"], state["done"]) if state else (0, 0)
     train = build_loader(args.data, "train", args.batch_size, seed=args.seed, order=args.order,

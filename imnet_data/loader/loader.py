@@ -64,7 +64,9 @@ class Loader:
         self.shards, self.options, self.cache = shards, options, cache
         self.schedule = make_schedule(options, shards.counts)
         self.index = SampleIndex(shards.counts, shards.names)
-        capacity = None if options.order == "local" else 2 * options.shuffle_window + 2
+        # shards left mapped with no batch holding them: a streamed one is let go at once (its flock pins it in the
+        # cache); local order keeps the rank's shards (every batch draws from them all); global, two windows
+        capacity = 0 if cache else None if options.order == "local" else 2 * options.shuffle_window + 2
         self.files = MappedShards(shards, self.index, shards.num_classes, cache or LocalFiles(shards), capacity)
         if cache is None:
             self._check_local()

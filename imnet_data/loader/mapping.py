@@ -11,6 +11,7 @@ which is safe: the mapping keeps the old file).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -42,6 +43,38 @@ _FAILED = ctypes.c_void_p(-1).value
 ANY_LABEL = 10 ** (LABEL_BYTES - 1)   # the label bound without a manifest: any number a .cls can hold
 _WINDOW = np.concatenate([np.arange(LABEL_BYTES), [0, 1], np.arange(-16, 0)])   # label, JPEG head, JPEG tail
 _DIGIT_WEIGHT = 10 ** np.arange(LABEL_BYTES - 1, -1, -1, dtype=np.int64)
+
+
+_PARENTS: set[int] = set()    # descriptors holding a flock on a shard (a pin, a fetch's claim) in this process
+_FORK_GUARD = threading.Lock()  # no fork between opening such a descriptor and registering it
+
+
+def _forget_in_child() -> None:
+    """A forked child (a DataLoader worker) closes its copies of the parent's locked descriptors: a flock belongs
+    to the open file, shared with the child, and would outlive the parent's unlock for as long as the child runs."""
+    _FORK_GUARD.release()
+    for fd in _PARENTS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _PARENTS.clear()
+
+
+os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release,
+                    after_in_child=_forget_in_child)
+
+
+def open_locked(path: Path, flags: int = os.O_RDONLY) -> int:
+    """A descriptor to take a flock with, closed in forked children (see :func:`_forget_in_child`)."""
+    with _FORK_GUARD:
+        fd = os.open(path, flags, 0o644)
+        _PARENTS.add(fd)
+    return fd
+
+
+def close_locked(fd: int) -> None:
+    """Close a descriptor from :func:`open_locked`."""
+    _PARENTS.discard(fd)
+    os.close(fd)
 
 
 class MappedShards:
@@ -127,6 +160,8 @@ class MappedShards:
                 event.set()
 
     def _map(self, region: np.ndarray, s: int, fd: int, keep: bool) -> None:
+        """Map ``fd`` (shard ``s``) into its slot and load its index; ``keep``: a pinned descriptor (from
+        :func:`open_locked`) kept open until the shard is unmapped, else closed now."""
         try:
             path, size = self.shards.paths[s], int(self.shards.sizes[s])
             if os.fstat(fd).st_size < size:
@@ -136,6 +171,11 @@ class MappedShards:
                 raise ShardError(f"{path}: cannot map ({os.strerror(ctypes.get_errno())})")
             self.mapped[s] = fd if keep else None
             self.index.load(s, path, size)
+        except BaseException:
+            if keep:
+                self.mapped.pop(s, None)
+                close_locked(fd)
+            raise
         finally:
             if not keep:
                 os.close(fd)
@@ -164,7 +204,7 @@ class MappedShards:
             _LIBC.mmap(region.ctypes.data + int(self.slots[s]), size, mmap.PROT_READ, _RESERVE | _MAP_FIXED, -1, 0)
         fd = self.mapped.pop(s)
         if fd is not None:
-            os.close(fd)
+            close_locked(fd)
 
     def close(self) -> None:
         """Unmap every shard (and close the descriptors kept): what a loader does when it is done."""

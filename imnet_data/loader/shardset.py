@@ -54,7 +54,7 @@ class ShardSet:
                                                                           strict=True)).encode()
         self.digest = hashlib.sha256(listing).hexdigest()
         self.manifest = {k: v for k, v in manifest.items() if k != "shards"} if manifest else None
-        self.raw = raw
+        self.raw = raw            # the manifest's bytes (a streamed set's cache writes them, then lets them go)
 
     @property
     def total(self) -> int:
