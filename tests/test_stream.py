@@ -146,6 +146,7 @@ def test_streamed_epoch_every_label_within_the_cache_limit(local: Path, aws: str
     assert sorted(keys) == sorted(want)                                  # every sample once
     stats = loader.stats()
     assert stats["fetched"] >= len(sizes) and stats["fetched_bytes"] >= sum(sizes) and stats["evicted"] > 0
+    assert stats["hits"] == 0                                            # a cold cache: every shard fetched
     assert watch.peak <= limit + max(sizes), (watch.peak, limit)       # never above limit + one shard
     assert not list((tmp_path / "cache" / "train").glob("*.partial"))
     loader.close()
@@ -167,7 +168,9 @@ def test_streamed_over_http_from_nginx(local: Path, tmp_path: Path) -> None:
     with nginx(local, tmp_path / "nginx") as url:
         loader = build_loader(url, "val", backend="torch", cache=str(tmp_path / "cache"), **COMMON)
         assert sorted(epoch(loader, want)) == sorted(want)
-        assert loader.stats()["fetched"] == len(shard_bytes(local, "val"))
+        stats = loader.stats()
+        assert stats["fetched"] == len(shard_bytes(local, "val")) and stats["hits"] == 0
+        assert stats["fetched_bytes"] == sum(shard_bytes(local, "val"))        # each byte counted once
         loader.close()
 
 

@@ -153,7 +153,7 @@ class ShardCache:
                     self.urgent.append(shard)         # waited for: fetched before anything read ahead
                 self.cond.notify_all()
                 while shard not in self.ready and shard not in self.failed and not self.closed:
-                    if self.present(shard):
+                    if shard not in self.busy and self.present(shard):    # else its fetch says what it was
                         self.ready.add(shard)
                         self.counts.hits += 1
                         break
@@ -269,23 +269,22 @@ class ShardCache:
         claim = open_locked(self.folder / f"{name}.partial", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             fcntl.flock(claim, fcntl.LOCK_EX)        # one fetch of a shard at a time, across the node's jobs
-            if not self.present(shard):
+            found = self.present(shard)              # fetched by another job meanwhile, or staged
+            if not found:
                 while not self._room(shard, size + index_size):
                     time.sleep(WAIT)
                     if self.closed:
                         return
-                before = self.transfer.moved
                 for job in jobs:
                     if not self.transfer.present(job):
                         self._download(job)
                 with self.cond:
                     self.counts.fetched += 1
-                    self.counts.fetched_bytes += self.transfer.moved - before
+                    self.counts.fetched_bytes = self.transfer.moved      # all threads' (a resumed file: its rest)
                     self.counts.retries = self.transfer.retried
                     self.counts.peak_bytes = max(self.counts.peak_bytes, self.usage())
-            else:
-                self.counts.hits += 1
             with self.cond:
+                self.counts.hits += found and shard not in self.ready
                 self.ready.add(shard)
             if os.fstat(claim).st_size == 0:         # the claim made an empty partial file: not a download's
                 with contextlib.suppress(FileNotFoundError):
