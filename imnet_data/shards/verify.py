@@ -42,6 +42,7 @@ class ShardCheck:
     shard: dict
     num_classes: int
     deep: bool = False
+    labelled: bool = True   # False: the split was published without labels (no .cls expected)
 
 
 @dataclass
@@ -163,9 +164,11 @@ def check_sample(tar: tarfile.TarFile, key: str, group: dict[str, tarfile.TarInf
                  labels: Counter[int], found: list[str]) -> None:
     """Check one sample's members: all parts present, a valid ``.cls`` (and with ``deep`` the image and
     the ``.json`` label)."""
-    missing = [p for p in PARTS if p not in group]
+    missing = [p for p in PARTS if p not in group and (job.labelled or p != "cls")]
     if missing:
         found.append(f"{key}: no {', '.join('.' + p for p in missing)}")
+    if "cls" in group and not job.labelled:
+        found.append(f"{key}: a .cls in a split published without labels")
     if "cls" not in group:
         return
     text = read(tar, group, "cls")
@@ -221,7 +224,9 @@ def verify(dest: Path, splits: Iterable[str] | None = None, deep: bool = False, 
             continue
         split = manifest["split"]
         report.splits.append(split)
-        checks = [ShardCheck(split, str(folder), s, len(manifest["classes"]), deep) for s in manifest["shards"]]
+        labelled = manifest.get("labelled") is not False
+        checks = [ShardCheck(split, str(folder), s, len(manifest["classes"]), deep, labelled)
+                  for s in manifest["shards"]]
         for result in map_units(check_shard, checks, jobs=jobs, desc=f"verify {split}", quiet=quiet,
                                 weights=[s["bytes"] for s in manifest["shards"]]):
             report.shards += 1

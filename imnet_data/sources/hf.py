@@ -93,6 +93,12 @@ class HubArchives(Source):
         for i, (name, wnid, member, _, size) in enumerate(self._members(unit, False)):
             yield Entry(name, wnid, size, ("stream", unit.ref[1], member, 0, i))
 
+    def stream(self, unit: Unit) -> Iterator[tuple[Entry, bytes]]:
+        """Every image's entry (as :meth:`locate`) with its bytes, in one pass."""
+        for i, (name, wnid, member, data, size) in enumerate(self._members(unit, True)):
+            assert data is not None
+            yield Entry(name, wnid, size, ("stream", unit.ref[1], member, 0, i)), data
+
     def unlabelled(self, split: str) -> str:
         """Only the test set is unlabelled."""
         return f"the hub copy's {split} images carry no class in their names"

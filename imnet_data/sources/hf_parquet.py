@@ -151,10 +151,18 @@ class HubParquet(Source):
                          f"row {row} ({name})")
 
     def locate(self, unit: Unit) -> Iterator[Entry]:
-        """Every row's entry: ``("stream", file, "row group G, row R", G, R)``."""
+        """Every row's entry: ``("stream", file, "row group G, row R (name)", G, R)``."""
         _, path, group = unit.ref
         for row, name, wnid, _, size in self._rows(unit, False):
             yield Entry(name, wnid, size, ("stream", path, f"row group {group}, row {row} ({name})", group, row))
+
+    def stream(self, unit: Unit) -> Iterator[tuple[Entry, bytes]]:
+        """Every row's entry (as :meth:`locate`) with its bytes, in one pass."""
+        _, path, group = unit.ref
+        for row, name, wnid, data, size in self._rows(unit, True):
+            assert data is not None
+            yield Entry(name, wnid, size, ("stream", path, f"row group {group}, row {row} ({name})", group,
+                                           row)), data
 
     def unlabelled(self, split: str) -> str:
         """Only the test rows are unlabelled."""
