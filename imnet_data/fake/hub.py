@@ -7,7 +7,7 @@
 * ``hf-parquet``: the same rows as a full re-upload names them (``data/train-00000-of-00002.parquet``, ...,
   ``validation-``, ``test-``), ``image`` = {bytes, path}, ``label`` the sorted-WNID index (-1 for test), the
   hub's ``huggingface`` schema metadata (Image, ClassLabel with the 1000 names), :data:`ROWS_PER_GROUP` rows a
-  row group.
+  row group at least, :data:`ROW_GROUPS` row groups a file at most.
 
 The test set: as many images as val (``--val-images``), drawn like the others, named ``ILSVRC2012_test_%08d``.
 """
@@ -26,7 +26,8 @@ from imnet_data.fake.render import render_all
 from imnet_data.fake.truth import build_truth
 
 TRAIN_ARCHIVES = 5
-ROWS_PER_GROUP = 8
+ROWS_PER_GROUP = 8   # rows a row group holds at least ...
+ROW_GROUPS = 8       # ... and row groups a file holds at most (the hub's hold ~100 MB each)
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 
 
@@ -95,7 +96,8 @@ def make_hf_parquet(out: Path, options: FakeOptions = FakeOptions(), *, quiet: b
             role = f"{split}_{i}"
             paths[role] = data / f"{SPLIT_NAMES[split]}-{i:05d}-of-{files:05d}.parquet"
             with tario.atomic_file(paths[role]) as f:
-                pq.write_table(pa.Table.from_pylist(rows, schema=schema), f, row_group_size=ROWS_PER_GROUP)
+                pq.write_table(pa.Table.from_pylist(rows, schema=schema), f,
+                               row_group_size=max(ROWS_PER_GROUP, len(rows) // ROW_GROUPS))
     return FakeResult(Path(out), paths, truth(plan, tests, sha256, paths))
 
 

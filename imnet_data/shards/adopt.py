@@ -30,7 +30,7 @@ from imnet_data.errors import UsageError
 from imnet_data.parallel import check_visible, map_units
 from imnet_data.report import Report
 from imnet_data.shards.manifest import write_manifest
-from imnet_data.shards.members import ShardTarError, index_row, open_shard, read, samples
+from imnet_data.shards.members import EXTENDED, FOLDER, ShardTarError, headers, member_key, open_shard, samples
 from imnet_data.shards.schema import FILE_NAME, KEY, render_index
 from imnet_data.stores import FolderStore
 from imnet_data.stores.base import file_sha256
@@ -125,19 +125,14 @@ def read_shard(job: AdoptJob) -> ShardFound:
     labels: Counter[int] = Counter()
     rows = []
     try:
-        with open_shard(path) as tar:
-            for key, group in samples(path, tar):
-                rows.append(index_row(key, group))
+        with open(path, "rb", buffering=0) as f:
+            for key, group in walk(path):
+                rows.append((key, [(ext, offset, size) for ext, (offset, size) in group.items()]))
                 found.keys.append(key)
-                label = sample_label(path, tar, key, group, job.classes, found.problems)
+                label = sample_label(path, f.fileno(), key, group, job.classes, found.problems)
                 if label is not None:
                     labels[label] += 1
-            end = tar.offset
-        with open(path, "rb") as f:
-            f.seek(end)
-            if f.read(2 * BLOCK) != b"\0" * 2 * BLOCK:
-                found.problems.append(f"{path}: no end-of-archive marker after {len(rows)} samples (truncated?)")
-    except (tarfile.TarError, OSError, EOFError, ShardTarError) as e:
+    except (OSError, ShardTarError) as e:
         found.problems.append(f"{path}: truncated or corrupt tar ({str(e).removeprefix(f'{path}: ')})")
     if found.problems:
         more = len(found.problems) - MAX_PROBLEMS
@@ -153,36 +148,63 @@ def read_shard(job: AdoptJob) -> ShardFound:
     return found
 
 
-def sample_label(path: Path, tar: tarfile.TarFile, key: str, group: dict, classes: int,
+def walk(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+    """``(key, {ext: (data offset, size)})`` of every sample, from the header blocks alone (names checked as
+    :func:`~imnet_data.shards.members.member_key` checks them); a tar with extended headers (long names) is
+    walked by tarfile instead. ShardTarError for a repeated member, a missing end-of-archive marker, ..."""
+    members, end = headers(path)
+    if any(kind in EXTENDED for _, kind, _, _ in members):
+        with open_shard(path) as tar:
+            try:
+                return [(key, {ext: (i.offset_data, i.size) for ext, i in group.items()})
+                        for key, group in samples(path, tar)]
+            except tarfile.TarError as e:
+                raise ShardTarError(f"{path}: corrupt tar ({e})") from e
+    out: list[tuple[str, dict[str, tuple[int, int]]]] = []
+    for name, kind, offset, size in members:
+        if kind == FOLDER:
+            continue
+        info = tarfile.TarInfo(name)
+        info.size = size
+        key, ext = member_key(path, info)
+        if not out or out[-1][0] != key:
+            out.append((key, {}))
+        elif ext in out[-1][1]:
+            raise ShardTarError(f"{path}: member {name!r} repeats .{ext} of sample {key}")
+        out[-1][1][ext] = (offset, size)
+    with open(path, "rb") as f:
+        f.seek(end)
+        if f.read(2 * BLOCK) != b"\0" * 2 * BLOCK:
+            raise ShardTarError(f"{path}: no end-of-archive marker after {len(out)} samples (cut off?)")
+    return out
+
+
+def sample_label(path: Path, fd: int, key: str, group: dict[str, tuple[int, int]], classes: int,
                  problems: list[str]) -> int | None:
     """A sample's label from ``.cls`` (else its ``.json`` ``label``), checked: an image member, a key DALI's
-    index can name, a label inside the space, ``.cls`` and ``.json`` agreeing; None (problem added) when not."""
+    index can name, a label inside the space; None (problem added) when not."""
     where = f"{path}: sample {key!r}"
     if not KEY.match(key):
         problems.append(f"{where}: the key is not 1-90 of A-Z a-z 0-9 _ - (DALI's index and readers need that)")
         return None
     if not any(ext in group for ext in IMAGES):
-        problems.append(f"{where}: no image member (.{', .'.join(IMAGES)}); has {', '.join(sorted(group))}")
-    meta = None
-    if "json" in group:
-        try:
-            meta = json.loads(read(tar, group, "json"))
-        except (ValueError, RecursionError):
-            problems.append(f"{where}: {key}.json is not JSON")
-    given = meta.get("label") if isinstance(meta, dict) else None
+        problems.append(f"{where}: no image member (.{', .'.join(IMAGES)}); has .{', .'.join(sorted(group))}")
     if "cls" in group:
-        text = read(tar, group, "cls").strip()
+        text = os.pread(fd, group["cls"][1], group["cls"][0]).strip()
         if not text.isdigit():
             problems.append(f"{where}: {key}.cls is not a class index ({text[:20]!r})")
             return None
         label = int(text)
-        if isinstance(given, int) and given != label:
-            problems.append(f"{where}: {key}.cls says {label}, its .json label {given}")
-    elif isinstance(given, int) and not isinstance(given, bool):
-        label = given
     else:
-        problems.append(f"{where}: no label (no .cls, no .json label)")
-        return None
+        try:
+            meta = json.loads(os.pread(fd, group["json"][1], group["json"][0])) if "json" in group else None
+        except (ValueError, RecursionError):
+            meta = None
+        given = meta.get("label") if isinstance(meta, dict) else None
+        if not isinstance(given, int) or isinstance(given, bool):
+            problems.append(f"{where}: no label (no .cls, no .json label)")
+            return None
+        label = given
     if not 0 <= label < classes:
         problems.append(f"{where}: label {label} is outside the label space's 0..{classes - 1}")
         return None

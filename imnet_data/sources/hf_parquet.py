@@ -11,9 +11,10 @@ and a row group declaring more than :data:`MAX_ROW_GROUP` bytes is refused unrea
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,17 @@ class HubParquet(Source):
 
 
 def open_parquet(path: Path) -> Any:
-    """The parquet file at ``path``; SourceError naming it when it is not one (or is cut short)."""
+    """The parquet file at ``path``, opened once per process (its footer parsed once: a worker reads its row
+    groups one unit at a time); SourceError naming it when it is not one (or is cut short)."""
+    try:
+        return _open(str(path), os.getpid(), path.stat().st_mtime_ns)
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read ({e.strerror})") from e
+
+
+@lru_cache(maxsize=8)
+def _open(path: str, pid: int, mtime_ns: int) -> Any:
+    """The open parquet file (``pid``: a forked worker opens its own; ``mtime_ns``: a changed file anew)."""
     pq = pyarrow_parquet()
     try:
         return pq.ParquetFile(path)
