@@ -152,6 +152,15 @@ def test_a_tar_that_is_not_what_it_claims_is_named_and_left_alone(tmp_path: Path
     assert "Traceback" not in done.stderr
 
 
+def test_shards_of_image_and_label_alone_verify(tmp_path: Path) -> None:
+    folder = tmp_path / "wds" / "train"
+    folder.mkdir(parents=True)
+    rewrite(folder / "a-0000.tar", [one_sample(f"k{i}", str(i)) for i in range(4)])
+    assert run_cli("index", str(tmp_path / "wds"), "--quiet").returncode == 0
+    done = run_cli("verify", str(tmp_path / "wds"), "--quiet")
+    assert done.returncode == 0, done.stdout
+
+
 def test_a_folder_without_shards_is_a_usage_error(tmp_path: Path) -> None:
     done = run_cli("index", str(tmp_path), "--quiet")
     assert done.returncode == 2 and "no WebDataset shards" in done.stderr
