@@ -221,9 +221,12 @@ def adopt(dest: Path, label_space: str = "imagenet-1k", jobs: int | None = None,
     classes = tuple(space.wnids())
     report = AdoptReport(str(dest))
     root = FolderStore(dest)
-    for split, tars in find_splits(dest).items():
-        found = list(map_units(read_shard, [AdoptJob(str(t), len(classes)) for t in tars], jobs=jobs,
-                               desc=f"index {split}", quiet=quiet, weights=[t.stat().st_size for t in tars]))
+    splits = find_splits(dest)
+    every = [t for tars in splits.values() for t in tars]   # one pass over every split's shards
+    results = iter(map_units(read_shard, [AdoptJob(str(t), len(classes)) for t in every], jobs=jobs,
+                             desc="index", quiet=quiet, weights=[t.stat().st_size for t in every]))
+    for split, tars in splits.items():
+        found = [next(results) for _ in tars]
         problems = [p for f in found for p in f.problems] + duplicate_keys(tars, found)
         report.problems += problems
         summary: dict[str, object] = {"shards": len(tars), "samples": sum(len(f.keys) for f in found),
