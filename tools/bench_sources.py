@@ -82,7 +82,7 @@ def main() -> int:
     parser.add_argument("--shard-size", default="2MB")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--copies", type=int, default=4, help="index: the shards linked as this many splits")
+    parser.add_argument("--copies", type=int, default=12, help="index: the shards linked as this many splits")
     args = parser.parse_args()
     cli = [sys.executable, "-m", "imnet_data"]
     src = args.work / f"parquet-{args.profile}-{args.classes}x{args.per_class}"
