@@ -21,6 +21,7 @@ from imnet_data.catalog import UnknownClassError
 from imnet_data.cli.bench import add_bench
 from imnet_data.cli.classes import add_classes
 from imnet_data.cli.fake import add_fake
+from imnet_data.cli.index import add_index
 from imnet_data.cli.misc import add_demo, add_doctor, add_wordnet
 from imnet_data.cli.organize import add_organize
 from imnet_data.cli.shard import add_shard
@@ -35,7 +36,7 @@ from imnet_data.interrupts import interruptible
 
 COMMANDS: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
     add_demo, add_validate, add_organize, add_shard, add_upload, add_stage, add_verify, add_preview, add_bench,
-    add_classes, add_fake, add_doctor, add_wordnet]
+    add_classes, add_fake, add_doctor, add_wordnet, add_index]
 
 
 def build_parser() -> argparse.ArgumentParser:

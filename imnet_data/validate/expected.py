@@ -18,6 +18,7 @@ from imnet_data.validate.report import UNREADABLE, Problem, class_where, inside
 from imnet_data.validate.scan import Tally
 
 TINY_TRAIN_PER_CLASS = 500
+HUB_TEST_IMAGES = 100_000   # the hub copy's test set (the 2012 test images, the 2019 patch applied)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Expected:
     names: dict[str, frozenset[str]] = field(default_factory=dict)    # split -> every file name
     labels: dict[str, dict[str, str]] = field(default_factory=dict)   # split -> file name -> wnid
     releases: dict[str, tuple[catalog.Release, ...]] = field(default_factory=dict)  # split -> totals it may have
+    unlabelled: frozenset[str] = frozenset()                          # splits published without labels
+    totals: dict[str, int] = field(default_factory=dict)              # split -> images (an unlabelled split's)
 
 
 def _val_name(number: int) -> str:
@@ -58,9 +61,23 @@ def _with_truth(base: Expected, train: dict[str, int], val: dict[str, str]) -> E
 
 def _ilsvrc_official(base: Expected, _: Source) -> Expected:
     """The real set: train counts per class, 50,000 val files with their official labels (50 per class)."""
+    return _with_truth(base, {c.wnid: c.train_images for c in catalog.ilsvrc2012()}, _val_truth())
+
+
+def _hub_classes() -> Expected:
+    """The hub copies: ILSVRC2012's classes, and a test split that carries no labels."""
+    return replace(_ilsvrc_classes(), unlabelled=frozenset({"test"}))
+
+
+def _hub_official(base: Expected, src: Source) -> Expected:
+    """The hub copies of the real set: the official train and val truth, and 100,000 test images."""
+    return replace(_ilsvrc_official(base, src), totals={"test": HUB_TEST_IMAGES})
+
+
+def _val_truth() -> dict[str, str]:
+    """Every official val file's label, from the devkit ground truth this project ships."""
     cat = catalog.ilsvrc2012()
-    val = {_val_name(i): cat.by_ilsvrc2012_id(c).wnid for i, c in enumerate(catalog.val_ground_truth(), 1)}
-    return _with_truth(base, {c.wnid: c.train_images for c in cat}, val)
+    return {_val_name(i): cat.by_ilsvrc2012_id(c).wnid for i, c in enumerate(catalog.val_ground_truth(), 1)}
 
 
 def _tiny_classes() -> Expected:
@@ -84,12 +101,12 @@ def _imagenet21k_official(base: Expected, src: Source) -> Expected:
 
 
 CLASSES: dict[str, Callable[[], Expected]] = {
-    "tiny": _tiny_classes,
+    "tiny": _tiny_classes, "hf": _hub_classes, "hf-parquet": _hub_classes,
     "imagenet21k": lambda: Expected("ImageNet (words.txt)", _is_synset, splits=("train",)),
 }
 OFFICIAL: dict[str, Callable[[Expected, Source], Expected]] = {
     "ilsvrc2012": _ilsvrc_official, "folders": _ilsvrc_official, "kaggle": _ilsvrc_official, "tiny": _tiny_official,
-    "imagenet21k": _imagenet21k_official}
+    "imagenet21k": _imagenet21k_official, "hf": _hub_official, "hf-parquet": _hub_official}
 
 
 def class_set(src: Source) -> Expected:
@@ -158,8 +175,11 @@ def check_split(split: str, tally: Tally, expected: Expected, home: str) -> list
         if n and wnid not in tally.classes:
             problems.append(Problem("error", "missing_class", class_where(home, split, wnid),
                                     f"{wnid}: missing ({n:,} {split} images expected)"))
-    if tally.classes[None]:
+    if tally.classes[None] and split not in expected.unlabelled:
         problems.append(Problem("error", "unlabelled", home, f"{tally.classes[None]:,} {split} images have no label"))
+    total = expected.totals.get(split)
+    if total is not None and tally.images != total:
+        problems.append(Problem("error", "count", home, f"{tally.images:,} {split} images, expected {total:,}"))
     return problems + _check_release(split, tally, expected.releases.get(split, ()), home) + \
         _check_names(split, tally, expected, home)
 
