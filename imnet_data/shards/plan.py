@@ -108,6 +108,7 @@ class SplitPlan:
     label_space: str
     classes: tuple[str, ...]
     shards: list[ShardPlan] = field(default_factory=list)
+    evaluation: dict | None = None   # an evaluation set's name, variant and class mask (Source.evaluation)
 
     @property
     def pattern(self) -> str:
@@ -123,7 +124,8 @@ class SplitPlan:
         """What the plan file stores besides the sample lists."""
         return {"format": "imnet-data-shard-plan", "format_version": FORMAT_VERSION, "tool_version": __version__,
                 "split": self.split, "name": self.name, "pattern": self.pattern, "options": self.options,
-                "source": self.source, "label_space": self.label_space, "classes": list(self.classes)}
+                "source": self.source, "label_space": self.label_space, "classes": list(self.classes),
+                **({"evaluation": self.evaluation} if self.evaluation else {})}
 
     def as_dict(self) -> dict:
         """The plan file's content: the header, then each shard's name, digest, keys and labels."""
@@ -237,9 +239,11 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
             raise SourceError(f"{b.entry.origin}: sample key {b.key!r} also used by {a.entry.origin}")
     if options.shuffles(split):
         random.Random(options.seed).shuffle(planned)
-    name = options.name or SPACE_NAMES.get(space) or LAYOUT_NAMES.get(source.layout, "imagenet")
+    evaluation = source.evaluation(split)
+    name = options.name or (evaluation or {}).get("set") or SPACE_NAMES.get(space) or \
+        LAYOUT_NAMES.get(source.layout, "imagenet")
     plan = SplitPlan(split, name, recorded_options(options, split), source_identity(source, split, entries),
-                     space, classes)
+                     space, classes, evaluation=evaluation)
     for i, (start, end) in enumerate(cut(len(planned), [p.entry.size for p in planned], options)):
         shard = ShardPlan(i, f"{name}-{split}-{i:06d}.tar", planned[start:end])
         shard.digest = _sha256_json([plan.options, [(p.key, p.label, p.entry.size) for p in shard.samples]])

@@ -170,6 +170,11 @@ class Source:
         """The layout and root, for messages."""
         return f"{self.layout} at {self.root}"
 
+    def evaluation(self, split: str) -> dict | None:
+        """What an evaluation set's split is, for its manifest (``set``, ``variant``, ``mask``: its classes as 1k
+        indices or None for all 1000, ``reference``); None for a training download."""
+        return None
+
     def unlabelled(self, split: str) -> str:
         """Why a ``split`` image of this download came without a label, and what gives it one (for messages)."""
         return f"the {self.layout} download at {self.root} carries no label for its {split} images"
