@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from imnet_data import catalog
+from imnet_data.errors import UsageError
 from imnet_data.fake import FakeOptions, FakeResult, write_truth
 from imnet_data.fake.evalsets import (
     make_imagenet_a,
@@ -213,6 +214,10 @@ def test_detection_is_never_a_guess(fakes: dict[str, FakeResult], tmp_path: Path
     assert detect_layout(tmp_path / "a") == detect_layout(tmp_path / "a" / "imagenet-a") == "imagenet-a"
     (tmp_path / "a" / "imagenet-a" / "README.txt").unlink()   # no marker: a folder of 1k class folders
     assert detect_layout(tmp_path / "a" / "imagenet-a") == "folders"
+    (tmp_path / "domainnet" / "sketch" / "airplane").mkdir(parents=True)   # another set's sketch/: not claimed
+    (tmp_path / "domainnet" / "sketch" / "airplane" / "a.jpg").write_bytes(b"x")
+    with pytest.raises(UsageError, match="not a known ImageNet layout"):
+        detect_layout(tmp_path / "domainnet")
     both = tmp_path / "both"
     shutil.copytree(tmp_path / "sk", both)
     shutil.copy(fakes["imagenet-sketch"].archives["val"], both)

@@ -4,6 +4,7 @@ ImageNet val and ImageNet-C's mCE included; the command line's errors (weights t
 are one line; the model's own preprocessing comes from timm's and torchvision's configs."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -206,6 +207,12 @@ def test_an_architecture_with_weights_runs_with_its_own_preprocessing(prepared: 
     overridden = load_model("timm:resnet18", tmp_path / "r18.pth", image_size=160, crop_pct=1.0,
                             interpolation="bilinear").preprocess
     assert (overridden.image_size, overridden.resize_size, overridden.interpolation) == (160, 160, "bilinear")
+    state = torch.load(tmp_path / "r18.pth", weights_only=True)   # checkpoints: train_imagenet.py's, and DDP's
+    torch.save({"model": state, "optimizer": {"param_groups": [{"lr": 0.1}]}, "epoch": 2}, tmp_path / "ck.pt")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "ddp.pt")
+    for checkpoint in ("ck.pt", "ddp.pt"):
+        loaded = load_model("timm:resnet18", tmp_path / checkpoint).module.state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in state.items())
     with pytest.raises(ModelError, match="holds no state dict"):
         torch.save([1, 2], tmp_path / "list.pth")
         load_model("timm:resnet18", tmp_path / "list.pth")
@@ -243,3 +250,24 @@ def test_bicubic_val_resize_is_pils(prepared: tuple[Path, dict]) -> None:
     assert dali["bicubic"].shape == (4, 3, 224, 224) and not torch.equal(dali["bilinear"], dali["bicubic"])
     with pytest.raises(ValueError, match="interpolation must be one of"):
         build_loader(split, "val", 4, backend="torch", device="cpu", interpolation="lanczos")
+
+
+def test_imagenet_c_images_are_not_cropped_again(prepared: tuple[Path, dict]) -> None:
+    root, _ = prepared
+    seen: list[torch.Tensor] = []
+
+    def record(images: torch.Tensor) -> torch.Tensor:
+        seen.append(images.clone())
+        return torch.zeros(len(images), 1000)
+
+    model = dataclasses.replace(load_model(READER), module=record)
+    evaluate(root, model, Run(workers=0, batch_size=2, limit=2), sets=["imagenet-c"], corruptions=["shot_noise"],
+             severities=[1])
+    split = root / "imagenet-c" / "shot_noise-1"
+    with tarfile.open(sorted(split.glob("*.tar"))[0]) as tar:
+        jpegs = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")][:2]
+    mean, std = torch.tensor(model.preprocess.mean)[:, None, None], torch.tensor(model.preprocess.std)[:, None, None]
+    for received, data in zip(seen[0], jpegs, strict=True):
+        pixels = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
+        assert pixels.shape == (3, 224, 224)   # the set's 224 x 224 crops, as they are
+        assert torch.allclose(received * std + mean, pixels / 255, atol=1e-5)

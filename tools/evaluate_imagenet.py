@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from imnet_data.evaluate import Run, evaluate, load_model
     except ImportError as e:
-        print(f"evaluate_imagenet: error: {e}: pip install -e '.[train]' (torch, torchvision; timm for timm models)",
+        print(f"evaluate_imagenet: error: {e}: pip install -e '.[eval]' (torch, torchvision, timm, DALI)",
               file=sys.stderr)
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -13,6 +13,7 @@ val preprocessing), :mod:`.score` (one split through the loader), :mod:`.corrupt
 from __future__ import annotations
 
 import platform
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import asdict
@@ -30,7 +31,8 @@ def evaluate(root: str | Path, model: Model, run: Run = Run(), *, sets: Iterable
              corruptions: Iterable[str] | None = None, severities: Iterable[int] | None = None,
              progress: bool = False) -> EvalReport:
     """Score ``model`` on every prepared split under ``root`` (or ``sets``; ImageNet-C: ``corruptions`` at
-    ``severities``), one split after another in a fixed order, so the same inputs give the same report."""
+    ``severities``), one split after another in a fixed order, so the same inputs give the same report;
+    ``progress``: a line on stderr as each split starts."""
     import torch
 
     start = time.perf_counter()
@@ -44,7 +46,7 @@ def evaluate(root: str | Path, model: Model, run: Run = Run(), *, sets: Iterable
                          "python": platform.python_version()}, skipped=skipped)
     for split in splits:
         if progress:
-            print(f"scoring {split.label} ({split.samples:,} images) ...", flush=True)
+            print(f"scoring {split.label} ({split.samples:,} images) ...", file=sys.stderr, flush=True)
         report.results.append((split, score_split(model, split, run)))
     c: dict[tuple[str, int], float] = {(sp.corruption, sp.severity): sc.top1 / sc.images for sp, sc in report.results
          if sp.corruption and sp.severity and sc.images}

@@ -44,7 +44,9 @@ class EvalReport(Report):
         if c and self.imagenet_c:
             images, hits = sum(s.images for _, s in c), sum(s.top1 for _, s in c)
             summary = self.imagenet_c
-            note = f"mCE {_num(summary['mce'])}, relative mCE {_num(summary['relative_mce'])}" + \
+            relative = (f"relative mCE {_num(summary['relative_mce'])}" if summary["relative_mce"] is not None
+                        else "relative mCE needs the ImageNet val row")
+            note = f"mCE {_num(summary['mce'])}, {relative}" + \
                 ("" if summary["complete"] else f" (over {summary['benchmark_corruptions']} of 15 corruptions "
                  "and the severities scored)")
             rows.append(_row("imagenet-c", f"{len(c)} splits", images, 100.0 * hits / images if images else None,

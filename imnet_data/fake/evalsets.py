@@ -23,6 +23,7 @@ import numpy as np
 from imnet_data import catalog, tario
 from imnet_data.errors import UsageError
 from imnet_data.fake.coded import CodedSpec, draw
+from imnet_data.fake.geometry import image_size
 from imnet_data.fake.options import FakeOptions, FakeResult
 from imnet_data.fake.plan import rng_for
 from imnet_data.fake.truth import FORMAT_VERSION, _md5
@@ -82,12 +83,18 @@ def spread(classes: list[str], count: int) -> Iterator[tuple[str, int]]:
 
 
 def _spec(options: FakeOptions, key: tuple, name: str, wnid: str, outside: tuple[int, ...] = (),
-          right: float = 0.6, side: tuple[int, int] = (64, 129), corruption: str = "", severity: int = 0) -> CodedSpec:
+          right: float = 0.6, side: tuple[int, int] | None = None, corruption: str = "", severity: int = 0
+          ) -> CodedSpec:
     """What to draw for one image, from its own seeded stream (``key``): a picture of ``wnid``, ``side`` pixels
-    per side (a range), and the code (:func:`drawn`)."""
+    per side (a range; default: 64..128 for the ``tiny`` profile, ImageNet's sizes for ``imagenet``), and the
+    code (:func:`drawn`)."""
     rng = rng_for(options.seed, *key)
     label = catalog.ilsvrc2012().wnid_to_index(wnid)
-    size = (int(rng.integers(*side)), int(rng.integers(*side)))
+    if side is None and options.profile == "imagenet":
+        size = image_size("imagenet", rng)
+    else:
+        low, high = side or (64, 129)
+        size = (int(rng.integers(low, high)), int(rng.integers(low, high)))
     return CodedSpec(name, wnid, size, int(rng.integers(2**63)), drawn(rng, label, outside, right), options.profile,
                      corruption, severity)
 

@@ -224,8 +224,14 @@ class ClassFolderSet(Source):
             raise SourceError(f"{path}: truncated or corrupt archive ({e})") from e
 
 
+_CLASS_SETS: dict[str, frozenset[str]] = {}
+
+
 def _set_of(cls: type[ClassFolderSet]) -> frozenset[str]:
-    return frozenset(cls.classes())
+    """The set's WNIDs as a set (made once per set)."""
+    if cls.layout not in _CLASS_SETS:
+        _CLASS_SETS[cls.layout] = frozenset(cls.classes())
+    return _CLASS_SETS[cls.layout]
 
 
 def _find(cls: type[ClassFolderSet], path: Path, part: Part) -> Path | None:
@@ -276,6 +282,17 @@ class ImageNetSketch(ClassFolderSet):
     about = "ImageNet-Sketch (ImageNet-Sketch.zip, or a folder holding its extracted sketch/)"
     parts = (Part("val", "", "ImageNet-Sketch.zip", "sketch"),)
     reference = "https://github.com/HaohanWang/ImageNet-Sketch"
+
+    @classmethod
+    def extracted(cls, folder: Path) -> bool:
+        """A ``sketch/`` folder holding only ImageNet-1k class folders (a ``sketch/`` of other sets' classes, such
+        as DomainNet's, is not claimed)."""
+        if not folder.is_dir():
+            return False
+        with os.scandir(folder) as it:
+            found = list(it)
+        classes = _set_of(cls)
+        return bool(found) and all(e.is_dir(follow_symlinks=False) and e.name in classes for e in found)
 
 
 V2_VARIANTS = ("matched-frequency", "threshold0.7", "top-images")
