@@ -196,6 +196,11 @@ def test_bad_archives_are_refused_by_name(fakes: dict[str, FakeResult], v2_folde
             assert done.returncode == 1 and message in done.stdout + done.stderr, (case, command, done.stdout,
                                                                                    done.stderr)
             assert "Traceback" not in done.stderr
+    gz = fakes["imagenet-v2"].archives["threshold0.7"]   # a cut gzip stream: validate reads it through
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / gz.name).write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    done = run_cli("validate", str(tmp_path / "gz"), "--expect", "self", "-q")
+    assert done.returncode == 1 and f"{gz.name}: truncated or corrupt archive" in done.stdout, done.stdout
     # a V2 tar.gz cannot be sharded in place: the error says to extract it
     done = run_cli("shard", str(fakes["imagenet-v2"].out), str(tmp_path / "v2out"), "-q")
     assert done.returncode == 1 and "tar -xzf imagenetv2-matched-frequency.tar.gz" in done.stderr

@@ -130,8 +130,13 @@ class Source:
         """``(name, wnid, size)`` of every sample of ``unit``, as and in the order :meth:`read` yields them.
 
         For counting without decoding (``validate`` without ``--deep``): taken from :meth:`locate`, so no image
-        byte is read.
+        byte is read; a unit of a compressed stream (``ref`` starting with ``"stream"``: a ``.tar.gz``, which has
+        no random access) is read through.
         """
+        if unit.ref and unit.ref[0] == "stream":
+            for sample in self.read(unit):
+                yield sample.name, sample.wnid, len(sample.data)
+            return
         for entry in self.locate(unit):
             yield entry.name, entry.wnid, entry.size
 

@@ -97,6 +97,7 @@ class ClassFolderSet(Source):
         return str(self._where(self._part(split)) or self.root)
 
     def _part(self, split: str) -> Part:
+        """The part that becomes ``split``; SourceError for a split the set does not have."""
         for part in self.parts:
             if part.split == split:
                 return part
@@ -122,6 +123,7 @@ class ClassFolderSet(Source):
         return self._listed[split]
 
     def _units(self, split: str, part: Part, path: Path) -> list[Unit]:
+        """The units of ``part`` at ``path``: its extracted folder, its zip, its tar or its gzipped tar."""
         if path.is_dir():
             return self._folder_units(split, path)
         if path.suffix == ".zip":
@@ -201,14 +203,6 @@ class ClassFolderSet(Source):
             loc = ("range", path, offset, size) if kind == "tar" else ("zip", path, member)
             yield Entry(name, unit.name, size, loc)
 
-    def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
-        """From :meth:`locate`, except a gzipped archive, which is read through."""
-        if unit.ref[0] != "stream":
-            yield from super().list(unit)
-            return
-        for sample in self.read(unit):
-            yield sample.name, sample.wnid, len(sample.data)
-
     def _stream(self, unit: Unit, path: Path, part: Part) -> Iterator[Sample]:
         """Every image of a gzipped archive, in archive order, each member checked like the others."""
         try:
@@ -257,8 +251,8 @@ class ImageNetA(ClassFolderSet):
 
     @classmethod
     def classes(cls) -> tuple[str, ...]:
-        """ImageNet-A's 200 WNIDs."""
-        return tuple(catalog.subset("imagenet-a")[1])
+        """The set's 200 WNIDs (the catalog's subset of its name)."""
+        return tuple(catalog.subset(cls.set_name)[1])
 
 
 class ImageNetR(ImageNetA):
@@ -268,11 +262,6 @@ class ImageNetR(ImageNetA):
     about = "ImageNet-R (imagenet-r.tar, or its imagenet-r/ folder with README.txt)"
     parts = (Part("val", "", "imagenet-r.tar", "imagenet-r"),)
     reference = "https://github.com/hendrycks/imagenet-r"
-
-    @classmethod
-    def classes(cls) -> tuple[str, ...]:
-        """ImageNet-R's 200 WNIDs."""
-        return tuple(catalog.subset("imagenet-r")[1])
 
 
 class ImageNetSketch(ClassFolderSet):

@@ -8,6 +8,7 @@ Each corruption and severity is a split, ``<corruption>-<severity>`` (``gaussian
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -98,8 +99,10 @@ class ImageNetC(Source):
         """A family tar, or a folder holding one or an extracted corruption folder."""
         if path.is_file():
             return _family_tar(path)
-        return path.is_dir() and any(_family_tar(Path(e.path)) or _corruption_folder(Path(e.path))
-                                     for e in entries(path))
+        if not path.is_dir():
+            return False
+        with os.scandir(path) as it:
+            return any(_family_tar(Path(e.path)) or _corruption_folder(Path(e.path)) for e in it)
 
     def _places(self) -> dict[str, Path]:
         """Corruption -> where it is: its family tar, or its extracted folder; SourceError when both."""
