@@ -267,3 +267,16 @@ def test_imagenet_c_subsets_by_corruption_and_severity(fakes: dict[str, FakeResu
                 b.addfile(m, a.extractfile(m))
     done = run_cli("validate", str(tmp_path / "noise.tar"), "--expect", "self", "-q")
     assert done.returncode == 1 and "noise.tar: holds no shot_noise/3/ images" in done.stdout
+
+
+def test_hugging_face_reads_every_variant(fakes: dict[str, FakeResult], sharded: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")   # nothing here may reach a hub
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ds = datasets.load_dataset(str(sharded / "imagenet-v2"), cache_dir=str(tmp_path / "hf"))
+    assert sorted(ds) == ["matched_frequency", "threshold0.7", "top_images"]   # the card's names for the splits
+    for variant, truth in fakes["imagenet-v2"].truth["splits"].items():
+        rows = ds[variant.replace("-", "_")]
+        assert {r["json"]["file"]: r["cls"] for r in rows} == {name: t["label"] for name, t in truth.items()}
