@@ -8,6 +8,7 @@ from pathlib import Path
 from imnet_data.cli.shared import (
     Subparsers,
     _classes,
+    _corruptions,
     _emit,
     _int,
     _label_space,
@@ -42,7 +43,12 @@ def cmd_shard(args: argparse.Namespace) -> int:
         name=args.name, seed=args.seed, shuffle=args.shuffle, samples_per_shard=args.samples_per_shard,
         shard_size=args.shard_size, max_size=args.max_size, short_side=args.short_side, quality=args.quality,
         classes=classes, subset=args.subset, fix=not args.no_fix, label_space=args.label_space)
-    report = shards.shard(Path(args.paths[0]), args.paths[1], options, layout=args.layout, splits=args.splits,
+    splits = args.splits
+    if args.corruptions or args.severities:
+        from imnet_data.sources import imagenet_c, open_source
+        splits = imagenet_c.selected_splits(open_source(Path(args.paths[0]), args.layout), args.corruptions,
+                                            args.severities, splits)
+    report = shards.shard(Path(args.paths[0]), args.paths[1], options, layout=args.layout, splits=splits,
                           jobs=args.jobs, node_rank=rank, num_nodes=count, overwrite=args.overwrite,
                           work=args.work, retries=args.retries, quiet=args.quiet)
     _emit(args, report.as_dict(), report.render())
@@ -78,6 +84,7 @@ def add_shard(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", action="store_true", help="with --merge: also recompute every shard's sha256")
     _layout(p)
     _splits(p)
+    _corruptions(p)
     p.add_argument("--name", help="shard file prefix (default imagenet-1k; tiny-imagenet-200, imagenet-21k)")
     p.add_argument("--seed", type=_int(0), default=0, help="shuffle seed (default 0)")
     p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,

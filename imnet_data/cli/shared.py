@@ -14,7 +14,8 @@ from imnet_data.executors import DEFAULT, EXECUTORS
 
 Subparsers = argparse._SubParsersAction   # what ``add_subparsers`` returns: each command's ``add_*`` adds to it
 
-LAYOUT_HELP = "ilsvrc2012, folders, kaggle, imagenet21k or tiny (default: detected)"
+LAYOUT_HELP = ("ilsvrc2012, folders, kaggle, imagenet21k, tiny, or an evaluation set: imagenet-v2, imagenet-a, "
+               "imagenet-r, imagenet-sketch, imagenet-c (default: detected)")
 SPLITS_HELP = "comma-separated splits, e.g. train,val (default: all in the download)"
 
 
@@ -108,6 +109,22 @@ def _layout(p: argparse.ArgumentParser) -> None:
 def _splits(p: argparse.ArgumentParser, help: str = SPLITS_HELP) -> None:
     """``--splits LIST``: the splits to work on, as a list; ``help`` says what the command takes when it is left out."""
     p.add_argument("--splits", type=_csv, metavar="LIST", help=help)
+
+
+def _severities(text: str) -> list[int]:
+    """``--severities``: comma-separated ImageNet-C severities, 1..5."""
+    values = _csv(text)
+    if not values or not all(v in "12345" and len(v) == 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected severities 1..5, comma-separated (e.g. 1,3,5)")
+    return [int(v) for v in values]
+
+
+def _corruptions(p: argparse.ArgumentParser) -> None:
+    """``--corruptions`` and ``--severities``: a part of ImageNet-C (its 3.75M images) by corruption and severity."""
+    p.add_argument("--corruptions", type=_csv, metavar="LIST", help="ImageNet-C: only these corruptions, e.g. "
+                   "gaussian_noise,fog (default: every one there)")
+    p.add_argument("--severities", type=_severities, metavar="LIST", help="ImageNet-C: only these severities, e.g. "
+                   "3,5 (default: 1..5)")
 
 
 def _classes(p: argparse.ArgumentParser, help: str) -> None:

@@ -110,6 +110,7 @@ class SplitPlan:
     classes: tuple[str, ...]
     shards: list[ShardPlan] = field(default_factory=list)
     labelled: bool = True   # False: a split published without labels (its samples have no .cls)
+    evaluation: dict | None = None   # an evaluation set's name, variant and class mask (Source.evaluation)
 
     @property
     def pattern(self) -> str:
@@ -126,7 +127,8 @@ class SplitPlan:
         return {"format": "imnet-data-shard-plan", "format_version": FORMAT_VERSION, "tool_version": __version__,
                 "split": self.split, "name": self.name, "pattern": self.pattern, "options": self.options,
                 "source": self.source, "label_space": self.label_space, "classes": list(self.classes),
-                **({} if self.labelled else {"labelled": False})}
+                **({} if self.labelled else {"labelled": False}),
+                **({"evaluation": self.evaluation} if self.evaluation else {})}
 
     def as_dict(self) -> dict:
         """The plan file's content: the header, then each shard's name, digest, keys and labels."""
@@ -246,9 +248,11 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
             raise SourceError(f"{b.entry.origin}: sample key {b.key!r} also used by {a.entry.origin}")
     if options.shuffles(split):
         random.Random(options.seed).shuffle(planned)
-    name = options.name or SPACE_NAMES.get(space) or LAYOUT_NAMES.get(source.layout, "imagenet")
+    evaluation = source.evaluation(split)
+    name = options.name or (evaluation or {}).get("set") or SPACE_NAMES.get(space) or \
+        LAYOUT_NAMES.get(source.layout, "imagenet")
     plan = SplitPlan(split, name, recorded_options(options, split), source_identity(source, split, entries),
-                     space, classes, labelled=labelled)
+                     space, classes, labelled=labelled, evaluation=evaluation)
     for i, (start, end) in enumerate(cut(len(planned), [p.entry.size for p in planned], options)):
         shard = ShardPlan(i, f"{name}-{split}-{i:06d}.tar", planned[start:end])
         shard.digest = _sha256_json([plan.options, [(p.key, p.label, p.entry.size) for p in shard.samples]])

@@ -143,8 +143,13 @@ class Source:
         """``(name, wnid, size)`` of every sample of ``unit``, as and in the order :meth:`read` yields them.
 
         For counting without decoding (``validate`` without ``--deep``): taken from :meth:`locate`, so no image
-        byte is read.
+        byte is read; a unit of a compressed stream (``ref`` starting with ``"stream"``: a ``.tar.gz``, which has
+        no random access) is read through.
         """
+        if unit.ref and unit.ref[0] == "stream":
+            for sample in self.read(unit):
+                yield sample.name, sample.wnid, len(sample.data)
+            return
         for entry in self.locate(unit):
             yield entry.name, entry.wnid, entry.size
 
@@ -182,6 +187,11 @@ class Source:
     def describe(self) -> str:
         """The layout and root, for messages."""
         return f"{self.layout} at {self.root}"
+
+    def evaluation(self, split: str) -> dict | None:
+        """What an evaluation set's split is, for its manifest (``set``, ``variant``, ``mask``: its classes as 1k
+        indices or None for all 1000, ``reference``); None for a training download."""
+        return None
 
     def unlabelled(self, split: str) -> str:
         """Why a ``split`` image of this download came without a label, and what gives it one (for messages)."""
