@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
-from imnet_data import __version__
+from imnet_data import __version__, progress
 from imnet_data.catalog import UnknownClassError
 from imnet_data.cli.bench import add_bench
 from imnet_data.cli.classes import add_classes
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):   # a file name with non-UTF-8 bytes prints as \xNN, not a codec error
         sys.stdout.reconfigure(errors="backslashreplace")
     args._report_to = sys.stdout
+    progress.configure(args.progress_every)
     line = f"imnet-data {args.command}: interrupted; run the same command again to resume"
     with interruptible(line):
         try:

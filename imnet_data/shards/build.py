@@ -182,7 +182,8 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
     start = time.perf_counter()
     try:
         for record in itertools.chain(ready, map_units(
-                write_shard, work, jobs=jobs, desc=f"shard {plan.split}", quiet=quiet, ahead=2 * n if publish else None,
+                write_shard, work, jobs=jobs, desc=f"shard {plan.split}", unit="shards", quiet=quiet,
+                ahead=2 * n if publish else None,
                 weights=[sum(p.entry.size for p in s.shard.samples) for s in work])):
             report.written.append(record["name"])
             report.bytes_written += record["bytes"]

@@ -222,7 +222,7 @@ def verify(dest: Path, splits: Iterable[str] | None = None, deep: bool = False, 
         split = manifest["split"]
         report.splits.append(split)
         checks = [ShardCheck(split, str(folder), s, len(manifest["classes"]), deep) for s in manifest["shards"]]
-        for result in map_units(check_shard, checks, jobs=jobs, desc=f"verify {split}", quiet=quiet,
+        for result in map_units(check_shard, checks, jobs=jobs, desc=f"verify {split}", unit="shards", quiet=quiet,
                                 weights=[s["bytes"] for s in manifest["shards"]]):
             report.shards += 1
             report.samples += result.samples
