@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imnet_data.cli.shared import Subparsers, _emit, _int, _splits
+from imnet_data.cli.shared import DEMO, Subparsers, _emit, _int, _splits, worked
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -34,7 +34,9 @@ def add_report(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                     "holds no manifest or --out is inside it.",
         epilog="examples:\n  imnet-data report /data/shards --out report.html\n"
                "  imnet-data report /data/shards --validate-report check.json --organize-report /data/imagenet "
-               "--out report.html")
+               "--out report.html"
+               + worked(f"imnet-data report {DEMO}/shards --validate-report {DEMO}/validate-report.json "
+                        f"--organize-report {DEMO}/organized --out {DEMO}/report.html"))
     p.add_argument("dest", type=Path, metavar="DEST", help="the shard output folder (holding <split>/manifest.json) "
                                                            "or one split folder")
     p.add_argument("--out", type=Path, required=True, metavar="HTML", help="the page to write (not inside DEST)")

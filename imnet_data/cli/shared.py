@@ -14,6 +14,7 @@ from imnet_data.executors import DEFAULT, EXECUTORS
 
 Subparsers = argparse._SubParsersAction   # what ``add_subparsers`` returns: each command's ``add_*`` adds to it
 
+DEMO = "/tmp/imnet-demo"    # where the worked examples expect the demo's fake: imnet-data demo /tmp/imnet-demo
 LAYOUT_HELP = "ilsvrc2012, folders, kaggle, imagenet21k or tiny (default: detected)"
 SPLITS_HELP = "comma-separated splits, e.g. train,val (default: all in the download)"
 
@@ -28,6 +29,12 @@ def _emit(args: argparse.Namespace, data: object, text: str) -> None:
 def _error(args: argparse.Namespace, error: Exception | str) -> None:
     """Print an error as every command does: ``imnet-data COMMAND: error: ...`` on stderr."""
     print(f"imnet-data {args.command}: error: {error}", file=sys.stderr)
+
+
+def worked(example: str) -> str:
+    """The end of every command's ``--help``: one worked example that runs as written on the demo's fake (what
+    ``imnet-data demo /tmp/imnet-demo`` makes; ``tests/test_help.py`` runs each one)."""
+    return f"\n\nworked example, on the demo's fake (imnet-data demo {DEMO} makes it):\n  {example}"
 
 
 def _int(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
