@@ -103,7 +103,7 @@ def _common() -> argparse.ArgumentParser:
     """The parent parser of every command: ``--quiet``, ``--progress-every`` and ``--json``, so each command takes
     them, alike."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress (bars or lines)")
     common.add_argument("--progress-every", type=_positive_float, default=30.0, metavar="SECONDS",
                         help="where stderr is not a terminal (a log file, a pipe): a progress line every SECONDS "
                              "(default 30) instead of a bar")
