@@ -27,8 +27,8 @@ def test_help_lists_commands_and_each_has_an_example() -> None:
 
 # every command with the arguments it needs, so that argparse reaches the options
 ARGS = {"demo": [], "validate": ["A"], "organize": ["A", "B"], "shard": ["A", "B"], "upload": ["A", "s3://b/p"],
-        "stage": ["A", "B"], "verify": ["A"], "preview": ["A", "--out", "p.png"], "bench": ["A"], "classes": [],
-        "fake": ["A"], "doctor": [], "wordnet": [], "index": ["A"]}
+        "stage": ["A", "B"], "verify": ["A"], "preview": ["A", "--out", "p.png"], "report": ["A", "--out", "r.html"],
+        "bench": ["A"], "classes": [], "fake": ["A"], "doctor": [], "wordnet": [], "index": ["A"]}
 
 
 def test_help_shows_no_argparse_escapes_and_real_slurm_options() -> None:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from imnet_data.cli.shared import (
+    DEMO,
     Subparsers,
     _classes,
     _corruptions,
@@ -17,6 +18,7 @@ from imnet_data.cli.shared import (
     _size,
     _splits,
     _workers,
+    worked,
 )
 from imnet_data.errors import UsageError
 
@@ -77,7 +79,8 @@ def add_shard(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                "  imnet-data shard /data/downloads /data/sub --subset 10percent --splits train\n"
                "  sbatch --array=0-3 --wrap 'imnet-data shard /data/downloads /data/shards'\n"
                "  imnet-data shard --merge /data/shards    # once, after every array task is done\n"
-               "  imnet-data shard /data/downloads s3://my-bucket/imagenet --work /scratch/work")
+               "  imnet-data shard /data/downloads s3://my-bucket/imagenet --work /scratch/work"
+               + worked(f"imnet-data shard {DEMO}/organized {DEMO}/shards-64 --short-side 64 --samples-per-shard 16"))
     p.add_argument("paths", nargs="+", metavar="SRC DEST", help="the download and the output folder or s3:// / gs:// "
                                                                 "prefix (with --merge: only DEST)")
     p.add_argument("--merge", action="store_true", help="after a multi-node run: check all shards, write manifests")

@@ -188,7 +188,8 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
     n, publish = default_jobs(jobs), target.publish
     start = time.perf_counter()
     written_now = target.write(todo=[w.shard for w in work], options=options, jobs=jobs, quiet=quiet) \
-        if target.write else map_units(write_shard, work, jobs=jobs, desc=f"shard {plan.split}", quiet=quiet,
+        if target.write else map_units(write_shard, work, jobs=jobs, desc=f"shard {plan.split}", unit="shards",
+                                       quiet=quiet,
                                        ahead=2 * n if publish else None,
                                        weights=[sum(p.entry.size for p in s.shard.samples) for s in work])
     try:

@@ -153,7 +153,7 @@ def _locate(ref: SourceRef, unit: Unit) -> list[Entry]:
 def list_split(source: Source, split: str, jobs: int | None = None, quiet: bool = False) -> list[Entry]:
     """Every sample of the split as an :class:`Entry` (headers only), listed in parallel, in unit order."""
     units = source.units(split)
-    found = map_units(partial(_locate, SourceRef.of(source)), units, jobs=jobs, desc=f"list {split}", unit="unit",
+    found = map_units(partial(_locate, SourceRef.of(source)), units, jobs=jobs, desc=f"list {split}", unit="units",
                       quiet=quiet)
     return [e for entries in found for e in entries]
 

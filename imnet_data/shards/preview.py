@@ -134,6 +134,22 @@ def cell(sample: Sample, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> 
     return out
 
 
+def contact_sheet(paths: list[Path], n: int, per_class: bool = False,
+                  columns: int | None = None) -> Image.Image | None:
+    """The contact sheet of up to ``n`` samples of ``paths`` (shards, read in order; see :func:`pick`);
+    ``columns`` defaults to a near-square grid. None when they hold no sample with a label and an image."""
+    chosen = pick(paths, n, per_class)
+    if not chosen:
+        return None
+    cols = min(columns or math.ceil(math.sqrt(len(chosen))), len(chosen))
+    rows = math.ceil(len(chosen) / cols)
+    sheet = Image.new("RGB", (cols * CELL, rows * CELL), BACKGROUND)
+    font = ImageFont.load_default()
+    for i, sample in enumerate(chosen):
+        sheet.paste(cell(sample, font), ((i % cols) * CELL, (i // cols) * CELL))
+    return sheet
+
+
 def preview(shard_or_folder: Path, out_png: Path, n: int = 16, per_class: bool = False,
             columns: int | None = None) -> Path:
     """Write a contact sheet of up to ``n`` samples of a shard (or a split folder's shards) to ``out_png``
@@ -142,15 +158,9 @@ def preview(shard_or_folder: Path, out_png: Path, n: int = 16, per_class: bool =
         raise UsageError(f"n must be at least 1, got {n}")
     paths = shard_paths(Path(shard_or_folder))
     check_apart(paths[0].parent, out_png, "--out")   # never into the shards' folder
-    chosen = pick(paths, n, per_class)
-    if not chosen:
+    sheet = contact_sheet(paths, n, per_class, columns)
+    if sheet is None:
         raise ValueError(f"{shard_or_folder}: no samples with an image (and a valid .cls, where one is) found")
-    cols = min(columns or math.ceil(math.sqrt(len(chosen))), len(chosen))
-    rows = math.ceil(len(chosen) / cols)
-    sheet = Image.new("RGB", (cols * CELL, rows * CELL), BACKGROUND)
-    font = ImageFont.load_default()
-    for i, sample in enumerate(chosen):
-        sheet.paste(cell(sample, font), ((i % cols) * CELL, (i // cols) * CELL))
     out_png = Path(out_png)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")

@@ -231,7 +231,8 @@ def verify(dest: Path, splits: Iterable[str] | None = None, deep: bool = False, 
         parts = ("cls", "jpg") if isinstance(source, dict) and source.get("adopted") is True else PARTS
         checks = [ShardCheck(split, str(folder), s, len(manifest["classes"]), deep, labelled, parts)
                   for s in manifest["shards"]]
-        for result in map_units(check_shard, checks, jobs=jobs, desc=f"verify {split}", quiet=quiet,
+        for result in map_units(check_shard, checks, jobs=jobs, desc=f"verify {split}", unit="shards",
+                                quiet=quiet,
                                 weights=[s["bytes"] for s in manifest["shards"]]):
             report.shards += 1
             report.samples += result.samples
