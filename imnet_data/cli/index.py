@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from imnet_data import catalog
-from imnet_data.cli.shared import Subparsers, _emit, _jobs
+from imnet_data.cli.shared import DEMO, Subparsers, _emit, _jobs, worked
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -34,7 +34,9 @@ def add_index(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                     "no shards.",
         epilog="examples:\n  imnet-data index /data/imagenet-1k-wds          # timm's shards, flat\n"
                "  imnet-data verify /data/imagenet-1k-wds && imnet-data preview /data/imagenet-1k-wds/val "
-               "--out v.png")
+               "--out v.png"
+               + worked(f"mkdir -p {DEMO}/wds && cp {DEMO}/shards/val/*.tar {DEMO}/wds/ && "
+                        f"imnet-data index {DEMO}/wds"))
     p.add_argument("dest", type=Path, metavar="DEST", help="the folder holding the shards")
     p.add_argument("--label-space", choices=list(catalog.LABEL_SPACES), default="imagenet-1k", metavar="NAME",
                    help="the class index the labels are in (default imagenet-1k: 0..999 sorted-WNID, as timm's)")
