@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,6 +25,7 @@ from imnet_data.report import Report
 from imnet_data.shards.manifest import MANIFEST, class_names, complete, finalize, write_manifest
 from imnet_data.shards.plan import PLAN, ShardOptions, SplitPlan, make_plan, plan_bytes
 from imnet_data.shards.publish import Publisher, Uploader
+from imnet_data.shards.stream import listed, write_streamed
 from imnet_data.shards.target import prepare
 from imnet_data.shards.writer import RECORDS, ShardJob, write_shard
 from imnet_data.sources import open_source
@@ -104,15 +105,20 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
         check_visible([src], [scratch])
         reports = []
         for split in list(splits or source.splits()):
-            plan = make_plan(source, split, options, jobs, quiet)
+            sizes = None
+            if source.streams:   # no random access: listed by streaming, written by scattering (shards.stream)
+                plan, sizes = listed(source, split, options, jobs, quiet)
+            else:
+                plan = make_plan(source, split, options, jobs, quiet)
             store = root.child(split)
             prepare(store, plan.header(), [s.digest for s in plan.shards], partial(plan_bytes, plan), overwrite)
             folder = scratch / split
             folder.mkdir(parents=True, exist_ok=True)
             sweep_partials(folder)
             publish = Publisher(uploader, uploads.child(split), folder, default_jobs(jobs)) if uploads else None
-            reports.append(run_split(SplitTarget(store, root, folder, publish), plan, options, jobs, node_rank,
-                                     num_nodes, quiet))
+            write = partial(write_streamed, source, folder, plan, sizes=sizes) if sizes is not None else None
+            reports.append(run_split(SplitTarget(store, root, folder, publish, write), plan, options, jobs,
+                                     node_rank, num_nodes, quiet))
         if uploads:
             remove_empty(scratch)
     return ShardReport(str(root), node_rank, num_nodes, reports, [] if splits else source.not_found())
@@ -161,6 +167,7 @@ class SplitTarget:
     root: WritableStore
     folder: Path
     publish: Publisher | None = None
+    write: Callable[..., Iterator[dict]] | None = None   # a streaming layout's writer of the shards to write
 
 
 def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs: int | None, node_rank: int,
@@ -180,10 +187,13 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
             if s.name not in written]
     n, publish = default_jobs(jobs), target.publish
     start = time.perf_counter()
+    written_now = target.write(todo=[w.shard for w in work], options=options, jobs=jobs, quiet=quiet) \
+        if target.write else map_units(write_shard, work, jobs=jobs, desc=f"shard {plan.split}", unit="shards",
+                                       quiet=quiet,
+                                       ahead=2 * n if publish else None,
+                                       weights=[sum(p.entry.size for p in s.shard.samples) for s in work])
     try:
-        for record in itertools.chain(ready, map_units(
-                write_shard, work, jobs=jobs, desc=f"shard {plan.split}", quiet=quiet, ahead=2 * n if publish else None,
-                weights=[sum(p.entry.size for p in s.shard.samples) for s in work])):
+        for record in itertools.chain(ready, written_now):
             report.written.append(record["name"])
             report.bytes_written += record["bytes"]
             records[record["name"]] = record

@@ -41,6 +41,7 @@ SPACE_NAMES = {"imagenet-1k": "imagenet-1k", "imagenet-21k": "imagenet-21k", "im
                "imagenet-21k-p": "imagenet-21k-p", "tiny-imagenet-200": "tiny-imagenet-200"}
 LAYOUT_NAMES = {"tiny": "tiny-imagenet-200", "imagenet21k": "imagenet-21k"}
 KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+UNLABELLED = -1            # the plan's label of a sample of a split published without labels (no .cls written)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ class SplitPlan:
     label_space: str
     classes: tuple[str, ...]
     shards: list[ShardPlan] = field(default_factory=list)
+    labelled: bool = True   # False: a split published without labels (its samples have no .cls)
+    evaluation: dict | None = None   # an evaluation set's name, variant and class mask (Source.evaluation)
 
     @property
     def pattern(self) -> str:
@@ -123,7 +126,9 @@ class SplitPlan:
         """What the plan file stores besides the sample lists."""
         return {"format": "imnet-data-shard-plan", "format_version": FORMAT_VERSION, "tool_version": __version__,
                 "split": self.split, "name": self.name, "pattern": self.pattern, "options": self.options,
-                "source": self.source, "label_space": self.label_space, "classes": list(self.classes)}
+                "source": self.source, "label_space": self.label_space, "classes": list(self.classes),
+                **({} if self.labelled else {"labelled": False}),
+                **({"evaluation": self.evaluation} if self.evaluation else {})}
 
     def as_dict(self) -> dict:
         """The plan file's content: the header, then each shard's name, digest, keys and labels."""
@@ -148,7 +153,7 @@ def _locate(ref: SourceRef, unit: Unit) -> list[Entry]:
 def list_split(source: Source, split: str, jobs: int | None = None, quiet: bool = False) -> list[Entry]:
     """Every sample of the split as an :class:`Entry` (headers only), listed in parallel, in unit order."""
     units = source.units(split)
-    found = map_units(partial(_locate, SourceRef.of(source)), units, jobs=jobs, desc=f"list {split}", unit="unit",
+    found = map_units(partial(_locate, SourceRef.of(source)), units, jobs=jobs, desc=f"list {split}", unit="units",
                       quiet=quiet)
     return [e for entries in found for e in entries]
 
@@ -217,13 +222,19 @@ def gc_paused() -> Iterator[None]:
 
 @gc_paused()
 def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | None = None,
-              quiet: bool = False) -> SplitPlan:
-    """The plan of one split of ``source``: list, label, select, sort by key, shuffle, cut."""
-    entries = list_split(source, split, jobs, quiet)
+              quiet: bool = False, entries: list[Entry] | None = None) -> SplitPlan:
+    """The plan of one split of ``source``: list (unless its ``entries`` are given), label, select, sort by key,
+    shuffle, cut. A split the source publishes without labels (a test set) is planned with label -1 (its
+    shards get no ``.cls``)."""
+    entries = list_split(source, split, jobs, quiet) if entries is None else entries
     space, classes = catalog.label_space(source.layout, source.wnids, options.label_space)
     index = {w: i for i, w in enumerate(classes)}
+    labelled = source.labelled(split)
     planned = []
-    for e in select(entries, split, options):
+    for e in select(entries, split, options) if labelled else entries:
+        if e.wnid is None and not labelled:
+            planned.append(PlannedSample(sample_key(e), UNLABELLED, e))
+            continue
         if e.wnid is None:
             raise SourceError(f"{e.origin}: no label: {source.unlabelled(split)}")
         if e.wnid not in index:
@@ -237,9 +248,11 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
             raise SourceError(f"{b.entry.origin}: sample key {b.key!r} also used by {a.entry.origin}")
     if options.shuffles(split):
         random.Random(options.seed).shuffle(planned)
-    name = options.name or SPACE_NAMES.get(space) or LAYOUT_NAMES.get(source.layout, "imagenet")
+    evaluation = source.evaluation(split)
+    name = options.name or (evaluation or {}).get("set") or SPACE_NAMES.get(space) or \
+        LAYOUT_NAMES.get(source.layout, "imagenet")
     plan = SplitPlan(split, name, recorded_options(options, split), source_identity(source, split, entries),
-                     space, classes)
+                     space, classes, labelled=labelled, evaluation=evaluation)
     for i, (start, end) in enumerate(cut(len(planned), [p.entry.size for p in planned], options)):
         shard = ShardPlan(i, f"{name}-{split}-{i:06d}.tar", planned[start:end])
         shard.digest = _sha256_json([plan.options, [(p.key, p.label, p.entry.size) for p in shard.samples]])
@@ -265,7 +278,7 @@ def source_identity(source: Source, split: str, entries: list[Entry]) -> dict:
     """What the shards were made from: the layout, the archive files' names and sizes, and a digest of the
     split's full listing (names, labels, sizes), so a changed download is noticed."""
     listing = "".join(f"{e.name}\t{e.wnid}\t{e.size}\n" for e in entries)
-    paths = sorted({e.loc[1] for e in entries if e.loc[0] == "zip" or e.loc[1].endswith(".tar")})
+    paths = sorted({e.loc[1] for e in entries if e.loc[0] in ("zip", "stream") or e.loc[1].endswith(".tar")})
     return {"layout": source.layout, "samples": len(entries),
             "archives": [{"name": Path(p).name, "bytes": Path(p).stat().st_size} for p in paths],
             "listing_sha256": hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()}

@@ -22,7 +22,7 @@ from PIL import Image
 
 from imnet_data.catalog import real_labels_of
 from imnet_data.imageio import FIXABLE, decode_error, jpeg_header, kind_of, to_rgb_jpeg
-from imnet_data.shards.plan import PlannedSample, ShardOptions, ShardPlan
+from imnet_data.shards.plan import UNLABELLED, PlannedSample, ShardOptions, ShardPlan
 from imnet_data.shards.schema import render_index
 from imnet_data.sources.access import fetch
 from imnet_data.sources.base import SourceError, printable
@@ -109,19 +109,31 @@ class HashingWriter:
             raise self.error
 
 
-def add_sample(out: HashingWriter, key: str,
-               parts: list[tuple[str, bytes]]) -> tuple[str, list[tuple[str, int, int]]]:
-    """Append the members ``<key>.<ext>`` of one sample in one write; return its DALI index row (each
-    member's extension, data offset and size)."""
+def pack(key: str, parts: list[tuple[str, bytes]], pos: int) -> tuple[bytes, tuple[str, list[tuple[str, int, int]]]]:
+    """The tar members ``<key>.<ext>`` of one sample as bytes to write at offset ``pos`` of a shard, and its DALI
+    index row (each member's extension, data offset and size)."""
     chunks: list[bytes] = []
-    fields, pos = [], out.pos
+    fields = []
     for ext, data in parts:
         pad = -len(data) % BLOCK
         chunks += (tar_header(f"{key}.{ext}", len(data)), data, b"\0" * pad)
         fields.append((ext, pos + BLOCK, len(data)))
         pos += BLOCK + len(data) + pad
-    out.write(b"".join(chunks))
-    return key, fields
+    return b"".join(chunks), (key, fields)
+
+
+def add_sample(out: HashingWriter, key: str,
+               parts: list[tuple[str, bytes]]) -> tuple[str, list[tuple[str, int, int]]]:
+    """Append the members ``<key>.<ext>`` of one sample in one write; return its DALI index row."""
+    chunk, row = pack(key, parts, out.pos)
+    out.write(chunk)
+    return row
+
+
+def parts_of(sample: PlannedSample, image: bytes, meta: dict) -> list[tuple[str, bytes]]:
+    """A sample's members: ``.cls`` (none for an unlabelled sample), ``.jpg``, ``.json``."""
+    cls = [("cls", str(sample.label).encode())] if sample.label != UNLABELLED else []
+    return [*cls, ("jpg", image), ("json", JSON(meta).encode())]
 
 
 def finish_tar(out: HashingWriter) -> None:
@@ -156,12 +168,14 @@ def encode(sample: PlannedSample, data: bytes, job: ShardJob) -> tuple[bytes, di
     except ValueError as err:     # the header was read, the pixels are damaged
         raise SourceError(f"{e.origin}: {err}; run 'imnet-data validate --deep'") from err
     real = real_labels_of(sample.key) if job.label_space == "imagenet-1k" else None
-    meta = {"key": sample.key, "label": sample.label, "wnid": e.wnid, "class": job.class_names[sample.label],
+    labelled = sample.label != UNLABELLED
+    meta = {"key": sample.key, "label": sample.label, "wnid": e.wnid or "",
+            "class": job.class_names[sample.label] if labelled else "",
             "file": printable(e.name), "format": fmt, "mode": mode, "fixed": fixed,
             "width": round(width * scale), "height": round(height * scale), "original_size": [width, height],
             "boxes": " ".join(f"{b.wnid} {round(b.xmin * scale)} {round(b.ymin * scale)} {round(b.xmax * scale)} "
                               f"{round(b.ymax * scale)}" for b in e.boxes),
-            "real_labels": list(real) if real is not None else [sample.label]}
+            "real_labels": list(real) if real is not None else [sample.label] if labelled else []}
     return data, meta
 
 
@@ -210,25 +224,34 @@ def write_shard(job: ShardJob) -> dict:
     tar_path = folder / shard.name
     idx_path = tar_path.with_suffix(".idx")
     rows, fixed = [], []
-    labels: Counter[int] = Counter()
     with atomic_file(tar_path) as f:
         with HashingWriter(f) as out:
             for sample in shard.samples:
                 image, meta = encode(sample, fetch(sample.entry.loc, sample.entry.origin), job)
-                parts = [("cls", str(sample.label).encode()), ("jpg", image),
-                         ("json", JSON(meta).encode())]
-                rows.append(add_sample(out, sample.key, parts))
-                labels[sample.label] += 1
+                rows.append(add_sample(out, sample.key, parts_of(sample, image, meta)))
                 if meta["fixed"]:
                     fixed.append([sample.key, meta["fixed"]])
             finish_tar(out)
-        index = render_index(rows)
-        with atomic_file(idx_path) as fi:
-            fi.write(index.encode())
-    record = {"name": shard.name, "digest": shard.digest, "samples": len(shard.samples), "bytes": out.pos,
-              "sha256": out.sha256.hexdigest(), "histogram": sorted(labels.items()), "fixed": fixed,
-              "index": {"name": idx_path.name, "bytes": len(index),
-                        "sha256": hashlib.sha256(index.encode()).hexdigest()}}
+        index = write_index(idx_path, rows)
+    return finish_record(folder, shard, out.pos, out.sha256.hexdigest(), fixed, index)
+
+
+def write_index(path: Path, rows: list[tuple[str, list[tuple[str, int, int]]]]) -> bytes:
+    """Write the DALI index of ``rows`` at ``path`` (atomically); return its bytes."""
+    index = render_index(rows).encode()
+    with atomic_file(path) as f:
+        f.write(index)
+    return index
+
+
+def finish_record(folder: Path, shard: ShardPlan, size: int, sha256: str, fixed: list, index: bytes) -> dict:
+    """Write and return a written shard's record: what the manifest lists per shard (the class histogram of
+    its labelled samples)."""
+    labels = Counter(p.label for p in shard.samples if p.label != UNLABELLED)
+    record = {"name": shard.name, "digest": shard.digest, "samples": len(shard.samples), "bytes": size,
+              "sha256": sha256, "histogram": sorted(labels.items()), "fixed": fixed,
+              "index": {"name": Path(shard.name).with_suffix(".idx").name, "bytes": len(index),
+                        "sha256": hashlib.sha256(index).hexdigest()}}
     write_record(folder, record)
     return record
 
