@@ -41,6 +41,8 @@ def update_info(root: WritableStore, manifest: dict) -> None:
              "filenames": [f"{split}/{s['name']}" for s in manifest["shards"]],
              "shard_lengths": [s["samples"] for s in manifest["shards"]]}
     info["name"] = manifest["name"]
+    if manifest.get("options", {}).get("variant"):   # a 21k variant: its label space, for the readers of _info
+        info["label_space"], info["num_classes"] = manifest["label_space"], len(manifest["classes"])
     info.setdefault("splits", {})[split] = {"name": split, **entry}
     if split in ALIASES:
         info["splits"][ALIASES[split]] = {"name": ALIASES[split], "alias_of": split, **entry}
