@@ -100,10 +100,10 @@ class Job:
         folders: dict[str, str] = {}
         src = self.source.open()
         for sample in src.read(unit):
-            if sample.wnid is None:
+            if sample.wnid is None and src.labelled(sample.split):
                 raise SourceError(f"{sample.origin}: no class label for this {sample.split} image: "
                                   f"{src.unlabelled(sample.split)}")
-            if self.classes is None or sample.wnid in self.classes:
+            if self.classes is None or sample.wnid in self.classes or sample.wnid is None:   # test: kept whole
                 self.place(sample, folders, result)
         if old:
             remove_stale(self.dest, old, result)
@@ -120,13 +120,13 @@ class Job:
                 "classes": sorted(self.classes or ()) if mixed else None}
 
     def place(self, sample: Sample, folders: dict[str, str], result: UnitResult) -> None:
-        """Write one sample to its final path (fixed or skipped under ``fix``) and record it."""
-        wnid = sample.wnid
-        assert wnid is not None   # __call__ refuses a sample without a label
+        """Write one sample to its final path (fixed or skipped under ``fix``) and record it: in its class
+        folder, or for a split published without labels (test) in the split folder itself."""
+        wnid = sample.wnid or ""
         if wnid not in folders:
-            folders[wnid] = class_folder(self.dest, sample.split, wnid, sample.origin)
+            folders[wnid] = class_folder(self.dest, sample.split, wnid or None, sample.origin)
         name = base_name(sample.name, sample.origin)
-        rel = f"{sample.split}/{wnid}/{name}"
+        rel = f"{sample.split}/{wnid}/{name}" if wnid else f"{sample.split}/{name}"
         data = sample.data
         if self.fix:
             found = imageio.probe(data)
@@ -149,9 +149,10 @@ def base_name(name: str, origin: str) -> str:
     return name
 
 
-def class_folder(dest: str, split: str, wnid: str, origin: str) -> str:
-    """``DEST/<split>/<wnid>``, created, after checking the WNID and that the folder resolves inside DEST."""
-    folder = os.path.join(dest, split, check_wnid(wnid, origin))
+def class_folder(dest: str, split: str, wnid: str | None, origin: str) -> str:
+    """``DEST/<split>/<wnid>`` (``DEST/<split>`` without a class), created, after checking the WNID and that the
+    folder resolves inside DEST."""
+    folder = os.path.join(dest, split, *([check_wnid(wnid, origin)] if wnid else []))
     os.makedirs(folder, exist_ok=True)
     if not os.path.realpath(folder).startswith(os.path.realpath(dest) + os.sep):
         raise UnsafeArchiveError(f"{origin}: output folder {folder} resolves outside {dest}; refused")

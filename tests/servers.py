@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -31,20 +31,26 @@ http {{
   default_type application/octet-stream;
   client_body_temp_path {work}/body; proxy_temp_path {work}/proxy; fastcgi_temp_path {work}/fastcgi;
   uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
-  server {{ listen 127.0.0.1:{port}; root {root}; }}
+  {server}
 }}
 """
 
 
 @contextlib.contextmanager
-def nginx(root: Path, work: Path) -> Iterator[str]:
+def nginx(root: Path | None, work: Path, server: Callable[[int], str] | None = None) -> Iterator[str]:
     """Serve ``root`` with nginx (one unprivileged-style process, no master) on a free loopback port; yields the
-    base URL. Skips the test when nginx is not installed."""
+    base URL. ``server``: instead, the ``server`` block it returns for the port (a config users deploy, e.g. the
+    walkthrough's, its ``listen`` set to the port). Skips the test when nginx is not installed."""
     if NGINX is None:
         pytest.skip("nginx not installed: apt-get install -y nginx-light (Debian) to run the HTTP tests")
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    (work / "nginx.conf").write_text(NGINX_CONF.format(work=work, port=port, root=root.resolve()))
+    if server is None:
+        assert root is not None, "nginx() serves root, or the server block given"
+        block = f"server {{ listen 127.0.0.1:{port}; root {root.resolve()}; }}"
+    else:
+        block = server(port)
+    (work / "nginx.conf").write_text(NGINX_CONF.format(work=work, server=block))
     proc = subprocess.Popen([NGINX, "-c", str(work / "nginx.conf"), "-p", str(work), "-e", str(work / "error.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

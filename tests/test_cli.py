@@ -13,7 +13,7 @@ from imnet_data.cli import COMMANDS
 from tests.helpers import ROOT, run_cli
 
 SUBCOMMANDS = ["demo", "validate", "organize", "shard", "verify", "preview", "stage", "bench", "classes", "fake",
-               "doctor", "wordnet"]
+               "doctor", "wordnet", "index"]
 
 
 def test_help_lists_commands_and_each_has_an_example() -> None:
@@ -27,8 +27,8 @@ def test_help_lists_commands_and_each_has_an_example() -> None:
 
 # every command with the arguments it needs, so that argparse reaches the options
 ARGS = {"demo": [], "validate": ["A"], "organize": ["A", "B"], "shard": ["A", "B"], "upload": ["A", "s3://b/p"],
-        "stage": ["A", "B"], "verify": ["A"], "preview": ["A", "--out", "p.png"], "bench": ["A"], "classes": [],
-        "fake": ["A"], "doctor": [], "wordnet": []}
+        "stage": ["A", "B"], "verify": ["A"], "preview": ["A", "--out", "p.png"], "report": ["A", "--out", "r.html"],
+        "bench": ["A"], "classes": [], "fake": ["A"], "doctor": [], "wordnet": [], "index": ["A"]}
 
 
 def test_help_shows_no_argparse_escapes_and_real_slurm_options() -> None:

@@ -81,6 +81,36 @@ IMAGENET21K_VARIANTS = {
 TIMM_12K = "imagenet12k_synsets.txt"
 
 
+# ImageNet-C's normalisation (Hendrycks & Dietterich, ICLR 2019, "Benchmarking Neural Network Robustness to Common
+# Corruptions and Perturbations", github.com/hendrycks/robustness): AlexNet's top-1 error on each of the 15 benchmark
+# corruptions at severities 1..5 (their means are the per-corruption figures every mCE script divides by, e.g.
+# gaussian_noise 0.886428), and its clean top-1 error for the relative mCE: the torchvision AlexNet the authors
+# evaluated (their ImageNet-C/test.py loads torchvision's alexnet-owt weights), 56.522% top-1 as torchvision's
+# AlexNet_Weights.IMAGENET1K_V1 documents it, 0.43478 error (the paper's table rounds it to 43.5).
+IMAGENET_C_ALEXNET = {
+    "source": "Hendrycks & Dietterich 2019 (ICLR), github.com/hendrycks/robustness; clean error: torchvision "
+              "AlexNet_Weights.IMAGENET1K_V1 acc@1 56.522",
+    "clean_error": 0.43478,
+    "errors": {
+        "gaussian_noise": [0.69528, 0.82542, 0.93554, 0.98138, 0.99452],
+        "shot_noise": [0.71224, 0.85108, 0.93574, 0.98182, 0.99146],
+        "impulse_noise": [0.78374, 0.89808, 0.9487, 0.9872, 0.99548],
+        "defocus_blur": [0.65624, 0.73202, 0.85036, 0.91364, 0.94714],
+        "glass_blur": [0.64308, 0.75054, 0.88806, 0.91622, 0.93344],
+        "motion_blur": [0.5843, 0.70048, 0.82108, 0.8975, 0.92638],
+        "zoom_blur": [0.70008, 0.76992, 0.80784, 0.84198, 0.87198],
+        "snow": [0.71726, 0.88392, 0.86468, 0.9187, 0.94952],
+        "frost": [0.6139, 0.79734, 0.8879, 0.89942, 0.9343],
+        "fog": [0.67474, 0.7605, 0.84378, 0.8726, 0.945],
+        "brightness": [0.4514, 0.48502, 0.54048, 0.62166, 0.7244],
+        "contrast": [0.64548, 0.7615, 0.88874, 0.9776, 0.9927],
+        "elastic_transform": [0.52596, 0.70116, 0.55686, 0.64076, 0.80554],
+        "pixelate": [0.52218, 0.5462, 0.73728, 0.87092, 0.91262],
+        "jpeg_compression": [0.51002, 0.54718, 0.57294, 0.65458, 0.74778],
+    },
+}
+
+
 def _lines(path: Path) -> list[str]:
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -190,6 +220,7 @@ def generate(ref: Path, info: Path) -> dict[str, bytes]:
         "imagenet21k_variants.json": _json({"format_version": 1, "variants": IMAGENET21K_VARIANTS}),
         "imagenet21k_words.tsv.gz": _gz(_text(words21k)),
         "imagenet21k_releases.json": _json({"format_version": 1, "releases": IMAGENET21K_RELEASES}),
+        "imagenet_c_alexnet.json": _json({"format_version": 1, **IMAGENET_C_ALEXNET}),
         "tiny_imagenet_wnids.txt": _text(_lines(ref / "tiny-imagenet-200" / "wnids.txt")),
         "tiny_imagenet_val_annotations.tsv.gz": _gz(_text(_lines(ref / "tiny-imagenet-200" / "val_annotations.txt"))),
         "wordnet_is_a.txt.gz": _gz(_text(_lines(ref / "wordnet" / "wordnet.is_a.txt"))),

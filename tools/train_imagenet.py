@@ -3,11 +3,13 @@
 Copy it and change what you need. What it does: DDP over NCCL (GPU) or gloo (CPU), the loader on every rank
 (each reads its own contiguous share, see the README), bf16 autocast and channels_last on GPU, SGD with
 nesterov momentum, a cosine or step schedule with linear warmup, label smoothing; a checkpoint (model,
-optimizer, loader position) every ``--checkpoint-every`` steps, written atomically, from which ``--resume``
-continues mid-epoch with exactly the batches not yet seen; validation after every epoch (the pad slots masked
+optimizer, loader position) every ``--checkpoint-every`` steps and at the end of every epoch, written
+atomically, from which ``--resume`` continues mid-epoch with exactly the batches not yet seen (``--evaluate``:
+only validates the checkpoint's model); validation after every epoch (the pad slots masked
 out) with top-1, top-5 and ReaL top-1; an optional progressive-resolution schedule (FFCV's recipe: the train
 size grows from ``--min-res`` to ``--max-res`` over the epochs, val at ``--val-res``); a log line every
-``--log-every`` steps with images/s and the share of time spent waiting for data.
+``--log-every`` steps (or ``--progress-every`` seconds, whichever comes first) with images/s, the share of time
+spent waiting for data and the ETA of the epoch.
 
     torchrun --nproc_per_node 8 tools/train_imagenet.py --data /data/shards --arch resnet50 --epochs 90
     torchrun --nnodes 4 --nproc_per_node 8 --rdzv-endpoint head:29500 tools/train_imagenet.py --data /local/shards
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from imnet_data import tario
 from imnet_data.loader import build_loader
+from imnet_data.progress import duration
 
 torch = dist = torchvision = None   # the [train] extra: import_train_extra() imports them after parse()
 
@@ -57,7 +60,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, default=Path("checkpoint.pt"))
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--evaluate", action="store_true", help="only validate the model of --checkpoint on val "
+                   "(top-1, top-5, ReaL top-1) and exit")
+    p.add_argument("--log-every", type=int, default=100, help="steps between two log lines (default 100)")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="also a log line when this many seconds passed since the last (default 30)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in all (a smoke run)")
     p.add_argument("--record", type=Path, default=None,
                    help="folder: each rank appends the sample keys of every step it trains on (rank<N>.jsonl)")
@@ -184,7 +191,10 @@ def run(args: argparse.Namespace) -> int:
     """The run (see the module doc); Refused before any step when the checkpoint is unusable."""
     import_train_extra()
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.checkpoint.exists() and not args.resume:
+    if args.evaluate and not args.checkpoint.is_file():
+        raise Refused(f"{args.checkpoint}: no such checkpoint to evaluate (name the file a run wrote with "
+                      "--checkpoint)")
+    if args.checkpoint.exists() and not (args.resume or args.evaluate):
         raise Refused(f"{args.checkpoint} exists: --resume to continue from it, or remove it (or name another "
                       "--checkpoint) to start over")
     rank, world, device = setup(args)
@@ -195,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
                                                                                                   "1")))}
     if gpu:
         common.update(dtype="bfloat16", layout="channels_last")
-    state = load_checkpoint(args.checkpoint, device) if args.resume and args.checkpoint.exists() else None
+    state = load_checkpoint(args.checkpoint, device) if (args.resume or args.evaluate) and args.checkpoint.exists() \
+        else None
     start_epoch, done = (state["epoch"], state["done"]) if state else (0, 0)
     train = build_loader(args.data, "train", args.batch_size, seed=args.seed,
                          image_size=train_size(args, start_epoch), **common)
@@ -212,18 +223,24 @@ def run(args: argparse.Namespace) -> int:
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            train.load_state_dict(state["loader"])   # the epoch and the step: the next batch is the first not seen
+            if not args.evaluate:   # the epoch and the step: the next batch is the first not seen
+                train.load_state_dict(state["loader"])
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise Refused(f"{args.checkpoint}: does not fit this run ({args.arch}, these shards and ranks): "
                           f"{one_line(e)}") from None
-        if rank == 0:
+        if rank == 0 and not args.evaluate:
             print(f"resumed epoch {start_epoch} at step {train.step} ({done} steps done)", flush=True)
+    if args.evaluate:
+        metrics = validate(ddp, val, device)
+        if rank == 0:
+            print(f"{args.checkpoint} (epoch {start_epoch}, {done} steps): {val_line(metrics)}", flush=True)
+        return finish(None)
     record = (args.record / f"rank{rank}.jsonl").open("a") if args.record else None
     steps_per_epoch = len(train)
     for epoch in range(start_epoch, args.epochs):
         if not (state and epoch == start_epoch):   # a resumed epoch goes on where it stopped
             train.set_epoch(epoch, image_size=train_size(args, epoch))
-        clock, waited, seen = time.perf_counter(), 0.0, 0
+        clock, waited, seen, steps = time.perf_counter(), 0.0, 0, 0
         batches = iter(train)
         while True:
             t0 = time.perf_counter()
@@ -239,17 +256,18 @@ def run(args: argparse.Namespace) -> int:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            done, seen = done + 1, seen + len(labels)
+            done, seen, steps = done + 1, seen + len(labels), steps + 1
             if record:
                 record.write(json.dumps({"epoch": epoch, "step": train.step - 1,
                                          "keys": train.batch_keys(train.step - 1)}) + "\n")
                 record.flush()
-            if done % args.log_every == 0 and rank == 0:
-                wall = time.perf_counter() - clock
+            wall = time.perf_counter() - clock
+            if rank == 0 and (done % args.log_every == 0 or wall >= args.progress_every):
+                left = (steps_per_epoch - train.step) * wall / steps
                 print(f"epoch {epoch} step {train.step}/{steps_per_epoch} loss {loss.item():.3f} "
-                      f"{seen * world / wall:,.0f} img/s data wait {waited / wall:.0%} size {images.shape[-1]}",
-                      flush=True)
-                clock, waited, seen = time.perf_counter(), 0.0, 0
+                      f"{seen * world / wall:,.0f} img/s data wait {waited / wall:.0%} size {images.shape[-1]} "
+                      f"ETA epoch {duration(left)}", flush=True)
+                clock, waited, seen, steps = time.perf_counter(), 0.0, 0, 0
             if done % args.checkpoint_every == 0 and rank == 0:
                 save(args.checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                        "loader": train.state_dict(), "epoch": epoch, "done": done})
@@ -259,8 +277,20 @@ def run(args: argparse.Namespace) -> int:
             break
         metrics = validate(ddp, val, device)
         if rank == 0:
-            print(f"epoch {epoch} val top1 {metrics['top1']:.4f} top5 {metrics['top5']:.4f} ReaL top1 "
-                  f"{metrics['real_top1']:.4f} over {metrics['samples']:.0f} images", flush=True)
+            print(f"epoch {epoch} {val_line(metrics)}", flush=True)
+            save(args.checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),   # the epoch's end
+                                   "loader": train.state_dict(), "epoch": epoch + 1, "done": done})
+    return finish(record)
+
+
+def val_line(metrics: dict[str, float]) -> str:
+    """What :func:`validate` measured, as the log prints it."""
+    return (f"val top1 {metrics['top1']:.4f} top5 {metrics['top5']:.4f} ReaL top1 {metrics['real_top1']:.4f} "
+            f"over {metrics['samples']:.0f} images")
+
+
+def finish(record) -> int:
+    """Close the record file and the process group; exit status 0."""
     if record:
         record.close()
     if dist.is_initialized():

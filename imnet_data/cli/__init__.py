@@ -4,9 +4,9 @@ Exit codes: 0 success, 1 the job found a problem or failed, 2 usage errors (bad 
 130 / 143 interrupted by SIGINT / SIGTERM (run the same command again to resume).
 
 One module per command or family (``validate``, ``organize``, ``shard``, ``upload``, ``stage``, ``verify`` with
-``preview``, ``bench``, ``classes``, ``fake``, ``misc``: doctor, wordnet, demo), each with its ``add_*`` (the
-subcommand's options) and ``cmd_*`` (the run); :mod:`imnet_data.cli.shared` holds what they share. A new command is
-a module and one entry in :data:`COMMANDS`.
+``preview``, ``report``, ``bench``, ``classes``, ``fake``, ``misc``: doctor, wordnet, demo), each with its
+``add_*`` (the subcommand's options) and ``cmd_*`` (the run); :mod:`imnet_data.cli.shared` holds what they share. A
+new command is a module and one entry in :data:`COMMANDS`.
 """
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
-from imnet_data import __version__
+from imnet_data import __version__, progress
 from imnet_data.catalog import UnknownClassError
 from imnet_data.cli.bench import add_bench
 from imnet_data.cli.classes import add_classes
 from imnet_data.cli.fake import add_fake
+from imnet_data.cli.index import add_index
 from imnet_data.cli.misc import add_demo, add_doctor, add_wordnet
 from imnet_data.cli.organize import add_organize
+from imnet_data.cli.report import add_report
 from imnet_data.cli.shard import add_shard
 from imnet_data.cli.shared import Subparsers, _common, _error, _Parser
 from imnet_data.cli.stage import add_stage
@@ -34,8 +36,8 @@ from imnet_data.executors import DEFAULT, executing
 from imnet_data.interrupts import interruptible
 
 COMMANDS: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
-    add_demo, add_validate, add_organize, add_shard, add_upload, add_stage, add_verify, add_preview, add_bench,
-    add_classes, add_fake, add_doctor, add_wordnet]
+    add_demo, add_validate, add_organize, add_shard, add_upload, add_stage, add_verify, add_preview, add_report,
+    add_bench, add_classes, add_fake, add_doctor, add_wordnet, add_index]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):   # a file name with non-UTF-8 bytes prints as \xNN, not a codec error
         sys.stdout.reconfigure(errors="backslashreplace")
     args._report_to = sys.stdout
+    progress.configure(args.progress_every)
     line = f"imnet-data {args.command}: interrupted; run the same command again to resume"
     with interruptible(line):
         try:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from imnet_data.cli.shared import Subparsers, _emit, _int
+from imnet_data.cli.shared import DEMO, Subparsers, _emit, _int, worked
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -38,7 +38,8 @@ def add_bench(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                "  imnet-data bench /data/shards --imagefolder /data/imagenet --workers 16\n"
                "  imnet-data bench /data/shards --model resnet50 --steps 200\n"
                "  imnet-data bench /data/shards --backend torch --device cpu --batch-size 64\n"
-               "  imnet-data bench /data/shards --host-only           # the host side vs DALI's own reader")
+               "  imnet-data bench /data/shards --host-only           # the host side vs DALI's own reader"
+               + worked(f"imnet-data bench {DEMO}/shards --device cpu --batch-size 8 --batches 3"))
     p.add_argument("dest", type=Path, help="shard output folder (holding train/ and/or val/ with manifest.json)")
     p.add_argument("--backend", choices=["dali", "torch"], default="dali", help="loader backend (default dali)")
     p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when a GPU is visible, else cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from imnet_data import catalog
-from imnet_data.cli.shared import Subparsers, _emit, _int
+from imnet_data.cli.shared import Subparsers, _emit, _int, worked
 
 
 def _class_row(c: catalog.SynsetClass) -> dict:
@@ -71,7 +71,8 @@ def add_classes(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                "  imnet-data classes 0                     # by index (also a WNID or exact name)\n"
                "  imnet-data classes --ancestors n02085620 # WordNet hypernym path\n"
                "  imnet-data classes --under n02084071     # every class under 'dog'\n"
-               "  imnet-data classes --depth 4             # coarse groups at WordNet depth 4")
+               "  imnet-data classes --depth 4             # coarse groups at WordNet depth 4"
+               + worked("imnet-data classes --ancestors n02105855    # a class of the demo's fake"))
     p.add_argument("query", nargs="?", help="index, WNID, or a name / substring to search")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--ancestors", metavar="WNID", help="print the WordNet hypernym path of a synset")

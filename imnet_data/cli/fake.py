@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imnet_data.cli.shared import Subparsers, _emit, _int
+from imnet_data.cli.shared import DEMO, Subparsers, _emit, _int, worked
 from imnet_data.fake.layouts import DEFAULT, FAKE_LAYOUTS
 
 
@@ -41,7 +41,8 @@ def add_fake(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                     "byte-identical files.",
         epilog="examples:\n  imnet-data fake /tmp/in --classes 10 --with-quirks --truth /tmp/in/truth.json\n"
                "  imnet-data fake /tmp/in --classes n01440764,n02105855 --bbox --kaggle\n"
-               "  imnet-data fake /tmp/bench --profile imagenet --classes 100 --train-per-class 200")
+               "  imnet-data fake /tmp/bench --profile imagenet --classes 100 --train-per-class 200"
+               + worked(f"imnet-data fake {DEMO}/small --classes 4 --train-per-class 4 --val-images 8"))
     p.add_argument("out", type=Path, help="output folder")
     p.add_argument("--layout", choices=list(FAKE_LAYOUTS), default=DEFAULT, metavar="NAME",
                    help="which download to fake: " + "; ".join(f"{k}: {v.about}" for k, v in FAKE_LAYOUTS.items()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imnet_data.cli.shared import Subparsers, _emit
+from imnet_data.cli.shared import DEMO, Subparsers, _emit, worked
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def add_doctor(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                        description="One screen: Python, PIL build, webdataset, DALI/GPU/nvJPEG, boto3 (s3 extra), "
                                    "Ray (ray extra), NLTK WordNet, free disk. Always exits 0; each missing "
                                    "optional piece says how to get it.",
-                       epilog="example:\n  imnet-data doctor --path /data",
+                       epilog="example:\n  imnet-data doctor --path /data" + worked(f"imnet-data doctor --path {DEMO}"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--path", type=Path, default=Path("."), help="where to report free disk (default .)")
     p.set_defaults(func=cmd_doctor)
@@ -45,7 +45,8 @@ def add_wordnet(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("wordnet", parents=[common], help="install WordNet 3.0 for NLTK offline (from Debian's files)",
                        description="Copy a WordNet 3.0 dict folder (Debian: apt-get install wordnet-base "
                                    "wordnet-sense-index) into an NLTK data folder, without network.",
-                       epilog="example:\n  imnet-data wordnet --from /usr/share/wordnet --to ~/nltk_data",
+                       epilog="example:\n  imnet-data wordnet --from /usr/share/wordnet --to ~/nltk_data"
+                              + worked(f"imnet-data wordnet --from /usr/share/wordnet --to {DEMO}/nltk_data"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="source", type=Path, default=Path("/usr/share/wordnet"),
                    help="WordNet dict folder (default /usr/share/wordnet)")
@@ -67,7 +68,8 @@ def add_demo(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("demo", parents=[common], help="make a fake download and run every stage on it",
                        description="Make a fake ILSVRC2012 download (with quirks and faults) and run every stage "
                                    "on it, printing a short report.",
-                       epilog="example:\n  imnet-data demo /tmp/imnet-demo",
+                       epilog="example:\n  imnet-data demo    # in a new temporary folder"
+                              + worked(f"imnet-data demo {DEMO}"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", type=Path, nargs="?", help="work folder (default: a new temporary folder)")
     p.set_defaults(func=cmd_demo)

@@ -4,7 +4,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imnet_data.cli.shared import Subparsers, _classes, _emit, _int, _label_space, _layout, _splits, _workers
+from imnet_data.cli.shared import (
+    DEMO,
+    Subparsers,
+    _classes,
+    _emit,
+    _int,
+    _label_space,
+    _layout,
+    _splits,
+    _workers,
+    worked,
+)
 
 
 def cmd_organize(args: argparse.Namespace) -> int:
@@ -34,7 +45,8 @@ def add_organize(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                "  imnet-data organize /data/downloads /data/imagenet --fix --jobs 8\n"
                "  imnet-data organize /data/downloads /data/in-a --classes imagenet-a --splits val\n"
                "  imnet-data organize /data/downloads /data/sub --classes n01440764,n02102040\n"
-               "  imnet-data organize /data/downloads /data/sub --classes wnids.txt --json")
+               "  imnet-data organize /data/downloads /data/sub --classes wnids.txt --json"
+               + worked(f"imnet-data organize {DEMO}/download {DEMO}/organized-again --fix"))
     p.add_argument("src", type=Path, help="the download: folder of the official archives, extracted folders, "
                                           "Kaggle, ImageNet-21k or Tiny ImageNet")
     p.add_argument("dest", type=Path, help="output folder (created; re-run with the same DEST to resume)")

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from imnet_data.cli.shared import (
+    DEMO,
     Subparsers,
     _classes,
+    _corruptions,
     _emit,
     _int,
     _label_space,
@@ -16,6 +18,7 @@ from imnet_data.cli.shared import (
     _size,
     _splits,
     _workers,
+    worked,
 )
 from imnet_data.errors import UsageError
 
@@ -44,7 +47,12 @@ def cmd_shard(args: argparse.Namespace) -> int:
         shard_size=args.shard_size, max_size=args.max_size, short_side=args.short_side, quality=args.quality,
         classes=classes, subset=args.subset, fix=not args.no_fix, label_space=args.label_space,
         variant=named.name if named else None, squish=named.resize if named else None)
-    report = shards.shard(Path(args.paths[0]), args.paths[1], options, layout=args.layout, splits=args.splits,
+    splits = args.splits
+    if args.corruptions or args.severities:
+        from imnet_data.sources import imagenet_c, open_source
+        splits = imagenet_c.selected_splits(open_source(Path(args.paths[0]), args.layout), args.corruptions,
+                                            args.severities, splits)
+    report = shards.shard(Path(args.paths[0]), args.paths[1], options, layout=args.layout, splits=splits,
                           jobs=args.jobs, node_rank=rank, num_nodes=count, overwrite=args.overwrite,
                           work=args.work, retries=args.retries, quiet=args.quiet)
     _emit(args, report.as_dict(), report.render())
@@ -74,13 +82,15 @@ def add_shard(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                "  imnet-data shard /data/fall11 /data/in12k --classes imagenet-12k --jobs 16\n"
                "  sbatch --array=0-3 --wrap 'imnet-data shard /data/downloads /data/shards'\n"
                "  imnet-data shard --merge /data/shards    # once, after every array task is done\n"
-               "  imnet-data shard /data/downloads s3://my-bucket/imagenet --work /scratch/work")
+               "  imnet-data shard /data/downloads s3://my-bucket/imagenet --work /scratch/work"
+               + worked(f"imnet-data shard {DEMO}/organized {DEMO}/shards-64 --short-side 64 --samples-per-shard 16"))
     p.add_argument("paths", nargs="+", metavar="SRC DEST", help="the download and the output folder or s3:// / gs:// "
                                                                 "prefix (with --merge: only DEST)")
     p.add_argument("--merge", action="store_true", help="after a multi-node run: check all shards, write manifests")
     p.add_argument("--verify", action="store_true", help="with --merge: also recompute every shard's sha256")
     _layout(p)
     _splits(p)
+    _corruptions(p)
     p.add_argument("--name", help="shard file prefix (default imagenet-1k; tiny-imagenet-200, imagenet-21k)")
     p.add_argument("--seed", type=_int(0), default=0, help="shuffle seed (default 0)")
     p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,

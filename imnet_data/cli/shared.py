@@ -14,7 +14,9 @@ from imnet_data.executors import DEFAULT, EXECUTORS
 
 Subparsers = argparse._SubParsersAction   # what ``add_subparsers`` returns: each command's ``add_*`` adds to it
 
-LAYOUT_HELP = "ilsvrc2012, folders, kaggle, imagenet21k or tiny (default: detected)"
+DEMO = "/tmp/imnet-demo"    # where the worked examples expect the demo's fake: imnet-data demo /tmp/imnet-demo
+LAYOUT_HELP = ("ilsvrc2012, folders, kaggle, imagenet21k, tiny, hf, hf-parquet, or an evaluation set: imagenet-v2, "
+               "imagenet-a, imagenet-r, imagenet-sketch, imagenet-c (default: detected)")
 SPLITS_HELP = "comma-separated splits, e.g. train,val (default: all in the download)"
 
 
@@ -28,6 +30,12 @@ def _emit(args: argparse.Namespace, data: object, text: str) -> None:
 def _error(args: argparse.Namespace, error: Exception | str) -> None:
     """Print an error as every command does: ``imnet-data COMMAND: error: ...`` on stderr."""
     print(f"imnet-data {args.command}: error: {error}", file=sys.stderr)
+
+
+def worked(example: str) -> str:
+    """The end of every command's ``--help``: one worked example that runs as written on the demo's fake (what
+    ``imnet-data demo /tmp/imnet-demo`` makes; ``tests/test_help.py`` runs each one)."""
+    return f"\n\nworked example, on the demo's fake (imnet-data demo {DEMO} makes it):\n  {example}"
 
 
 def _int(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
@@ -93,9 +101,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common() -> argparse.ArgumentParser:
-    """The parent parser of every command: ``--quiet`` and ``--json``, so each command takes both, alike."""
+    """The parent parser of every command: ``--quiet``, ``--progress-every`` and ``--json``, so each command takes
+    them, alike."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress (bars or lines)")
+    common.add_argument("--progress-every", type=_positive_float, default=30.0, metavar="SECONDS",
+                        help="where stderr is not a terminal (a log file, a pipe): a progress line every SECONDS "
+                             "(default 30) instead of a bar")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     return common
 
@@ -108,6 +120,22 @@ def _layout(p: argparse.ArgumentParser) -> None:
 def _splits(p: argparse.ArgumentParser, help: str = SPLITS_HELP) -> None:
     """``--splits LIST``: the splits to work on, as a list; ``help`` says what the command takes when it is left out."""
     p.add_argument("--splits", type=_csv, metavar="LIST", help=help)
+
+
+def _severities(text: str) -> list[int]:
+    """``--severities``: comma-separated ImageNet-C severities, 1..5."""
+    values = _csv(text)
+    if not values or not all(v in "12345" and len(v) == 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected severities 1..5, comma-separated (e.g. 1,3,5)")
+    return [int(v) for v in values]
+
+
+def _corruptions(p: argparse.ArgumentParser) -> None:
+    """``--corruptions`` and ``--severities``: a part of ImageNet-C (its 3.75M images) by corruption and severity."""
+    p.add_argument("--corruptions", type=_csv, metavar="LIST", help="ImageNet-C: only these corruptions, e.g. "
+                   "gaussian_noise,fog (default: every one there)")
+    p.add_argument("--severities", type=_severities, metavar="LIST", help="ImageNet-C: only these severities, e.g. "
+                   "3,5 (default: 1..5)")
 
 
 def _classes(p: argparse.ArgumentParser, help: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imnet_data.cli.shared import Subparsers, _emit, _int, _jobs, _nodes, _positive_float, _size, _splits
+from imnet_data.cli.shared import DEMO, Subparsers, _emit, _int, _jobs, _nodes, _positive_float, _size, _splits, worked
 from imnet_data.errors import UsageError
 
 
@@ -56,7 +56,8 @@ def add_stage(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                "  srun --ntasks-per-node=1 imnet-data stage http://store/shards /local/shards --splits train\n"
                "  imnet-data stage /data/shards /scratch/shards --link            # same machine: no copy\n"
                "  imnet-data stage s3://my-bucket/imagenet /local/shards --jobs 8\n"
-               "  imnet-data stage http://store/shards /local/shards --max-rate 200MB --verify --json")
+               "  imnet-data stage http://store/shards /local/shards --max-rate 200MB --verify --json"
+               + worked(f"imnet-data stage {DEMO}/shards {DEMO}/staged --node-rank 0 --num-nodes 2"))
     p.add_argument("source", metavar="SOURCE", help="a folder, http(s):// or s3:// / gs:// URL: a split folder or "
                                                      "the shard root")
     p.add_argument("dest", type=Path, metavar="DEST", help="local shard root (files go to DEST/<split>/)")

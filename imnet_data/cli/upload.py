@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imnet_data.cli.shared import Subparsers, _emit, _int, _jobs, _positive_float, _splits
+from imnet_data.cli.shared import DEMO, Subparsers, _emit, _int, _jobs, _positive_float, _splits, worked
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -32,7 +32,9 @@ def add_upload(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                     "pip install 'imnet-data[s3]'.\n\nExit status: 0 every shard up, 1 some failed.",
         epilog="examples:\n  imnet-data upload /data/shards s3://my-bucket/imagenet --jobs 8\n"
                "  AWS_ENDPOINT_URL=http://minio:9000 imnet-data upload /data/shards s3://datasets/imagenet\n"
-               "  imnet-data upload /data/shards gs://my-bucket/imagenet --splits val --json")
+               "  imnet-data upload /data/shards gs://my-bucket/imagenet --splits val --json"
+               + worked(f"AWS_ENDPOINT_URL=http://127.0.0.1:9000 imnet-data upload {DEMO}/shards s3://imnet-demo/shards"
+                        "    # a MinIO on port 9000 with a bucket imnet-demo"))
     p.add_argument("dest", type=Path, metavar="DEST", help="the shard output folder (or one split folder)")
     p.add_argument("url", metavar="URL", help="s3://bucket/prefix or gs://bucket/prefix")
     _splits(p, "comma-separated splits (default: all in DEST)")

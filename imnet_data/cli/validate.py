@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imnet_data.cli.shared import Subparsers, _emit, _layout, _workers
+from imnet_data.cli.shared import DEMO, Subparsers, _emit, _layout, _workers, worked
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -36,7 +36,8 @@ def add_validate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                     "and the real set's known quirks allowed), 1 something missing or damaged, 2 usage error.",
         epilog="examples:\n  imnet-data validate /data/downloads                    # counts + md5s\n"
                "  imnet-data validate /data/downloads --skip-checksums --deep --report check.json\n"
-               "  imnet-data validate /tmp/fake --expect self --deep --json  # a fake or a subset")
+               "  imnet-data validate /tmp/fake --expect self --deep --json  # a fake or a subset"
+               + worked(f"imnet-data validate {DEMO}/organized --expect self --deep"))
     p.add_argument("src", type=Path, metavar="SRC", help="the download: folder of the official archives, extracted "
                                                          "folders, Kaggle, ImageNet-21k or Tiny ImageNet")
     _layout(p)

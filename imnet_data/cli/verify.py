@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imnet_data.cli.shared import Subparsers, _emit, _int, _splits, _workers
+from imnet_data.cli.shared import DEMO, Subparsers, _emit, _int, _splits, _workers, worked
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -30,7 +30,8 @@ def add_verify(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                     "key.\n\nExit status: 0 every shard sound, 1 a problem found (or DEST holds no manifest).",
         epilog="examples:\n  imnet-data verify /data/shards                  # all splits\n"
                "  imnet-data verify /data/shards --splits val --deep --jobs 16\n"
-               "  imnet-data verify /data/shards/train --json     # one split folder")
+               "  imnet-data verify /data/shards/train --json     # one split folder"
+               + worked(f"imnet-data verify {DEMO}/shards --deep"))
     p.add_argument("dest", type=Path, metavar="DEST", help="the shard output folder (holding <split>/manifest.json) "
                                                            "or one split folder")
     _splits(p, "comma-separated splits, e.g. train,val (default: every split with a manifest)")
@@ -64,7 +65,8 @@ def add_preview(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                     "by class index. The same input gives the same PNG bytes.",
         epilog="examples:\n  imnet-data preview /data/shards/val --out val.png\n"
                "  imnet-data preview /data/shards/train/imagenet-1k-train-000000.tar --out s.png --n 64\n"
-               "  imnet-data preview /data/shards/train --out classes.png --per-class --n 100 --columns 10")
+               "  imnet-data preview /data/shards/train --out classes.png --per-class --n 100 --columns 10"
+               + worked(f"imnet-data preview {DEMO}/shards/val --out {DEMO}/val.png --per-class"))
     p.add_argument("source", type=Path, metavar="SHARD_OR_FOLDER", help="a shard .tar or a split folder")
     p.add_argument("--out", type=Path, required=True, metavar="PNG", help="the contact sheet to write")
     p.add_argument("--n", type=_int(1), default=16, help="samples (with --per-class: classes) to show (default 16)")

@@ -32,6 +32,7 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 REMAINDERS = ("drop", "pad", "partial")
 LAYOUTS = ("NCHW", "NHWC", "channels_last")
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class LoaderOptions:
     on_error: str = "raise"                 # or "skip": replace a corrupt sample by the next good one, counted
     hw_decoder_load: float = 0.65           # DALI: share of JPEGs for the hardware decoder (A100/H100/H200)
     return_real: bool = False               # also yield the ReaL labels: (images, labels, real)
+    interpolation: str = "bilinear"         # the val resize: bilinear or bicubic (antialiased, as PIL's)
 
     @property
     def training(self) -> bool:
@@ -86,6 +88,8 @@ class LoaderOptions:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.dtype not in ("float32", "float16", "bfloat16", "uint8"):
             raise ValueError(f"dtype must be float32, float16, bfloat16 or uint8, got {self.dtype!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if self.batch_size < 1 or not 0 <= self.rank < self.world_size:
             raise ValueError(f"bad batch size {self.batch_size} or rank {self.rank} of {self.world_size}")
 

@@ -136,7 +136,8 @@ def build_pipeline(options: LoaderOptions, device_id: int | None, source: BatchS
         else:
             images = fn.decoders.image(jpegs, device=decode_device, output_type=types.RGB, **hw)
             images = fn.resize(images, device=op_device, resize_shorter=options.val_resize,
-                               interp_type=types.INTERP_TRIANGULAR)
+                               interp_type=types.INTERP_CUBIC if options.interpolation == "bicubic"
+                               else types.INTERP_TRIANGULAR)
             mirror, crop = 0, {"crop": (size, size)}
         images = fn.crop_mirror_normalize(images, device=op_device, dtype=out_dtype, mean=mean, std=std,
                                           output_layout="CHW" if options.layout == "NCHW" else "HWC",

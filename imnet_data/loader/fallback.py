@@ -143,7 +143,8 @@ class BatchDecoder(Dataset):
 
 def transform(data: np.ndarray, options: LoaderOptions, rng: np.random.Generator | None) -> np.ndarray:
     """JPEG bytes to a uint8 ``[size, size, 3]`` RGB array: a random resized crop and flip when ``rng`` is given
-    (training), else the shorter side resized to ``options.val_resize`` and the centre cropped."""
+    (training), else the shorter side resized to ``options.val_resize`` (``options.interpolation``) and the centre
+    cropped."""
     size = options.image_size
     # an ndarray is a buffer: numpy's stubs declare its __buffer__ only for Python >= 3.12
     with Image.open(io.BytesIO(data)) as img:   # type: ignore[arg-type]
@@ -162,7 +163,9 @@ def transform(data: np.ndarray, options: LoaderOptions, rng: np.random.Generator
             left, top = math.floor(box[0]), math.floor(box[1])
             img = img.crop((left, top, math.ceil(box[2]), math.ceil(box[3])))
             box = (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
-        out = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, box=box)
+        resample = Image.Resampling.BICUBIC if rng is None and options.interpolation == "bicubic" else \
+            Image.Resampling.BILINEAR
+        out = img.convert("RGB").resize((size, size), resample, box=box)
     if flip:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return np.asarray(out)

@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,6 +27,7 @@ from imnet_data.shards.options import ShardOptions
 from imnet_data.shards.plan import ShardPlan, SplitPlan, list_split, make_plan, source_split
 from imnet_data.shards.planfile import PLAN, plan_bytes
 from imnet_data.shards.publish import Publisher, Uploader
+from imnet_data.shards.stream import listed, write_streamed
 from imnet_data.shards.table import Table
 from imnet_data.shards.target import prepare
 from imnet_data.shards.writer import RECORDS, ShardJob, write_shard
@@ -113,15 +114,20 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
         wanted = list(splits or default_splits(source, options))
         listings = Listings(source, options, wanted, jobs, quiet)
         for split in planning_order(wanted):
-            plan = make_plan(source, split, options, jobs, quiet, *listings.take(split))
+            sizes = None
+            if source.streams:   # no random access: listed by streaming, written by scattering (shards.stream)
+                plan, sizes = listed(source, split, options, jobs, quiet)
+            else:
+                plan = make_plan(source, split, options, jobs, quiet, *listings.take(split))
             store = root.child(split)
             prepare(store, plan.header(), [s.digest for s in plan.shards], partial(plan_bytes, plan), overwrite)
             folder = scratch / split
             folder.mkdir(parents=True, exist_ok=True)
             sweep_partials(folder)
             publish = Publisher(uploader, uploads.child(split), folder, default_jobs(jobs)) if uploads else None
-            reports[split] = run_split(SplitTarget(store, root, folder, publish), plan, options, jobs, node_rank,
-                                       num_nodes, quiet)
+            write = partial(write_streamed, source, folder, plan, sizes=sizes) if sizes is not None else None
+            reports[split] = run_split(SplitTarget(store, root, folder, publish, write), plan, options, jobs,
+                                       node_rank, num_nodes, quiet)
             del plan
         if uploads:
             remove_empty(scratch)
@@ -207,6 +213,7 @@ class SplitTarget:
     root: WritableStore
     folder: Path
     publish: Publisher | None = None
+    write: Callable[..., Iterator[dict]] | None = None   # a streaming layout's writer of the shards to write
 
 
 def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs: int | None, node_rank: int,
@@ -226,10 +233,11 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
     n, publish = default_jobs(jobs), target.publish
     report.left_out = {"classes": plan.left_out.classes, "images": plan.left_out.images, "why": plan.left_out.why}
     start = time.perf_counter()
+    written_now = target.write(todo=work.shards, options=options, jobs=jobs, quiet=quiet) \
+        if target.write else map_units(write_shard, work, jobs=jobs, desc=f"shard {plan.split}", unit="shards",
+                                       quiet=quiet, ahead=2 * n, weights=[plan.weight(s) for s in work.shards])
     try:
-        for record in itertools.chain(ready, map_units(
-                write_shard, work, jobs=jobs, desc=f"shard {plan.split}", quiet=quiet, ahead=2 * n,
-                weights=[plan.weight(s) for s in work.shards])):
+        for record in itertools.chain(ready, written_now):
             report.written.append(record["name"])
             report.bytes_written += record["bytes"]
             records[record["name"]] = record

@@ -93,7 +93,8 @@ def build_manifest(plan: dict, records: list[dict]) -> dict:
             "num_samples": sum(r["samples"] for r in records), "num_bytes": sum(r["bytes"] for r in records),
             "class_counts": counts, "fixed": [f for r in records for f in r["fixed"]],
             "shards": [{k: r[k] for k in ("name", "samples", "bytes", "sha256", "histogram", "index")}
-                       for r in records]}
+                       for r in records], **({"labelled": False} if plan.get("labelled") is False else {}),
+            **({"evaluation": plan["evaluation"]} if plan.get("evaluation") else {})}
 
 
 def read_manifest(path: Path) -> dict:

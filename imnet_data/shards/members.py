@@ -26,16 +26,24 @@ class ShardTarError(ValueError):
 
 def check_headers(path: Path) -> None:
     """Walk the header blocks of ``path`` and refuse what must not reach tarfile (see the module doc)."""
+    headers(path)
+
+
+def headers(path: Path) -> tuple[list[tuple[str, bytes, int, int]], int]:
+    """The members of ``path`` as ``(name, type, data offset, size)`` from its header blocks (no data read),
+    and where the first zero block is; refuses what :func:`check_headers` refuses. An extended header's member
+    is listed under the plain header's name (readers that need the long name use tarfile)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
         raise ShardTarError(f"{path}: cannot open ({e.strerror})") from e
+    found: list[tuple[str, bytes, int, int]] = []
     try:
         end, pos = os.fstat(fd).st_size, 0
         while pos + BLOCK <= end:
             head = os.pread(fd, BLOCK, pos)
             if not head.strip(b"\0"):
-                return
+                return found, pos
             name = head[:100].split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
             try:
                 size = header_size(head[124:136])
@@ -49,7 +57,9 @@ def check_headers(path: Path) -> None:
             if pos + BLOCK + size > end:
                 raise ShardTarError(f"{path}: member {name!r} claims {size:,} bytes, past the end of the file "
                                     "(cut off, or not a shard)")
+            found.append((name, kind, pos + BLOCK, size))
             pos += BLOCK + -(-size // BLOCK) * BLOCK
+        return found, pos
     finally:
         os.close(fd)
 

@@ -31,7 +31,7 @@ from imnet_data.parallel import default_jobs, map_units
 from imnet_data.shards.options import ShardOptions
 from imnet_data.shards.select import LeftOut, selected
 from imnet_data.shards.table import Table, concat, sample_key
-from imnet_data.sources import Source, SourceError, SourceRef, Unit
+from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
 from imnet_data.variants import variant
 
 TAR_OVERHEAD = 3 * 512 + 3 * 256 + 400   # headers, mean padding and the .cls/.json bodies of one sample
@@ -43,6 +43,7 @@ LAYOUT_NAMES = {"tiny": "tiny-imagenet-200", "imagenet21k": "imagenet-21k"}
 FORMAT_VERSION = 1         # the stored plan's JSON is as before (now a shard a line)
 BLOCK_ROWS = 1 << 18      # listed rows joined into one block while listing
 M_MMAP_THRESHOLD = -3     # glibc's mallopt parameter
+UNLABELLED = -1            # the plan's label of a sample of a split published without labels (no .cls written)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class SplitPlan:
     table: Table
     shards: list[ShardPlan] = field(default_factory=list)
     left_out: LeftOut = field(default_factory=LeftOut)   # what the class selection left out (for the report)
+    labelled: bool = True   # False: a split published without labels (its samples have no .cls)
+    evaluation: dict | None = None   # an evaluation set's name, variant and class mask (Source.evaluation)
 
     @property
     def pattern(self) -> str:
@@ -90,7 +93,9 @@ class SplitPlan:
         """What the plan file stores besides the sample lists."""
         return {"format": "imnet-data-shard-plan", "format_version": FORMAT_VERSION, "tool_version": __version__,
                 "split": self.split, "name": self.name, "pattern": self.pattern, "options": self.options,
-                "source": self.source, "label_space": self.label_space, "classes": list(self.classes)}
+                "source": self.source, "label_space": self.label_space, "classes": list(self.classes),
+                **({} if self.labelled else {"labelled": False}),
+                **({"evaluation": self.evaluation} if self.evaluation else {})}
 
     def rows(self, shard: ShardPlan) -> Table:
         """The shard's samples, in write order: all a worker needs (a copy of its rows only)."""
@@ -129,7 +134,7 @@ def list_split(source: Source, split: str, jobs: int | None = None, quiet: bool 
     digest = hashlib.sha256()
     free_big_arrays_at_once()
     for table in map_units(partial(_locate, SourceRef.of(source)), units, jobs=jobs, desc=f"list {split}",
-                           unit="unit", quiet=quiet, ahead=4 * default_jobs(jobs)):
+                           unit="units", quiet=quiet, ahead=4 * default_jobs(jobs)):
         digest.update(table.lines)
         table.lines = b""
         pending.append(table)
@@ -177,21 +182,26 @@ def cut(n: int, sizes: np.ndarray, options: ShardOptions) -> list[tuple[int, int
 def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | None = None, quiet: bool = False,
               listing: Table | None = None, shared: bool = False) -> SplitPlan:
     """The plan of one split of ``source``: list (or take ``listing``: consumed, unless ``shared``, when the
-    rows kept are copied out of it), label, select, sort by key, shuffle, cut."""
+    rows kept are copied out of it), label, select, sort by key, shuffle, cut. A split the source publishes
+    without labels (a test set) is planned whole with label -1 (its shards get no ``.cls``)."""
     table = listing if listing is not None else list_split(source, source_split(split, options), jobs, quiet)
     space, classes = catalog.label_space(source.layout, source.wnids, label_space_of(options))
     identity = source_identity(source, table)
-    keep, left_out = selected(table, split, options, source)
+    labelled = source.labelled(split)
+    keep, left_out = selected(table, split, options, source) if labelled else (np.ones(len(table), bool), LeftOut())
     if shared:
         table = table.take(keep)
     elif not keep.all():
         table.reorder(keep)
     del keep
-    label(table, classes, space, source, split)
+    label(table, classes, space, source, split, labelled)
     order(table, options.seed if options.shuffles(split) else None)
-    name = options.name or options.variant or SPACE_NAMES.get(space) or LAYOUT_NAMES.get(source.layout, "imagenet")
+    evaluation = source.evaluation(split)
+    name = options.name or (evaluation or {}).get("set") or options.variant or SPACE_NAMES.get(space) or \
+        LAYOUT_NAMES.get(source.layout, "imagenet")
     recorded = recorded_options(options, split)
-    plan = SplitPlan(split, name, recorded, identity, space, classes, table, left_out=left_out)
+    plan = SplitPlan(split, name, recorded, identity, space, classes, table, left_out=left_out, labelled=labelled,
+                     evaluation=evaluation)
     prefix = _json(recorded)
     for i, (start, end) in enumerate(cut(len(table), table.size, options)):
         plan.shards.append(ShardPlan(i, f"{name}-{split}-{i:06d}.tar", start, end,
@@ -199,6 +209,13 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
     keep_from_forks(table)
     give_back_freed()
     return plan
+
+
+def listing_of(entries: list[Entry]) -> Table:
+    """A listing made of ``entries`` in order (a streaming layout's, measured by :mod:`.stream`), with its digest."""
+    table = Table.of(entries, sample_key)
+    table.digest, table.lines = hashlib.sha256(table.lines).hexdigest(), b""
+    return table
 
 
 def source_split(split: str, options: ShardOptions) -> str:
@@ -211,13 +228,16 @@ def label_space_of(options: ShardOptions) -> str | None:
     return options.label_space or (variant(options.variant).label_space if options.variant else None)
 
 
-def label(table: Table, classes: tuple[str, ...], space: str, source: Source, split: str) -> None:
-    """Make the table's class column the label (index into ``classes``); SourceError naming the first sample
-    that has no label or a class outside the space."""
+def label(table: Table, classes: tuple[str, ...], space: str, source: Source, split: str,
+          labelled: bool = True) -> None:
+    """Make the table's class column the label (index into ``classes``; :data:`UNLABELLED` for a sample without
+    a class in a split published without labels); SourceError naming the first sample that has no label or a
+    class outside the space."""
     index = {w: i for i, w in enumerate(classes)}
-    lookup = np.array([index.get(w, -1) if w is not None else -2 for w in table.classes] or [0], dtype=np.int32)
+    none = -2 if labelled else UNLABELLED
+    lookup = np.array([index.get(w, -3) if w is not None else none for w in table.classes] or [0], dtype=np.int32)
     labels = lookup[table.wnid] if len(table) else np.zeros(0, dtype=np.int32)
-    bad = np.flatnonzero(labels < 0)
+    bad = np.flatnonzero(labels < (0 if labelled else UNLABELLED))
     if len(bad):
         e = table.entry(int(bad[0]))
         if e.wnid is None:
@@ -293,8 +313,10 @@ def recorded_options(options: ShardOptions, split: str) -> dict:
 def source_identity(source: Source, table: Table) -> dict:
     """What the shards were made from: the layout, the archive files' names and sizes, and a digest of the
     split's full listing (names, labels, sizes, unit by unit), so a changed download is noticed."""
-    paths = sorted({p[1] for p in table.places if p[0] in ("tar", "zip")})
+    paths = {p[1] for p in table.places if p[0] in ("tar", "zip")}
+    if table.locs is not None:   # locators of other shapes: a stream's (or a zip member's) archive
+        paths |= {loc[1] for loc in table.locs.tolist() if loc is not None and loc[0] in ("zip", "stream")}
     return {"layout": source.layout, "samples": len(table),
-            "archives": [{"name": Path(p).name, "bytes": Path(p).stat().st_size} for p in paths],
+            "archives": [{"name": Path(p).name, "bytes": Path(p).stat().st_size} for p in sorted(paths)],
             "listing_sha256": table.digest}
 

@@ -65,7 +65,10 @@ def shard_samples(paths: list[Path]) -> Iterator[tuple[str, dict[str, tarfile.Ta
 
 
 def label_of(tar: tarfile.TarFile, group: dict[str, tarfile.TarInfo]) -> int | None:
-    """The sample's ``.cls`` as an int; None when absent or not a number."""
+    """The sample's ``.cls`` as an int (-1 when it has none: a split published without labels); None when it is
+    not a number."""
+    if "cls" not in group:
+        return -1
     try:
         return int(read(tar, group, "cls"))
     except ValueError:
@@ -73,7 +76,7 @@ def label_of(tar: tarfile.TarFile, group: dict[str, tarfile.TarInfo]) -> int | N
 
 
 def load(key: str, group: dict[str, tarfile.TarInfo], tar: tarfile.TarFile) -> Sample | None:
-    """The sample's label, class name and image; None when it has no valid ``.cls`` or no image."""
+    """The sample's label, class name and image; None when its ``.cls`` is not a number or it has no image."""
     label = label_of(tar, group)
     image_ext = next((e for e in ("jpg", "jpeg", "png", "webp") if e in group), None)
     if label is None or image_ext is None:
@@ -118,7 +121,7 @@ def cell(sample: Sample, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> 
         size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
         thumb = rgb.resize(size, Image.Resampling.BICUBIC)
         out.paste(thumb, (MARGIN + (box[0] - size[0]) // 2, MARGIN + (box[1] - size[1]) // 2))
-        caption = f"{sample.label} {sample.name}".strip()
+        caption = f"{sample.label} {sample.name}".strip() if sample.label >= 0 else f"{sample.key} (unlabelled)"
     except Exception:  # noqa: BLE001 -- a damaged image gets a marked cell, not a crash
         caption = f"{sample.label} UNDECODABLE"
     draw = ImageDraw.Draw(out)
@@ -131,6 +134,22 @@ def cell(sample: Sample, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> 
     return out
 
 
+def contact_sheet(paths: list[Path], n: int, per_class: bool = False,
+                  columns: int | None = None) -> Image.Image | None:
+    """The contact sheet of up to ``n`` samples of ``paths`` (shards, read in order; see :func:`pick`);
+    ``columns`` defaults to a near-square grid. None when they hold no sample with a label and an image."""
+    chosen = pick(paths, n, per_class)
+    if not chosen:
+        return None
+    cols = min(columns or math.ceil(math.sqrt(len(chosen))), len(chosen))
+    rows = math.ceil(len(chosen) / cols)
+    sheet = Image.new("RGB", (cols * CELL, rows * CELL), BACKGROUND)
+    font = ImageFont.load_default()
+    for i, sample in enumerate(chosen):
+        sheet.paste(cell(sample, font), ((i % cols) * CELL, (i // cols) * CELL))
+    return sheet
+
+
 def preview(shard_or_folder: Path, out_png: Path, n: int = 16, per_class: bool = False,
             columns: int | None = None) -> Path:
     """Write a contact sheet of up to ``n`` samples of a shard (or a split folder's shards) to ``out_png``
@@ -139,15 +158,9 @@ def preview(shard_or_folder: Path, out_png: Path, n: int = 16, per_class: bool =
         raise UsageError(f"n must be at least 1, got {n}")
     paths = shard_paths(Path(shard_or_folder))
     check_apart(paths[0].parent, out_png, "--out")   # never into the shards' folder
-    chosen = pick(paths, n, per_class)
-    if not chosen:
-        raise ValueError(f"{shard_or_folder}: no samples with a .cls and an image found")
-    cols = min(columns or math.ceil(math.sqrt(len(chosen))), len(chosen))
-    rows = math.ceil(len(chosen) / cols)
-    sheet = Image.new("RGB", (cols * CELL, rows * CELL), BACKGROUND)
-    font = ImageFont.load_default()
-    for i, sample in enumerate(chosen):
-        sheet.paste(cell(sample, font), ((i % cols) * CELL, (i // cols) * CELL))
+    sheet = contact_sheet(paths, n, per_class, columns)
+    if sheet is None:
+        raise ValueError(f"{shard_or_folder}: no samples with an image (and a valid .cls, where one is) found")
     out_png = Path(out_png)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")

@@ -176,6 +176,24 @@ def check_manifest(data: Any, where: str) -> dict:
     return data
 
 
+def check_evaluation(manifest: dict, where: str) -> dict | None:
+    """A manifest's ``evaluation`` (an evaluation set's ``set``, ``variant``, ``mask``: sorted distinct class
+    indices of the label space or null, and for ImageNet-C ``corruption`` and ``severity``), or None when it has
+    none; SchemaError naming the field when it is malformed."""
+    if "evaluation" not in manifest:
+        return None
+    top = _Fields(manifest, where).child("evaluation")
+    top.text("set", FILE_NAME)
+    top.text("variant")
+    n = len(manifest["classes"])
+    top.get("mask", f"null or sorted distinct class indices 0..{n - 1}", lambda v: v is None or (
+        isinstance(v, list) and bool(v) and all(is_count(i) and i < n for i in v) and v == sorted(set(v))))
+    if "severity" in top.data:
+        top.text("corruption")
+        top.get("severity", "a severity 1..5", lambda v: is_count(v) and 1 <= v <= 5)
+    return top.data
+
+
 def parse_manifest(raw: bytes, where: str) -> dict:
     """A manifest's content (from a file or a download), checked by :func:`check_manifest`."""
     return check_manifest(load_json(raw, where), where)

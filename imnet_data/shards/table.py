@@ -89,7 +89,8 @@ class Table:
                    ("range", os.path.join(path, name), 0, size) if kind == "dir" else
                    ("zip", path, prefix[0] + name))
         boxes = self.boxes[i] if self.boxes is not None and self.boxes[i] is not None else ()
-        return Entry(name, self.classes[self.wnid[i]], size, loc, boxes)
+        label = int(self.wnid[i])    # -1 after labelling: no class (a split published without labels)
+        return Entry(name, self.classes[label] if label >= 0 else None, size, loc, boxes)
 
     def key(self, i: int) -> str:
         """The sample key of row ``i``."""

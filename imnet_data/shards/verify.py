@@ -2,7 +2,8 @@
 
 Per shard: the file is present with the recorded size and sha256, the tar parses to its end-of-archive marker
 (links, special files, odd names and oversized members refused, see :mod:`imnet_data.shards.members`), every
-sample has its ``.cls``/``.jpg``/``.json``, the sample count and class histogram recomputed from the ``.cls``
+sample has its ``.cls``/``.jpg``/``.json`` (no ``.cls`` in a split published without labels; shards adopted by
+``index``: ``.cls`` and ``.jpg``), the sample count and class histogram recomputed from the ``.cls``
 members equal the manifest's, and the DALI index is present with its recorded sha256 and lists exactly the tar's
 members (offsets, sizes, names). ``deep`` also
 decodes every ``.jpg`` fully and checks that ``.cls`` equals the ``.json`` label. Problems are plain strings
@@ -42,6 +43,8 @@ class ShardCheck:
     shard: dict
     num_classes: int
     deep: bool = False
+    labelled: bool = True   # False: the split was published without labels (no .cls expected)
+    parts: tuple[str, ...] = PARTS   # the members every sample has (adopted shards: .cls and .jpg)
 
 
 @dataclass
@@ -163,9 +166,11 @@ def check_sample(tar: tarfile.TarFile, key: str, group: dict[str, tarfile.TarInf
                  labels: Counter[int], found: list[str]) -> None:
     """Check one sample's members: all parts present, a valid ``.cls`` (and with ``deep`` the image and
     the ``.json`` label)."""
-    missing = [p for p in PARTS if p not in group]
+    missing = [p for p in job.parts if p not in group and (job.labelled or p != "cls")]
     if missing:
         found.append(f"{key}: no {', '.join('.' + p for p in missing)}")
+    if "cls" in group and not job.labelled:
+        found.append(f"{key}: a .cls in a split published without labels")
     if "cls" not in group:
         return
     text = read(tar, group, "cls")
@@ -221,8 +226,13 @@ def verify(dest: Path, splits: Iterable[str] | None = None, deep: bool = False, 
             continue
         split = manifest["split"]
         report.splits.append(split)
-        checks = [ShardCheck(split, str(folder), s, len(manifest["classes"]), deep) for s in manifest["shards"]]
-        for result in map_units(check_shard, checks, jobs=jobs, desc=f"verify {split}", quiet=quiet,
+        labelled = manifest.get("labelled") is not False
+        source = manifest.get("source")
+        parts = ("cls", "jpg") if isinstance(source, dict) and source.get("adopted") is True else PARTS
+        checks = [ShardCheck(split, str(folder), s, len(manifest["classes"]), deep, labelled, parts)
+                  for s in manifest["shards"]]
+        for result in map_units(check_shard, checks, jobs=jobs, desc=f"verify {split}", unit="shards",
+                                quiet=quiet,
                                 weights=[s["bytes"] for s in manifest["shards"]]):
             report.shards += 1
             report.samples += result.samples

@@ -23,8 +23,8 @@ from PIL import Image
 from imnet_data.catalog import real_labels_of
 from imnet_data.imageio import FIXABLE, decode_error, jpeg_header, kind_of, to_rgb_jpeg
 from imnet_data.shards.options import ShardOptions
-from imnet_data.shards.plan import ShardPlan
-from imnet_data.shards.schema import index_head, index_line
+from imnet_data.shards.plan import UNLABELLED, ShardPlan
+from imnet_data.shards.schema import index_head, index_line, render_index
 from imnet_data.shards.table import Table
 from imnet_data.sources.access import fetch
 from imnet_data.sources.base import Entry, SourceError, printable
@@ -111,18 +111,30 @@ class HashingWriter:
             raise self.error
 
 
-def add_sample(out: HashingWriter, key: str, parts: list[tuple[str, bytes]]) -> str:
-    """Append the members ``<key>.<ext>`` of one sample in one write; return its DALI index line (each
-    member's extension, data offset and size)."""
+def pack(key: str, parts: list[tuple[str, bytes]], pos: int) -> tuple[bytes, tuple[str, list[tuple[str, int, int]]]]:
+    """The tar members ``<key>.<ext>`` of one sample as bytes to write at offset ``pos`` of a shard, and its DALI
+    index row (each member's extension, data offset and size)."""
     chunks: list[bytes] = []
-    fields, pos = [], out.pos
+    fields = []
     for ext, data in parts:
         pad = -len(data) % BLOCK
         chunks += (tar_header(f"{key}.{ext}", len(data)), data, b"\0" * pad)
         fields.append((ext, pos + BLOCK, len(data)))
         pos += BLOCK + len(data) + pad
-    out.write(b"".join(chunks))
-    return index_line(key, fields)
+    return b"".join(chunks), (key, fields)
+
+
+def add_sample(out: HashingWriter, key: str, parts: list[tuple[str, bytes]]) -> str:
+    """Append the members ``<key>.<ext>`` of one sample in one write; return its DALI index line."""
+    chunk, row = pack(key, parts, out.pos)
+    out.write(chunk)
+    return index_line(*row)
+
+
+def parts_of(label: int, image: bytes, meta: dict) -> list[tuple[str, bytes]]:
+    """A sample's members: ``.cls`` (none for an unlabelled sample), ``.jpg``, ``.json``."""
+    cls = [("cls", str(label).encode())] if label != UNLABELLED else []
+    return [*cls, ("jpg", image), ("json", JSON(meta).encode())]
 
 
 def finish_tar(out: HashingWriter) -> None:
@@ -157,12 +169,13 @@ def encode(key: str, label: int, e: Entry, data: bytes, job: ShardJob) -> tuple[
     except ValueError as err:     # the header was read, the pixels are damaged
         raise SourceError(f"{e.origin}: {err}; run 'imnet-data validate --deep'") from err
     real = real_labels_of(key) if job.label_space == "imagenet-1k" else None
-    meta = {"key": key, "label": label, "wnid": e.wnid, "class": job.class_names[label],
+    labelled = label != UNLABELLED
+    meta = {"key": key, "label": label, "wnid": e.wnid or "", "class": job.class_names[label] if labelled else "",
             "file": printable(e.name), "format": fmt, "mode": mode, "fixed": fixed,
             "width": round(width * sx), "height": round(height * sy), "original_size": [width, height],
             "boxes": " ".join(f"{b.wnid} {round(b.xmin * sx)} {round(b.ymin * sy)} {round(b.xmax * sx)} "
                               f"{round(b.ymax * sy)}" for b in e.boxes),
-            "real_labels": list(real) if real is not None else [label]}
+            "real_labels": list(real) if real is not None else [label] if labelled else []}
     return data, meta
 
 
@@ -224,8 +237,7 @@ def write_shard(job: ShardJob) -> dict:
             for i in range(len(table)):
                 key, label, entry = table.key(i), int(table.wnid[i]), table.entry(i)
                 image, meta = encode(key, label, entry, fetch(entry.loc, entry.origin), job)
-                parts = [("cls", str(label).encode()), ("jpg", image), ("json", JSON(meta).encode())]
-                lines += add_sample(out, key, parts).encode()
+                lines += add_sample(out, key, parts_of(label, image, meta)).encode()
                 labels[label] += 1
                 if meta["fixed"]:
                     fixed.append([key, meta["fixed"]])
@@ -233,9 +245,26 @@ def write_shard(job: ShardJob) -> dict:
         index = index_head(len(table)).encode() + lines
         with atomic_file(idx_path) as fi:
             fi.write(index)
-    record = {"name": shard.name, "digest": shard.digest, "samples": shard.samples, "bytes": out.pos,
-              "sha256": out.sha256.hexdigest(), "histogram": sorted(labels.items()), "fixed": fixed,
-              "index": {"name": idx_path.name, "bytes": len(index), "sha256": hashlib.sha256(index).hexdigest()}}
+    return finish_record(folder, shard, out.pos, out.sha256.hexdigest(), fixed, index, labels)
+
+
+def write_index(path: Path, rows: list[tuple[str, list[tuple[str, int, int]]]]) -> bytes:
+    """Write the DALI index of ``rows`` at ``path`` (atomically); return its bytes."""
+    index = render_index(rows).encode()
+    with atomic_file(path) as f:
+        f.write(index)
+    return index
+
+
+def finish_record(folder: Path, shard: ShardPlan, size: int, sha256: str, fixed: list, index: bytes,
+                  labels: Counter[int]) -> dict:
+    """Write and return a written shard's record: what the manifest lists per shard (the class histogram of
+    its labelled samples, from ``labels``: samples per label)."""
+    labels.pop(UNLABELLED, None)
+    record = {"name": shard.name, "digest": shard.digest, "samples": shard.samples, "bytes": size,
+              "sha256": sha256, "histogram": sorted(labels.items()), "fixed": fixed,
+              "index": {"name": Path(shard.name).with_suffix(".idx").name, "bytes": len(index),
+                        "sha256": hashlib.sha256(index).hexdigest()}}
     write_record(folder, record)
     return record
 

@@ -11,6 +11,11 @@ workers read in parallel. Layouts:
 * ``imagenet21k``: ``winter21_whole.tar.gz`` / ``fall11_whole.tar`` (a tar of ``<wnid>.tar``), or its folder
   (``<wnid>.tar`` files, or ``<wnid>/`` folders not all ImageNet-1k classes)
 * ``tiny``: ``tiny-imagenet-200.zip`` or its folder
+* ``hf``: the Hugging Face hub copy's ``data/train_images_{0..4}.tar.gz``, ``val_images.tar.gz``,
+  ``test_images.tar.gz`` (a folder, or the hub cache's repository folder)
+* ``hf-parquet``: parquet copies of it (the hub's ``refs/convert/parquet`` or a full re-upload)
+* the evaluation sets: ``imagenet-v2``, ``imagenet-a``, ``imagenet-r``, ``imagenet-sketch`` (archives as they
+  ship, or their extracted folders, see :mod:`.evalsets`) and ``imagenet-c`` (the family tars, :mod:`.imagenet_c`)
 
 Worker processes get a download as a :class:`SourceRef` (root, layout and run: small and picklable), never as a
 reader: :meth:`SourceRef.open` opens the reader once per process and run.
@@ -23,15 +28,22 @@ from pathlib import Path
 
 from imnet_data.errors import UsageError
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit
+from imnet_data.sources.evalsets import ImageNetA, ImageNetR, ImageNetSketch, ImageNetV2
 from imnet_data.sources.folders import Folders
+from imnet_data.sources.hf import HubArchives
+from imnet_data.sources.hf_parquet import HubParquet
 from imnet_data.sources.ilsvrc import IlsvrcArchives
 from imnet_data.sources.imagenet21k import ImageNet21k
+from imnet_data.sources.imagenet_c import ImageNetC
 from imnet_data.sources.kaggle import Kaggle
 from imnet_data.sources.tiny import TinyImageNet
 
 # The layouts by name; detection asks every one and takes the only one that fits.
 READERS: dict[str, type[Source]] = {"ilsvrc2012": IlsvrcArchives, "kaggle": Kaggle, "tiny": TinyImageNet,
-                                    "imagenet21k": ImageNet21k, "folders": Folders}
+                                    "imagenet21k": ImageNet21k, "folders": Folders, "hf": HubArchives,
+                                    "hf-parquet": HubParquet, "imagenet-v2": ImageNetV2, "imagenet-a": ImageNetA,
+                                    "imagenet-r": ImageNetR, "imagenet-sketch": ImageNetSketch,
+                                    "imagenet-c": ImageNetC}
 
 
 def detect_layout(path: Path) -> str:

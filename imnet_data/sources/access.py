@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from imnet_data.sources.base import SourceError
-from imnet_data.sources.safety import DEFAULT_LIMITS, TINY_LIMITS, check_archive_size, check_zip
+from imnet_data.sources.safety import DEFAULT_LIMITS, TINY_LIMITS, ZIP_LIMITS, check_archive_size, check_zip
 
 
 class Descriptors:
@@ -59,13 +59,15 @@ def read_range(path: str, offset: int, size: int) -> bytes:
 def _open_zip(path: str, pid: int, mtime_ns: int) -> zipfile.ZipFile:
     """The open zip, once per process (``pid``: a forked worker must not share its parent's file offset).
     A large zip's central directory (Tiny ImageNet: 120k entries) takes about a second to parse; the whole
-    directory is checked once here (sizes, overlapping entries: :func:`check_zip`)."""
-    check_archive_size(Path(path), TINY_LIMITS)
+    directory is checked once here (sizes, overlapping entries: :func:`check_zip`), with the caps of its kind
+    (:data:`~imnet_data.sources.safety.ZIP_LIMITS` by name, else Tiny ImageNet's)."""
+    limits = ZIP_LIMITS.get(Path(path).name, TINY_LIMITS)
+    check_archive_size(Path(path), limits)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise SourceError(f"{path}: not a readable zip archive ({e})") from e
-    check_zip(zf, path, TINY_LIMITS)
+    check_zip(zf, path, limits)
     return zf
 
 

@@ -57,7 +57,9 @@ class Entry:
     """One sample as listed (slots, no origin string stored: a plan holds 1.28M of them), with a locator to read
     its bytes later by random access (what a global shuffle needs): ``loc`` is ``("range", path, offset, size)``
     (a file, or a member stored in an uncompressed tar) or ``("zip", path, member)``;
-    :func:`imnet_data.sources.access.fetch` reads it."""
+    :func:`imnet_data.sources.access.fetch` reads it. A layout without random access (a gzip stream, parquet)
+    gives ``("stream", path, where, part, ordinal)``: the sample is the ``ordinal``-th of part ``part`` (a row
+    group) of ``path``, at ``where`` (a member, a row), read by streaming (:mod:`imnet_data.shards.stream`)."""
 
     name: str                  # original file name
     wnid: str | None
@@ -69,6 +71,8 @@ class Entry:
     def origin(self) -> str:
         """Where the sample is, for messages: its file, or ``archive:member``."""
         path = self.loc[1]
+        if self.loc[0] == "stream":
+            return f"{path}:{self.loc[2]}"
         return path if self.loc[0] == "range" and path.endswith(self.name) else f"{path}:{self.name}"
 
 
@@ -96,6 +100,7 @@ class Source:
     layout = "?"
     about = "?"                      # what the layout is, for the message that names the layouts a path fits
     expected: tuple[str, ...] = ()   # the splits this layout's download holds (reported when one is absent)
+    streams = False                  # no random access: shard streams its units (shards.stream), not locators
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -114,6 +119,14 @@ class Source:
         """Whether ``path`` looks like this layout."""
         raise NotImplementedError
 
+    def labelled(self, split: str) -> bool:
+        """Whether ``split`` should carry labels (False for a test set published without them)."""
+        return True
+
+    def remarks(self) -> list[str]:
+        """What ``validate`` should say about the download as a whole beyond its files (a partial copy)."""
+        return []
+
     def splits(self) -> list[str]:
         """The splits this download holds, e.g. ["train", "val"]."""
         raise NotImplementedError
@@ -130,8 +143,13 @@ class Source:
         """``(name, wnid, size)`` of every sample of ``unit``, as and in the order :meth:`read` yields them.
 
         For counting without decoding (``validate`` without ``--deep``): taken from :meth:`locate`, so no image
-        byte is read.
+        byte is read; a unit of a compressed stream (``ref`` starting with ``"stream"``: a ``.tar.gz``, which has
+        no random access) is read through.
         """
+        if unit.ref and unit.ref[0] == "stream":
+            for sample in self.read(unit):
+                yield sample.name, sample.wnid, len(sample.data)
+            return
         for entry in self.locate(unit):
             yield entry.name, entry.wnid, entry.size
 
@@ -169,6 +187,11 @@ class Source:
     def describe(self) -> str:
         """The layout and root, for messages."""
         return f"{self.layout} at {self.root}"
+
+    def evaluation(self, split: str) -> dict | None:
+        """What an evaluation set's split is, for its manifest (``set``, ``variant``, ``mask``: its classes as 1k
+        indices or None for all 1000, ``reference``); None for a training download."""
+        return None
 
     def unlabelled(self, split: str) -> str:
         """Why a ``split`` image of this download came without a label, and what gives it one (for messages)."""

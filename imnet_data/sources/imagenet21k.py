@@ -129,14 +129,6 @@ class ImageNet21k(Source):
         else:
             yield from self._stream(Path(ref[0]))
 
-    def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
-        """From :meth:`locate`, except the gzipped archive, which can only be read through."""
-        if unit.ref[0] != "stream":
-            yield from super().list(unit)
-            return
-        for sample in self.read(unit):
-            yield sample.name, sample.wnid, len(sample.data)
-
     def locate(self, unit: Unit) -> Iterator[Entry]:
         """Class folders and class tars, from the folder listing or the tar headers (no image is read)."""
         kind, *ref = unit.ref

@@ -4,7 +4,8 @@ Refused: absolute paths, ``..`` components, links, devices, FIFOs, members over 
 than what they really are (a devkit of gigabytes), more decompressed bytes than the total cap (gzip/zip bombs,
 counted on the decompressed stream itself, headers included), and zip entries that overlap or share their
 compressed data (the "overlapping kernel" zip bomb). Each kind of archive has caps that fit the real file
-(:data:`DEVKIT_LIMITS`, :data:`BBOX_LIMITS`, :data:`TINY_LIMITS`). Every refusal names the archive and the member.
+(:data:`DEVKIT_LIMITS`, :data:`BBOX_LIMITS`, :data:`TINY_LIMITS`,
+:data:`SKETCH_LIMITS`). Every refusal names the archive and the member.
 """
 from __future__ import annotations
 
@@ -55,6 +56,9 @@ DEVKIT_LIMITS = Limits(max_image_bytes=32 * MiB, max_total_bytes=64 * MiB, max_a
 BBOX_LIMITS = Limits(max_image_bytes=1 * MiB, max_total_bytes=2 * GiB, max_archive_bytes=256 * MiB)
 # the real tiny-imagenet-200.zip: 237 MB, 120,000 JPEGs of 64x64 pixels and the annotation files
 TINY_LIMITS = Limits(max_image_bytes=16 * MiB, max_total_bytes=2 * GiB, max_archive_bytes=1 * GiB)
+# the real ImageNet-Sketch.zip: 7.8 GB, 50,889 sketches (8.4 GB extracted), the largest a few tens of MB
+SKETCH_LIMITS = Limits(max_image_bytes=64 * MiB, max_total_bytes=16 * GiB, max_archive_bytes=16 * GiB)
+ZIP_LIMITS = {"ImageNet-Sketch.zip": SKETCH_LIMITS}   # a zip by its name; any other: TINY_LIMITS
 
 
 def safe_name(name: str, origin: str) -> str:

@@ -18,7 +18,7 @@ from imnet_data.stores.base import file_sha256, hash_into
 from imnet_data.stores.errors import Retry, StoreError, retrying
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
+    from imnet_data.progress import Progress
 
 CHUNK = 256 << 10         # bytes per read, hash and write: reused buffers that stay in the CPU cache
 RING = 8                  # buffers in flight between the reading thread and its hashing helper
@@ -80,7 +80,7 @@ class Transfer:
     backoff: float = 0.2
     max_rate: float | None = None
     fsync: bool = False
-    bar: tqdm | None = None
+    bar: Progress | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     moved: int = 0
     resumed: int = 0

@@ -60,6 +60,8 @@ def _fill(report: ValidationReport, ref: SourceRef, hashing: bool, jobs: int | N
     """Every pass of :func:`validate` over the download ``ref``, adding to ``report``."""
     src, expect, root = ref.open(), report.expect, report.source
     kit, report.problems = check_devkit(src, expect)
+    report.problems += [Problem("error" if expect == "official" else "warning", "partial", root, remark)
+                        for remark in src.remarks()]
     try:
         expected = truth(src, expect, kit)
     except UNREADABLE as e:

@@ -5,7 +5,7 @@ against it."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -18,6 +18,7 @@ from imnet_data.validate.report import UNREADABLE, Problem, class_where, inside
 from imnet_data.validate.scan import Tally
 
 TINY_TRAIN_PER_CLASS = 500
+HUB_TEST_IMAGES = 100_000   # the hub copy's test set (the 2012 test images, the 2019 patch applied)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class Expected:
     names: dict[str, frozenset[str]] = field(default_factory=dict)    # split -> every file name
     labels: dict[str, dict[str, str]] = field(default_factory=dict)   # split -> file name -> wnid
     releases: dict[str, tuple[catalog.Release, ...]] = field(default_factory=dict)  # split -> totals it may have
+    unlabelled: frozenset[str] = frozenset()                          # splits published without labels
+    totals: dict[str, int] = field(default_factory=dict)              # split -> images (an unlabelled split's)
+    required: dict[str, frozenset[str]] = field(default_factory=dict)   # split -> classes it must hold
 
 
 def _val_name(number: int) -> str:
@@ -56,11 +60,25 @@ def _with_truth(base: Expected, train: dict[str, int], val: dict[str, str]) -> E
                    labels={"val": val})
 
 
+def val_truth() -> dict[str, str]:
+    """The 50,000 official val file names and their WNIDs (the devkit ground truth through the catalog)."""
+    cat = catalog.ilsvrc2012()
+    return {_val_name(i): cat.by_ilsvrc2012_id(c).wnid for i, c in enumerate(catalog.val_ground_truth(), 1)}
+
+
 def _ilsvrc_official(base: Expected, _: Source) -> Expected:
     """The real set: train counts per class, 50,000 val files with their official labels (50 per class)."""
-    cat = catalog.ilsvrc2012()
-    val = {_val_name(i): cat.by_ilsvrc2012_id(c).wnid for i, c in enumerate(catalog.val_ground_truth(), 1)}
-    return _with_truth(base, {c.wnid: c.train_images for c in cat}, val)
+    return _with_truth(base, {c.wnid: c.train_images for c in catalog.ilsvrc2012()}, val_truth())
+
+
+def _hub_classes() -> Expected:
+    """The hub copies: ILSVRC2012's classes, and a test split that carries no labels."""
+    return replace(_ilsvrc_classes(), unlabelled=frozenset({"test"}))
+
+
+def _hub_official(base: Expected, src: Source) -> Expected:
+    """The hub copies of the real set: the official train and val truth, and 100,000 test images."""
+    return replace(_ilsvrc_official(base, src), totals={"test": HUB_TEST_IMAGES})
 
 
 def _tiny_classes() -> Expected:
@@ -83,27 +101,70 @@ def _imagenet21k_official(base: Expected, src: Source) -> Expected:
                    releases={"train": releases})
 
 
+# the evaluation sets: set -> (classes, images, where the figures are published); no per-class counts are
+EVAL_TOTALS = {"imagenet-a": (200, 7_500, "Hendrycks et al. 2021, Natural Adversarial Examples"),
+               "imagenet-r": (200, 30_000, "Hendrycks et al. 2021, The Many Faces of Robustness"),
+               "imagenet-sketch": (1000, 50_889, "Wang et al. 2019; TFDS imagenet_sketch")}
+V2_PER_CLASS = 10
+
+
+def _eval_classes(family: str, wnids: Callable[[], Iterable[str]]) -> Callable[[], Expected]:
+    """The class set of an evaluation set; ``splits=()``: the splits the download holds."""
+    return lambda: Expected(family, frozenset(wnids()).__contains__, splits=())
+
+
+def _eval_totals(base: Expected, src: Source) -> Expected:
+    """ImageNet-A, -R, -Sketch: the set's published class and image totals."""
+    classes, images, source = EVAL_TOTALS[src.layout]
+    release = catalog.Release(src.layout, "", classes, images, False, source)
+    wnids = frozenset(catalog.subset(src.layout)[1]) if classes == 200 else frozenset(_one_k())
+    return replace(base, releases=dict.fromkeys(base.splits, (release,)), required=dict.fromkeys(base.splits, wnids))
+
+
+def _v2_official(base: Expected, _: Source) -> Expected:
+    """ImageNetV2: each variant holds 10 images of every class."""
+    return replace(base, counts=dict.fromkeys(base.splits, dict.fromkeys(catalog.ilsvrc2012().wnids, V2_PER_CLASS)))
+
+
+def _c_official(base: Expected, _: Source) -> Expected:
+    """ImageNet-C: every corruption and severity holds the 50,000 val images, each under its official class."""
+    val = val_truth()
+    counts, names = dict(Counter(val.values())), frozenset(val)
+    return replace(base, counts=dict.fromkeys(base.splits, counts), names=dict.fromkeys(base.splits, names),
+                   labels=dict.fromkeys(base.splits, val))
+
+
+def _one_k() -> tuple[str, ...]:
+    return catalog.ilsvrc2012().wnids
+
+
 CLASSES: dict[str, Callable[[], Expected]] = {
-    "tiny": _tiny_classes,
+    "tiny": _tiny_classes, "hf": _hub_classes, "hf-parquet": _hub_classes,
     "imagenet21k": lambda: Expected("ImageNet (words.txt)", _is_synset, splits=("train",)),
+    "imagenet-a": _eval_classes("ImageNet-A's 200 classes", lambda: catalog.subset("imagenet-a")[1]),
+    "imagenet-r": _eval_classes("ImageNet-R's 200 classes", lambda: catalog.subset("imagenet-r")[1]),
+    "imagenet-sketch": _eval_classes("ILSVRC2012", _one_k), "imagenet-v2": _eval_classes("ILSVRC2012", _one_k),
+    "imagenet-c": _eval_classes("ILSVRC2012", _one_k),
 }
 OFFICIAL: dict[str, Callable[[Expected, Source], Expected]] = {
     "ilsvrc2012": _ilsvrc_official, "folders": _ilsvrc_official, "kaggle": _ilsvrc_official, "tiny": _tiny_official,
-    "imagenet21k": _imagenet21k_official}
+    "imagenet21k": _imagenet21k_official, "hf": _hub_official, "hf-parquet": _hub_official,
+    "imagenet-a": _eval_totals, "imagenet-r": _eval_totals, "imagenet-sketch": _eval_totals,
+    "imagenet-v2": _v2_official, "imagenet-c": _c_official}
 
 
 def class_set(src: Source) -> Expected:
     """Only the class set of ``src``'s layout (and the splits it should hold): what is checked when nothing else
     is known. One split's folder (``DEST/train``) should hold only that split."""
     base = CLASSES.get(src.layout, _ilsvrc_classes)()
-    return replace(base, splits=tuple(src.splits())) if getattr(src, "single", False) else base
+    return replace(base, splits=tuple(src.splits())) if getattr(src, "single", False) or not base.splits else base
 
 
 def truth(src: Source, expect: str, kit: Devkit | None) -> Expected:
     """The truth to check ``src`` against: the catalog's (official) or the download's own metadata (self)."""
     base = class_set(src)
     if expect == "official":
-        unknown = [s for s in base.splits if s not in ("train", "val")]
+        unknown = [s for s in base.splits if s not in ("train", "val")] if getattr(src, "single", False) else []
         if unknown:
             raise SourceError(f"{src.root}: the official set has no split named {unknown[0]!r}, so there are no "
                               "official counts to check it against: name the folder train or val, or check it "
@@ -158,8 +219,14 @@ def check_split(split: str, tally: Tally, expected: Expected, home: str) -> list
         if n and wnid not in tally.classes:
             problems.append(Problem("error", "missing_class", class_where(home, split, wnid),
                                     f"{wnid}: missing ({n:,} {split} images expected)"))
-    if tally.classes[None]:
+    for wnid in sorted(expected.required.get(split, frozenset()) - tally.classes.keys()):
+        problems.append(Problem("error", "missing_class", class_where(home, split, wnid),
+                                f"{wnid}: missing (the set has images of this class)"))
+    if tally.classes[None] and split not in expected.unlabelled:
         problems.append(Problem("error", "unlabelled", home, f"{tally.classes[None]:,} {split} images have no label"))
+    total = expected.totals.get(split)
+    if total is not None and tally.images != total:
+        problems.append(Problem("error", "count", home, f"{tally.images:,} {split} images, expected {total:,}"))
     return problems + _check_release(split, tally, expected.releases.get(split, ()), home) + \
         _check_names(split, tally, expected, home)
 

@@ -63,10 +63,11 @@ class ValidationReport(Report):
     def render(self, per_kind: int = 5) -> str:
         """A readable summary: totals, checksums, problems by severity and kind (the first ``per_kind`` of
         each), and the verdict."""
+        width = max([8, *(len(split) + 1 for split in self.splits)])   # ImageNet-C's split names are long
         lines = [(f"{self.source}: layout {self.layout}, expect {self.expect}"
                   f"{', deep' if self.deep else ''} ({self.seconds:.1f} s)"),
-                 f"  {'split':<8}{'images':>12}{'classes':>9}{'size':>12}"]
-        lines += [f"  {split:<8}{t['images']:>12,}{t['classes']:>9,}{_size(t['bytes']):>12}"
+                 f"  {'split':<{width}}{'images':>12}{'classes':>9}{'size':>12}"]
+        lines += [f"  {split:<{width}}{t['images']:>12,}{t['classes']:>9,}{_size(t['bytes']):>12}"
                   for split, t in self.splits.items()]
         lines += [f"  md5 {name}: {c['actual']}" + (" (ok)" if c["actual"] == c["expected"] else "")
                   for name, c in self.checksums.items()]
