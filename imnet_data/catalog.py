@@ -195,6 +195,8 @@ LABEL_SPACES = {
                                     lambda: imagenet21k("goog")),
     "imagenet-21k-p": LabelSpace("ImageNet-21K-P winter21's 10,450 classes (timm's in21k_miil models)",
                                  lambda: imagenet21k("miil_w21")),
+    "imagenet-12k": LabelSpace("timm's ImageNet-12k: 11,821 fall11 classes, sorted-WNID order (timm's in12k models)",
+                               lambda: imagenet21k("imagenet12k")),
     "tiny-imagenet-200": LabelSpace("Tiny ImageNet's 200 classes, sorted-WNID order",
                                     lambda: sorted(subset("tiny-imagenet")[1])),
     "found": LabelSpace("the WNIDs found in the download, sorted: only when asked for, since the indices then "
@@ -259,14 +261,15 @@ def subset(name: str) -> tuple[str, list[str]]:
 
 
 IMAGENET21K = {"fall11": "imagenet21k_fall11.txt.gz", "goog": "imagenet21k_goog.txt.gz",
-               "miil_w21": "imagenet21k_miil_w21.txt.gz"}
+               "miil_w21": "imagenet21k_miil_w21.txt.gz", "imagenet12k": "imagenet21k_imagenet12k.txt.gz"}
 
 
 def imagenet21k(variant: str = "fall11") -> list[str]:
     """ImageNet-21k synset lists in their class-index order.
 
     ``fall11``: the 21,841 synsets of fall11_whole; ``goog``: Google's 21,843-class list (BiT/ViT checkpoints);
-    ``miil_w21``: the 10,450-class winter21 subset of ImageNet-21K-P (timm's ``in21k`` winter21 models).
+    ``miil_w21``: the 10,450-class winter21 subset of ImageNet-21K-P (timm's ``in21k`` winter21 models);
+    ``imagenet12k``: timm's 11,821-class ImageNet-12k (the fall11 classes with at least 440 images).
     """
     if variant not in IMAGENET21K:
         raise UnknownClassError(variant, f"unknown ImageNet-21k list {variant!r} (known: {', '.join(IMAGENET21K)})",

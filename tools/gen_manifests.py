@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Generate the versioned catalog data in ``manifests/`` from ``shared/imagenet-reference``.
+"""Generate the versioned catalog data in ``manifests/`` from ``shared/imagenet-reference`` and timm's lists.
 
 The reference folder holds the real devkit ``meta.mat``, the class counts, the quirk lists, the
-standard subsets, the image-net.org WordNet files and the ImageNet-21k / Tiny ImageNet lists. This
-script turns them into the files the library ships (read with importlib.resources). Output is
+standard subsets, the image-net.org WordNet files and the ImageNet-21k / Tiny ImageNet lists. timm's
+ImageNet-12k class list is read from the installed timm package (``timm/data/_info/``, the file
+huggingface/pytorch-image-models publishes; timm is in the ``[test]`` extra), or from ``--timm-info``.
+This script turns them into the files the library ships (read with importlib.resources). Output is
 byte-deterministic (sorted JSON, gzip with mtime 0), so a test can prove the committed files equal
 a fresh generation::
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import json
 from pathlib import Path
 
@@ -47,6 +50,35 @@ IMAGENET21K_RELEASES = {
                  "source": "timm/imagenet-w21-wds dataset card: 19,167 classes; "
                            "13,151,276 images after ~2,000 removed"},
 }
+
+# The named ImageNet-21k variants (``--classes imagenet-12k`` ...): which release they are cut from, their class list
+# (a manifest file, in label order), the label space their labels index, the held-out val split and the resize,
+# each rule with where it is published.
+IMAGENET21K_VARIANTS = {
+    "imagenet-12k": {
+        "release": "fall11", "classes": "imagenet21k_imagenet12k.txt.gz", "count": 11821,
+        "label_space": "imagenet-12k", "val_per_class": 40, "val_rule": "random", "resize": None,
+        "source": "timm's imagenet12k_synsets.txt (huggingface/pytorch-image-models timm/data/_info/); the 11,821 "
+                  "fall11 synsets with 40 samples each for validation and at least 400 left for train, 40 per "
+                  "class drawn at random for val (rwightman/imagenet-12k README; timm/imagenet-12k-wds card: "
+                  "12,129,687 train, 472,840 validation)"},
+    "imagenet-22k": {
+        "release": "fall11", "classes": "imagenet21k_fall11.txt.gz", "count": 21841,
+        "label_space": "imagenet-21k", "val_per_class": 40, "val_rule": "random", "resize": None,
+        "val_classes": "imagenet21k_imagenet12k.txt.gz",
+        "source": "timm's imagenet22k_synsets.txt (all 21,841 fall11 synsets); its validation split is "
+                  "ImageNet-12k's, 40 per class of the 11,821 12k classes only (timm/imagenet-22k-wds card: "
+                  "13,673,551 train, 472,840 validation)"},
+    "imagenet-21k-p": {
+        "release": "winter21", "classes": "imagenet21k_miil_w21.txt.gz", "count": 10450,
+        "label_space": "imagenet-21k-p", "val_per_class": 50, "val_rule": "first", "resize": 224,
+        "source": "Alibaba-MIIL/ImageNet21K dataset_preprocessing/processing_script.sh: classes with more than "
+                  "500 images (winter21: 10,450, timm's imagenet21k_miil_w21_synsets.txt), the first 50 files of "
+                  "each class ('ls | head -n 50', no shuffle) moved to val, every image whose longer side is at "
+                  "least 224 resized to 224x224 (resize.py; processing_instructions.md: 11,060,223 train, "
+                  "522,500 val)"},
+}
+TIMM_12K = "imagenet12k_synsets.txt"
 
 
 # ImageNet-C's normalisation (Hendrycks & Dietterich, ICLR 2019, "Benchmarking Neural Network Robustness to Common
@@ -148,7 +180,23 @@ def real_labels(ref: Path) -> bytes:
     return (json.dumps([sorted(x) for x in labels], separators=(",", ":")) + "\n").encode()
 
 
-def generate(ref: Path) -> dict[str, bytes]:
+def timm_info() -> Path:
+    """The ``timm/data/_info`` folder of the installed timm (found without importing it: that imports torch)."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("timm is not installed (pip install -e '.[test]'), or pass --timm-info DIR")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "_info"
+
+
+def imagenet12k(info: Path, fall11: list[str]) -> list[str]:
+    """timm's 11,821 ImageNet-12k synsets, checked: sorted, unique, all fall11 synsets."""
+    wnids = _lines(info / TIMM_12K)
+    if len(wnids) != 11821 or wnids != sorted(set(wnids)) or not set(wnids) <= set(fall11):
+        raise ValueError(f"{info / TIMM_12K}: expected 11,821 sorted, unique fall11 synsets")
+    return wnids
+
+
+def generate(ref: Path, info: Path) -> dict[str, bytes]:
     """Every manifest file name -> its bytes."""
     synsets = devkit_synsets(ref)
     i21 = ref / "imagenet21k"
@@ -168,6 +216,8 @@ def generate(ref: Path) -> dict[str, bytes]:
         "imagenet21k_fall11.txt.gz": _gz(_text(_lines(i21 / "imagenet22k_synsets.txt"))),
         "imagenet21k_goog.txt.gz": _gz(_text(_lines(i21 / "imagenet21k_goog_synsets.txt"))),
         "imagenet21k_miil_w21.txt.gz": _gz(_text(_lines(i21 / "imagenet21k_miil_w21_synsets.txt"))),
+        "imagenet21k_imagenet12k.txt.gz": _gz(_text(imagenet12k(info, _lines(i21 / "imagenet22k_synsets.txt")))),
+        "imagenet21k_variants.json": _json({"format_version": 1, "variants": IMAGENET21K_VARIANTS}),
         "imagenet21k_words.tsv.gz": _gz(_text(words21k)),
         "imagenet21k_releases.json": _json({"format_version": 1, "releases": IMAGENET21K_RELEASES}),
         "imagenet_c_alexnet.json": _json({"format_version": 1, **IMAGENET_C_ALEXNET}),
@@ -182,9 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="shared/imagenet-reference folder")
     parser.add_argument("--out", type=Path, default=ROOT / "manifests", help="output folder (default: manifests/)")
+    parser.add_argument("--timm-info", type=Path, help="timm's timm/data/_info folder (default: the installed timm's)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, data in generate(args.reference).items():
+    for name, data in generate(args.reference, args.timm_info or timm_info()).items():
         (args.out / name).write_bytes(data)
         print(f"{name}\t{len(data)} bytes")
 

@@ -26,7 +26,7 @@ from imnet_data.errors import UsageError
 def cmd_shard(args: argparse.Namespace) -> int:
     """Shard SRC into DEST (this node's part of it with ``--num-nodes``), or with ``--merge`` check every
     node's shards and write the manifests; print the report."""
-    from imnet_data import organize, shards
+    from imnet_data import organize, shards, variants
     from imnet_data.cluster import node_of
 
     if args.merge:
@@ -40,11 +40,13 @@ def cmd_shard(args: argparse.Namespace) -> int:
     if len(args.paths) != 2:
         raise UsageError("expected SRC DEST (or --merge DEST)")
     rank, count = node_of(args.node_rank, args.num_nodes)
-    classes = tuple(sorted(organize.parse_classes(args.classes))) if args.classes else None
+    named = variants.variants().get(args.classes or "")   # a 21k variant: its classes, val split and resize
+    classes = tuple(sorted(organize.parse_classes(args.classes))) if args.classes and not named else None
     options = shards.ShardOptions(
         name=args.name, seed=args.seed, shuffle=args.shuffle, samples_per_shard=args.samples_per_shard,
         shard_size=args.shard_size, max_size=args.max_size, short_side=args.short_side, quality=args.quality,
-        classes=classes, subset=args.subset, fix=not args.no_fix, label_space=args.label_space)
+        classes=classes, subset=args.subset, fix=not args.no_fix, label_space=args.label_space,
+        variant=named.name if named else None, squish=named.resize if named else None)
     splits = args.splits
     if args.corruptions or args.severities:
         from imnet_data.sources import imagenet_c, open_source
@@ -77,6 +79,7 @@ def add_shard(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         epilog="examples:\n  imnet-data shard /data/downloads /data/shards --jobs 8\n"
                "  imnet-data shard /data/downloads /data/shards-160 --short-side 160 --quality 90\n"
                "  imnet-data shard /data/downloads /data/sub --subset 10percent --splits train\n"
+               "  imnet-data shard /data/fall11 /data/in12k --classes imagenet-12k --jobs 16\n"
                "  sbatch --array=0-3 --wrap 'imnet-data shard /data/downloads /data/shards'\n"
                "  imnet-data shard --merge /data/shards    # once, after every array task is done\n"
                "  imnet-data shard /data/downloads s3://my-bucket/imagenet --work /scratch/work"
@@ -101,7 +104,9 @@ def add_shard(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--short-side", type=_int(1), metavar="PX", help="shrink so the shorter side is at most PX")
     p.add_argument("--quality", type=_int(1, 100), metavar="Q",
                    help="JPEG quality of re-encodes (default 90 with a resize; alone: re-encode every image)")
-    _classes(p, "only these classes: WNIDs, a file of WNIDs, or imagenet-a, imagenet-r, tiny-imagenet")
+    _classes(p, "only these classes: WNIDs, a file of WNIDs, or imagenet-a, imagenet-r, tiny-imagenet; or an "
+                "ImageNet-21k variant: imagenet-12k, imagenet-22k (fall11), imagenet-21k-p (winter21): its classes, "
+                "label space, val split held out of train and (21k-p) resize")
     p.add_argument("--subset", metavar="NAME|FILE", help="train subset: 1percent, 10percent, or a file of train "
                                                           "file names (val is kept whole)")
     _label_space(p)

@@ -13,8 +13,8 @@ from PIL import ImageFont
 
 from imnet_data.report_html.inputs import Location, SplitData, Supplied, fixed_keys, read_image
 from imnet_data.shards.manifest import MANIFEST
-from imnet_data.shards.plan import KEY_UNSAFE
 from imnet_data.shards.preview import Sample, cell
+from imnet_data.shards.table import KEY_UNSAFE
 from imnet_data.sources.base import stem
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")

@@ -5,7 +5,7 @@
 """
 from imnet_data.shards.build import ShardReport, merge, shard
 from imnet_data.shards.manifest import IncompleteError, read_manifest
-from imnet_data.shards.plan import ShardOptions
+from imnet_data.shards.options import ShardOptions
 from imnet_data.shards.preview import preview
 from imnet_data.shards.verify import VerifyReport, verify
 

@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,12 +23,15 @@ from imnet_data.parallel import check_visible, default_jobs, map_units
 from imnet_data.paths import check_apart
 from imnet_data.report import Report
 from imnet_data.shards.manifest import MANIFEST, class_names, complete, finalize, write_manifest
-from imnet_data.shards.plan import PLAN, ShardOptions, SplitPlan, make_plan, plan_bytes
+from imnet_data.shards.options import ShardOptions
+from imnet_data.shards.plan import ShardPlan, SplitPlan, list_split, make_plan, source_split
+from imnet_data.shards.planfile import PLAN, plan_bytes
 from imnet_data.shards.publish import Publisher, Uploader
 from imnet_data.shards.stream import listed, write_streamed
+from imnet_data.shards.table import Table
 from imnet_data.shards.target import prepare
 from imnet_data.shards.writer import RECORDS, ShardJob, write_shard
-from imnet_data.sources import open_source
+from imnet_data.sources import Source, open_source
 from imnet_data.stores import FolderStore, ReadableStore, UploadStore, WritableStore, open_store
 
 
@@ -47,6 +50,7 @@ class SplitReport:
     seconds: float = 0.0
     manifest: str | None = None
     failed: list[dict] = field(default_factory=list)   # {"shard", "reason"}: written, not uploaded
+    left_out: dict = field(default_factory=dict)        # what the class selection left out: classes, images, why
 
 
 @dataclass
@@ -75,6 +79,9 @@ class ShardReport(Report):
                          f"written {len(s.written)} ({s.bytes_written / 1e6:,.1f} MB, {s.seconds:.1f} s, "
                          f"{rate:,.0f} MB/s), kept {s.kept}"
                          + (f", left to other nodes {s.other_nodes}" if s.other_nodes else ""))
+            if s.left_out.get("classes"):
+                lines.append(f"    left out: {s.left_out['classes']:,} classes ({s.left_out['images']:,} images) "
+                             f"{s.left_out['why']}")
             lines += [f"    FAILED {f['shard']}: {f['reason']}" for f in s.failed]
             lines.append(f"    manifest: {s.manifest}" if s.manifest else
                          "    manifest: not written: run the same command again" if s.failed else
@@ -103,13 +110,15 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
         scratch = in_place or Path(work or default_work(str(root)))
         check_apart(src, scratch)
         check_visible([src], [scratch])
-        reports = []
-        for split in list(splits or source.splits()):
+        reports = {}
+        wanted = list(splits or default_splits(source, options))
+        listings = Listings(source, options, wanted, jobs, quiet)
+        for split in planning_order(wanted):
             sizes = None
             if source.streams:   # no random access: listed by streaming, written by scattering (shards.stream)
                 plan, sizes = listed(source, split, options, jobs, quiet)
             else:
-                plan = make_plan(source, split, options, jobs, quiet)
+                plan = make_plan(source, split, options, jobs, quiet, *listings.take(split))
             store = root.child(split)
             prepare(store, plan.header(), [s.digest for s in plan.shards], partial(plan_bytes, plan), overwrite)
             folder = scratch / split
@@ -117,11 +126,48 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
             sweep_partials(folder)
             publish = Publisher(uploader, uploads.child(split), folder, default_jobs(jobs)) if uploads else None
             write = partial(write_streamed, source, folder, plan, sizes=sizes) if sizes is not None else None
-            reports.append(run_split(SplitTarget(store, root, folder, publish, write), plan, options, jobs,
-                                     node_rank, num_nodes, quiet))
+            reports[split] = run_split(SplitTarget(store, root, folder, publish, write), plan, options, jobs,
+                                       node_rank, num_nodes, quiet)
+            del plan
         if uploads:
             remove_empty(scratch)
-    return ShardReport(str(root), node_rank, num_nodes, reports, [] if splits else source.not_found())
+    return ShardReport(str(root), node_rank, num_nodes, [reports[s] for s in wanted],
+                       [] if splits or options.variant else source.not_found())
+
+
+def default_splits(source: Source, options: ShardOptions) -> list[str]:
+    """The download's splits, or a 21k variant's train and val (held out of the download's train)."""
+    return ["train", "val"] if options.variant else source.splits()
+
+
+def planning_order(splits: list[str]) -> list[str]:
+    """``splits`` in the order they are planned: val before train, so a variant's val, held out of the same
+    listing, is planned while train's listing is still whole (train then consumes it)."""
+    return sorted(splits, key=lambda s: s != "val")
+
+
+class Listings:
+    """The download's split listings, each listed once: where two splits of the shards are cut from one split
+    of the download (a variant's train and val), the second takes what the first left."""
+
+    def __init__(self, source: Source, options: ShardOptions, splits: list[str], jobs: int | None,
+                 quiet: bool) -> None:
+        self.source, self.options, self.jobs, self.quiet = source, options, jobs, quiet
+        self.uses = {s: sum(source_split(w, options) == source_split(s, options) for w in splits) for s in splits}
+        self.cache: dict[str, Table] = {}
+
+    def take(self, split: str) -> tuple[Table, bool]:
+        """The listing ``split`` is cut from, and whether another split still needs it (then the plan copies the
+        rows it keeps instead of consuming it)."""
+        base = source_split(split, self.options)
+        table = self.cache.pop(base, None)
+        if table is None:
+            table = list_split(self.source, base, self.jobs, self.quiet)
+        self.uses[split] = 0
+        shared = any(n and source_split(s, self.options) == base for s, n in self.uses.items())
+        if shared:
+            self.cache[base] = table
+        return table, shared
 
 
 def writable(store: ReadableStore, dest: str | Path, hint: str) -> WritableStore:
@@ -183,15 +229,13 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
     local = FolderStore(target.folder)
     ready = [r for s in todo if (r := complete(local, s.name, s.digest))] if target.publish else []  # not up
     names, written = tuple(class_names(plan.label_space, list(plan.classes))), {r["name"] for r in ready}
-    work = [ShardJob(str(target.folder), s, options, names, plan.label_space) for s in todo
-            if s.name not in written]
+    work = Jobs(str(target.folder), plan, [s for s in todo if s.name not in written], options, names)
     n, publish = default_jobs(jobs), target.publish
+    report.left_out = {"classes": plan.left_out.classes, "images": plan.left_out.images, "why": plan.left_out.why}
     start = time.perf_counter()
-    written_now = target.write(todo=[w.shard for w in work], options=options, jobs=jobs, quiet=quiet) \
+    written_now = target.write(todo=work.shards, options=options, jobs=jobs, quiet=quiet) \
         if target.write else map_units(write_shard, work, jobs=jobs, desc=f"shard {plan.split}", unit="shards",
-                                       quiet=quiet,
-                                       ahead=2 * n if publish else None,
-                                       weights=[sum(p.entry.size for p in s.shard.samples) for s in work])
+                                       quiet=quiet, ahead=2 * n, weights=[plan.weight(s) for s in work.shards])
     try:
         for record in itertools.chain(ready, written_now):
             report.written.append(record["name"])
@@ -206,6 +250,24 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
         write_manifest(target.store, target.root, plan.header(), [records[s.name] for s in plan.shards])
         report.manifest = target.store.url(MANIFEST)
     return report
+
+
+class Jobs(Sequence[ShardJob]):
+    """The :class:`ShardJob` of each shard to write, made when a worker is about to get it (a job holds its
+    shard's rows: made all at once they would copy the whole plan)."""
+
+    def __init__(self, folder: str, plan: SplitPlan, shards: list[ShardPlan], options: ShardOptions,
+                 names: tuple[str, ...]) -> None:
+        self.folder, self.plan, self.shards, self.options, self.names = folder, plan, shards, options, names
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            raise TypeError("Jobs are made one at a time")
+        shard = self.shards[i]
+        return ShardJob(self.folder, shard, self.plan.rows(shard), self.options, self.names, self.plan.label_space)
 
 
 def merge(dest: str | Path, splits: Iterable[str] | None = None, check_sha256: bool = False) -> list[dict]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from imnet_data import __version__, catalog
 from imnet_data.shards.peers import update_info, write_wids
-from imnet_data.shards.plan import read_plan
+from imnet_data.shards.planfile import read_plan
 from imnet_data.shards.schema import FORMAT_VERSION, MANIFEST_FORMAT, parse_manifest, read_capped
 from imnet_data.shards.writer import read_record
 from imnet_data.stores import WritableStore

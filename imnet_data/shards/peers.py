@@ -43,6 +43,8 @@ def update_info(root: WritableStore, manifest: dict) -> None:
              "filenames": [f"{split}/{s['name']}" for s in manifest["shards"]],
              "shard_lengths": [s["samples"] for s in manifest["shards"]]}
     info["name"] = manifest["name"]
+    if manifest.get("options", {}).get("variant"):   # a 21k variant: its label space, for the readers of _info
+        info["label_space"], info["num_classes"] = manifest["label_space"], len(manifest["classes"])
     if manifest.get("evaluation"):   # an evaluation set: which one, and which variant this split is
         entry["evaluation"] = {k: manifest["evaluation"][k] for k in ("set", "variant")}
     info.setdefault("splits", {})[split] = {"name": split, **entry}

@@ -22,7 +22,7 @@ from imnet_data.errors import UsageError
 from imnet_data.parallel import default_jobs
 from imnet_data.shards.manifest import MANIFEST, read_manifest
 from imnet_data.shards.peers import WIDS, update_info
-from imnet_data.shards.plan import PLAN, read_plan
+from imnet_data.shards.planfile import PLAN, read_plan
 from imnet_data.shards.target import header, prepare
 from imnet_data.shards.verify import split_folders
 from imnet_data.shards.writer import record_name

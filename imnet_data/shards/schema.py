@@ -20,7 +20,7 @@ MANIFEST_FORMAT = "imnet-data-shards"
 FORMAT_VERSION = 1
 INDEX_VERSION = "v1.2"           # DALI's wds2idx format
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")   # a plain file name in the split folder
-KEY = re.compile(r"^[A-Za-z0-9_-]{1,90}$")                      # a sample key (see shards.plan.sample_key)
+KEY = re.compile(r"^[A-Za-z0-9_-]{1,90}$")                      # a sample key (see shards.table.sample_key)
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # one index line: groups of "ext offset size <key>.ext", one key for all (backreferences: \2 the key, \1 and
 # \3 the extension of the group being matched)
@@ -245,5 +245,14 @@ def index_parts(fields: list[str]) -> dict[str, tuple[int, int]]:
 
 def render_index(rows: list[tuple[str, list[tuple[str, int, int]]]]) -> str:
     """A DALI ``.idx`` (byte-equal to ``wds2idx``'s) of ``[(key, [(ext, data offset, size), ...]), ...]``."""
-    lines = [" ".join(f"{ext} {offset} {size} {key}.{ext}" for ext, offset, size in parts) for key, parts in rows]
-    return f"{INDEX_VERSION} {len(rows)}\n" + "".join(line + "\n" for line in lines)
+    return index_head(len(rows)) + "".join(index_line(key, parts) for key, parts in rows)
+
+
+def index_head(samples: int) -> str:
+    """The first line of a DALI ``.idx`` of ``samples`` samples."""
+    return f"{INDEX_VERSION} {samples}\n"
+
+
+def index_line(key: str, parts: list[tuple[str, int, int]]) -> str:
+    """A sample's line of a DALI ``.idx``: ``ext offset size <key>.<ext>`` for each of its members."""
+    return " ".join(f"{ext} {offset} {size} {key}.{ext}" for ext, offset, size in parts) + "\n"

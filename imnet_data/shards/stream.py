@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -28,12 +28,23 @@ from pathlib import Path
 from imnet_data import catalog
 from imnet_data.parallel import map_units
 from imnet_data.shards.manifest import class_names
-from imnet_data.shards.plan import UNLABELLED, PlannedSample, ShardOptions, ShardPlan, SplitPlan, make_plan, sample_key
+from imnet_data.shards.options import ShardOptions
+from imnet_data.shards.plan import UNLABELLED, ShardPlan, SplitPlan, listing_of, make_plan
+from imnet_data.shards.table import Table, sample_key
 from imnet_data.shards.writer import RECORD, ShardJob, encode, finish_record, pack, parts_of, write_index
 from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
 from imnet_data.tario import BLOCK
 
 Lengths = tuple[int, ...]   # the data lengths of a sample's members, in order (.cls, .jpg, .json)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """A sample as the plan holds it: its shard key, label and entry."""
+
+    key: str
+    label: int
+    entry: Entry
 
 
 @dataclass(frozen=True)
@@ -46,10 +57,10 @@ class Labels:
     space: str
     labelled: bool
 
-    def planned(self, entry: Entry) -> PlannedSample:
+    def planned(self, entry: Entry) -> Sample:
         """The entry as the plan will hold it (a class outside the space is left to the plan to refuse)."""
         label = self.index.get(entry.wnid, UNLABELLED) if entry.wnid and self.labelled else UNLABELLED
-        return PlannedSample(sample_key(entry), label, entry)
+        return Sample(sample_key(entry), label, entry)
 
 
 def measure_unit(job: tuple[SourceRef, Unit, ShardOptions, Labels]) -> list[tuple[Entry, Lengths, str]]:
@@ -58,14 +69,14 @@ def measure_unit(job: tuple[SourceRef, Unit, ShardOptions, Labels]) -> list[tupl
     out = []
     for entry, data in ref.open().stream(unit):  # type: ignore[attr-defined]  # a streaming layout's
         planned = labels.planned(entry)
-        image, meta = encode(planned, data, _job(options, labels))
-        out.append((entry, tuple(len(d) for _, d in parts_of(planned, image, meta)), meta["fixed"]))
+        image, meta = encode(planned.key, planned.label, entry, data, _job(options, labels))
+        out.append((entry, tuple(len(d) for _, d in parts_of(planned.label, image, meta)), meta["fixed"]))
     return out
 
 
 def _job(options: ShardOptions, labels: Labels) -> ShardJob:
     """The writer's job for :func:`encode` (no shard: only the options and the class names matter)."""
-    return ShardJob("", ShardPlan(0, "", []), options, labels.names, labels.space)
+    return ShardJob("", ShardPlan(0, "", 0, 0, ""), Table.of([], sample_key), options, labels.names, labels.space)
 
 
 def listed(source: Source, split: str, options: ShardOptions, jobs: int | None,
@@ -83,7 +94,7 @@ def listed(source: Source, split: str, options: ShardOptions, jobs: int | None,
         for entry, lengths, fixed in found:
             entries.append(entry)
             sizes[entry.loc] = (lengths, fixed)
-    return make_plan(source, split, options, jobs, quiet, entries), sizes
+    return make_plan(source, split, options, jobs, quiet, listing_of(entries)), sizes
 
 
 @dataclass(frozen=True)
@@ -92,17 +103,19 @@ class Placed:
 
     path: str
     offset: int
-    sample: PlannedSample
+    sample: Sample
 
 
-def place(folder: Path, shards: list[ShardPlan],
+def place(folder: Path, plan: SplitPlan, shards: list[ShardPlan],
           sizes: dict[tuple, tuple[Lengths, str]]) -> tuple[list[dict], dict[tuple, Placed]]:
-    """Each shard's layout (size, index rows, fixed samples) and every sample's place; creates each shard's
-    temp file at its full size."""
+    """Each shard's layout (size, index rows, fixed samples, samples per label) and every sample's place;
+    creates each shard's temp file at its full size."""
     layouts, placed = [], {}
     for shard in shards:
         path, pos, rows, fixed = folder / f"{shard.name}.partial", 0, [], []
-        for sample in shard.samples:
+        table = plan.rows(shard)
+        for i in range(len(table)):
+            sample = Sample(table.key(i), int(table.wnid[i]), table.entry(i))
             lengths, kind = sizes[sample.entry.loc]
             exts = ("jpg", "json") if sample.label == UNLABELLED else ("cls", "jpg", "json")
             placed[sample.entry.loc] = Placed(str(path), pos, sample)
@@ -116,7 +129,8 @@ def place(folder: Path, shards: list[ShardPlan],
         size = -(-(pos + 2 * BLOCK) // RECORD) * RECORD
         with open(path, "wb") as f:
             f.truncate(size)
-        layouts.append({"shard": shard, "path": str(path), "size": size, "rows": rows, "fixed": fixed})
+        layouts.append({"shard": shard, "path": str(path), "size": size, "rows": rows, "fixed": fixed,
+                        "labels": Counter(table.wnid.tolist())})
     return layouts, placed
 
 
@@ -133,8 +147,9 @@ def scatter_unit(job: tuple[SourceRef, Unit, ShardOptions, Labels, dict[int, Pla
             if entry != target.sample.entry:
                 raise SourceError(f"{entry.origin}: is not {target.sample.entry.name} of {entry.size:,} bytes, "
                                   "as listed before; changed since listing? run the command again")
-            image, meta = encode(target.sample, data, _job(options, labels))
-            chunk, _ = pack(target.sample.key, parts_of(target.sample, image, meta), target.offset)
+            sample = target.sample
+            image, meta = encode(sample.key, sample.label, sample.entry, data, _job(options, labels))
+            chunk, _ = pack(sample.key, parts_of(sample.label, image, meta), target.offset)
             if target.path not in files:
                 files[target.path] = os.open(target.path, os.O_WRONLY)
             os.pwrite(files[target.path], chunk, target.offset)
@@ -156,7 +171,7 @@ def finish_shard(folder: Path, layout: dict) -> dict:
         os.fsync(f.fileno())
     index = write_index(final.with_suffix(".idx"), layout["rows"])
     os.replace(path, final)
-    return finish_record(folder, shard, layout["size"], digest.hexdigest(), layout["fixed"], index)
+    return finish_record(folder, shard, layout["size"], digest.hexdigest(), layout["fixed"], index, layout["labels"])
 
 
 def write_streamed(source: Source, folder: Path, plan: SplitPlan, todo: list[ShardPlan],
@@ -165,7 +180,7 @@ def write_streamed(source: Source, folder: Path, plan: SplitPlan, todo: list[Sha
     """Write the shards ``todo`` of ``plan`` (see the module doc); their records, in ``todo`` order."""
     if not todo:
         return
-    layouts, placed = place(folder, todo, sizes)
+    layouts, placed = place(folder, plan, todo, sizes)
     by_unit: dict[tuple, dict[int, Placed]] = defaultdict(dict)
     for loc, target in placed.items():
         by_unit[loc[1], loc[3]][loc[4]] = target

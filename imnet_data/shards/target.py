@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from imnet_data.shards.manifest import MANIFEST
 from imnet_data.shards.peers import WIDS
-from imnet_data.shards.plan import PLAN, read_plan
+from imnet_data.shards.planfile import PLAN, read_plan
 from imnet_data.shards.writer import RECORDS
 from imnet_data.stores import WritableStore
 

@@ -22,10 +22,12 @@ from PIL import Image
 
 from imnet_data.catalog import real_labels_of
 from imnet_data.imageio import FIXABLE, decode_error, jpeg_header, kind_of, to_rgb_jpeg
-from imnet_data.shards.plan import UNLABELLED, PlannedSample, ShardOptions, ShardPlan
-from imnet_data.shards.schema import render_index
+from imnet_data.shards.options import ShardOptions
+from imnet_data.shards.plan import UNLABELLED, ShardPlan
+from imnet_data.shards.schema import index_head, index_line, render_index
+from imnet_data.shards.table import Table
 from imnet_data.sources.access import fetch
-from imnet_data.sources.base import SourceError, printable
+from imnet_data.sources.base import Entry, SourceError, printable
 from imnet_data.stores import ReadableStore
 from imnet_data.tario import BLOCK, FIXED_MTIME, atomic_file
 
@@ -122,17 +124,16 @@ def pack(key: str, parts: list[tuple[str, bytes]], pos: int) -> tuple[bytes, tup
     return b"".join(chunks), (key, fields)
 
 
-def add_sample(out: HashingWriter, key: str,
-               parts: list[tuple[str, bytes]]) -> tuple[str, list[tuple[str, int, int]]]:
-    """Append the members ``<key>.<ext>`` of one sample in one write; return its DALI index row."""
+def add_sample(out: HashingWriter, key: str, parts: list[tuple[str, bytes]]) -> str:
+    """Append the members ``<key>.<ext>`` of one sample in one write; return its DALI index line."""
     chunk, row = pack(key, parts, out.pos)
     out.write(chunk)
-    return row
+    return index_line(*row)
 
 
-def parts_of(sample: PlannedSample, image: bytes, meta: dict) -> list[tuple[str, bytes]]:
+def parts_of(label: int, image: bytes, meta: dict) -> list[tuple[str, bytes]]:
     """A sample's members: ``.cls`` (none for an unlabelled sample), ``.jpg``, ``.json``."""
-    cls = [("cls", str(sample.label).encode())] if sample.label != UNLABELLED else []
+    cls = [("cls", str(label).encode())] if label != UNLABELLED else []
     return [*cls, ("jpg", image), ("json", JSON(meta).encode())]
 
 
@@ -145,37 +146,36 @@ def finish_tar(out: HashingWriter) -> None:
 
 @dataclass(frozen=True)
 class ShardJob:
-    """What a worker needs to write one shard (picklable)."""
+    """What a worker needs to write one shard (picklable): the shard, its rows of the plan and nothing more."""
 
     folder: str
     shard: ShardPlan
+    rows: Table
     options: ShardOptions
     class_names: tuple[str, ...]
     label_space: str
 
 
-def encode(sample: PlannedSample, data: bytes, job: ShardJob) -> tuple[bytes, dict]:
+def encode(key: str, label: int, e: Entry, data: bytes, job: ShardJob) -> tuple[bytes, dict]:
     """The ``.jpg`` bytes and ``.json`` metadata of one sample (fixing or resizing where the options say); the
     metadata holds every field of :data:`~imnet_data.shards.schema.SAMPLE_FIELDS`, each of its one type."""
-    e = sample.entry
     fmt, mode, (width, height) = image_info(data, e.origin)
-    kind, fixed, scale = kind_of(fmt, mode), "", 1.0
+    kind, fixed, (sx, sy) = kind_of(fmt, mode), "", (1.0, 1.0)
     try:
         if job.options.fix and kind in FIXABLE - {"gray"}:
             data, fixed = to_rgb_jpeg(data), kind
         if job.options.reencodes():
-            data, scale = resize(data, width, height, job.options)
+            data, (sx, sy) = resize(data, width, height, job.options)
     except ValueError as err:     # the header was read, the pixels are damaged
         raise SourceError(f"{e.origin}: {err}; run 'imnet-data validate --deep'") from err
-    real = real_labels_of(sample.key) if job.label_space == "imagenet-1k" else None
-    labelled = sample.label != UNLABELLED
-    meta = {"key": sample.key, "label": sample.label, "wnid": e.wnid or "",
-            "class": job.class_names[sample.label] if labelled else "",
+    real = real_labels_of(key) if job.label_space == "imagenet-1k" else None
+    labelled = label != UNLABELLED
+    meta = {"key": key, "label": label, "wnid": e.wnid or "", "class": job.class_names[label] if labelled else "",
             "file": printable(e.name), "format": fmt, "mode": mode, "fixed": fixed,
-            "width": round(width * scale), "height": round(height * scale), "original_size": [width, height],
-            "boxes": " ".join(f"{b.wnid} {round(b.xmin * scale)} {round(b.ymin * scale)} {round(b.xmax * scale)} "
-                              f"{round(b.ymax * scale)}" for b in e.boxes),
-            "real_labels": list(real) if real is not None else [sample.label] if labelled else []}
+            "width": round(width * sx), "height": round(height * sy), "original_size": [width, height],
+            "boxes": " ".join(f"{b.wnid} {round(b.xmin * sx)} {round(b.ymin * sy)} {round(b.xmax * sx)} "
+                              f"{round(b.ymax * sy)}" for b in e.boxes),
+            "real_labels": list(real) if real is not None else [label] if labelled else []}
     return data, meta
 
 
@@ -193,18 +193,25 @@ def image_info(data: bytes, origin: str) -> tuple[str, str, tuple[int, int]]:
                           "--deep'") from err
 
 
-def resize(data: bytes, width: int, height: int, options: ShardOptions) -> tuple[bytes, float]:
-    """Shrink so the sides fit ``max_size``/``short_side`` (never enlarge) and re-encode at the quality;
-    an image already small enough is re-encoded only when a quality alone was asked for."""
+def resize(data: bytes, width: int, height: int, options: ShardOptions) -> tuple[bytes, tuple[float, float]]:
+    """Shrink so the sides fit ``max_size``/``short_side`` (never enlarge), or with ``squish`` to a square of that
+    side when the longer side is at least that (ImageNet-21K-P's resize: the aspect is not kept), and re-encode at
+    the quality; an image already small enough is re-encoded only when a quality alone was asked for. Returns
+    the bytes and the horizontal and vertical scale."""
     limits = [1.0]
     if options.max_size:
         limits.append(options.max_size / max(width, height))
     if options.short_side:
         limits.append(options.short_side / min(width, height))
     scale = min(limits)
-    if scale >= 1.0 and (options.max_size or options.short_side):
-        return data, 1.0
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if options.squish and max(width, height) >= options.squish:
+        size = (options.squish, options.squish)
+        scales = (size[0] / width, size[1] / height)
+    elif scale >= 1.0 and (options.max_size or options.short_side or options.squish):
+        return data, (1.0, 1.0)
+    else:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        scales = (scale, scale)
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.draft("RGB", size)
@@ -215,25 +222,30 @@ def resize(data: bytes, width: int, height: int, options: ShardOptions) -> tuple
         rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=options.quality or 90)
-    return out.getvalue(), scale
+    return out.getvalue(), scales
 
 
 def write_shard(job: ShardJob) -> dict:
     """Write the shard, its index and its record; return the record (what the manifest lists per shard)."""
-    folder, shard = Path(job.folder), job.shard
+    folder, shard, table = Path(job.folder), job.shard, job.rows
     tar_path = folder / shard.name
     idx_path = tar_path.with_suffix(".idx")
-    rows, fixed = [], []
+    lines, fixed = bytearray(), []      # the index as it is written: ~90 bytes a sample, not a row of objects
+    labels: Counter[int] = Counter()
     with atomic_file(tar_path) as f:
         with HashingWriter(f) as out:
-            for sample in shard.samples:
-                image, meta = encode(sample, fetch(sample.entry.loc, sample.entry.origin), job)
-                rows.append(add_sample(out, sample.key, parts_of(sample, image, meta)))
+            for i in range(len(table)):
+                key, label, entry = table.key(i), int(table.wnid[i]), table.entry(i)
+                image, meta = encode(key, label, entry, fetch(entry.loc, entry.origin), job)
+                lines += add_sample(out, key, parts_of(label, image, meta)).encode()
+                labels[label] += 1
                 if meta["fixed"]:
-                    fixed.append([sample.key, meta["fixed"]])
+                    fixed.append([key, meta["fixed"]])
             finish_tar(out)
-        index = write_index(idx_path, rows)
-    return finish_record(folder, shard, out.pos, out.sha256.hexdigest(), fixed, index)
+        index = index_head(len(table)).encode() + lines
+        with atomic_file(idx_path) as fi:
+            fi.write(index)
+    return finish_record(folder, shard, out.pos, out.sha256.hexdigest(), fixed, index, labels)
 
 
 def write_index(path: Path, rows: list[tuple[str, list[tuple[str, int, int]]]]) -> bytes:
@@ -244,11 +256,12 @@ def write_index(path: Path, rows: list[tuple[str, list[tuple[str, int, int]]]]) 
     return index
 
 
-def finish_record(folder: Path, shard: ShardPlan, size: int, sha256: str, fixed: list, index: bytes) -> dict:
+def finish_record(folder: Path, shard: ShardPlan, size: int, sha256: str, fixed: list, index: bytes,
+                  labels: Counter[int]) -> dict:
     """Write and return a written shard's record: what the manifest lists per shard (the class histogram of
-    its labelled samples)."""
-    labels = Counter(p.label for p in shard.samples if p.label != UNLABELLED)
-    record = {"name": shard.name, "digest": shard.digest, "samples": len(shard.samples), "bytes": size,
+    its labelled samples, from ``labels``: samples per label)."""
+    labels.pop(UNLABELLED, None)
+    record = {"name": shard.name, "digest": shard.digest, "samples": shard.samples, "bytes": size,
               "sha256": sha256, "histogram": sorted(labels.items()), "fixed": fixed,
               "index": {"name": Path(shard.name).with_suffix(".idx").name, "bytes": len(index),
                         "sha256": hashlib.sha256(index).hexdigest()}}
