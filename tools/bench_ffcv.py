@@ -17,7 +17,9 @@ before ``ToTensor`` because the order ``ToTensor, ToTorchImage, NormalizeImage``
 CPU (a jitted stage after a non-jitted one loops forever in ``Graph.group_operations``: libffcv/ffcv#396, #350;
 on the CPU ``NormalizeImage`` is a numba kernel on the HWC array either way). This loader: ``--backends``
 (DALI on the CPU and the torch backend). ``img/s``: from building the loader to the last batch (FFCV compiles
-its pipeline with numba there); ``after 1st``: from the first batch on, the steady state the ratios use.
+its pipeline with numba there); ``after 1st``: from the first batch on, the steady state the ratios use;
+``CPU ms/img``: the process's CPU time (all threads, reaped workers) per image after the first batch, what a
+loader costs whatever else the shared cores run.
 
 FFCV is not a dependency of imnet-data. It builds from its sdist against system OpenCV and libturbojpeg
 (Debian 12, Python 3.11; checked 2026-12-06)::
@@ -36,6 +38,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import sys
 import tarfile
 import time
@@ -152,16 +155,24 @@ def write_beton(archive: Path, beton: Path, args: argparse.Namespace) -> Path:
 # ---- one loader, in its own process ----------------------------------------------------------------------------
 
 def one(args: argparse.Namespace) -> dict:
-    """One epoch of ``args.one``: images, seconds, seconds to the first batch, images/s after it."""
+    """One epoch of ``args.one``: images, seconds, seconds to the first batch, images/s and CPU seconds (all its
+    threads, and its workers once reaped) after it."""
     start, first = time.perf_counter(), None
     images = rest = 0
     for batch in make(args):
         images += len(batch[1])
         if first is None:
-            first, rest = time.perf_counter() - start, -len(batch[1])
+            first, rest, cpu = time.perf_counter() - start, -len(batch[1]), cpu_seconds()
         rest += len(batch[1])
     seconds = time.perf_counter() - start
-    return {"images": images, "seconds": seconds, "first_s": first, "steady": rest / (seconds - first)}
+    return {"images": images, "seconds": seconds, "first_s": first, "steady": rest / (seconds - first),
+            "cpu_ms": (cpu_seconds() - cpu) * 1e3 / rest}
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its reaped children (a DataLoader's workers are, at the end of an epoch)."""
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                         resource.RUSAGE_CHILDREN)))
 
 
 def make(args: argparse.Namespace):
@@ -222,13 +233,14 @@ def passed(args: argparse.Namespace) -> list[str]:
 
 def report(args: argparse.Namespace, sizes: dict[str, int], results: dict[str, list[tuple[float, dict]]]) -> None:
     """Bytes on disk of each format; one line per loader and run: img/s, the ratio to FFCV's run of the same
-    round (after the first batch), peak RSS; then the target, met or not, per backend and run."""
+    round and CPU ms per image (both after the first batch), peak RSS; then the target, met or not, per backend
+    and run."""
     print(f"{os.cpu_count()} cores; batch {args.batch}, RandomResizedCrop {args.image_size} + flip, float32 "
           f"normalised, channels_last; {args.threads} threads/workers each; one epoch each, page cache warm")
     for name, size in sizes.items():
         print(f"  {name:<30} {size / 1e6:>8.0f} MB")
     print(f"{'loader':<24} {'run':>3} {'images':>7} {'img/s':>7} {'after 1st':>9} {'1st batch s':>11} "
-          f"{'ours/FFCV':>9} {'peak RSS MB':>11}")
+          f"{'ours/FFCV':>9} {'CPU ms/img':>10} {'peak RSS MB':>11}")
     ffcv = [r["steady"] for _, r in results[FFCV]]
     verdicts = []
     for method, runs in results.items():
@@ -238,7 +250,7 @@ def report(args: argparse.Namespace, sizes: dict[str, int], results: dict[str, l
             ratio = r["steady"] / ffcv[i] if method != FFCV and i < len(ffcv) else None
             cell = f"{ratio:.2f}" if ratio else ""
             print(f"{method:<24} {i + 1:>3} {r['images']:>7} {r['images'] / r['seconds']:>7.0f} {r['steady']:>9.0f} "
-                  f"{r['first_s']:>11.2f} {cell:>9} {rss:>11.0f}")
+                  f"{r['first_s']:>11.2f} {cell:>9} {r['cpu_ms']:>10.2f} {rss:>11.0f}")
             if ratio:
                 verdicts.append(f"{method}, run {i + 1}: {ratio:.2f}x {'yes' if ratio >= TARGET else 'NO'}")
     print(f"target (issue 24): this loader >= {TARGET}x FFCV (img/s after the 1st batch, same run):")
