@@ -78,6 +78,7 @@ class ImageNet21k(Source):
     """The 21k archive (a file, or a folder holding it), or the folder it was extracted into."""
 
     layout = "imagenet21k"
+    noted = False   # whether the note on the missing [21k] extra was printed
     about = "ImageNet-21k (fall11_whole.tar / winter21_whole.tar.gz, or its <wnid>.tar / <wnid>/ entries)"
 
     def home(self, split: str) -> str:
@@ -88,6 +89,11 @@ class ImageNet21k(Source):
     def detect(cls, path: Path) -> bool:
         """The archive, a folder holding it, or a folder of ``<wnid>.tar`` / ``<wnid>/`` entries."""
         return find_archive(path) is not None or (path.is_dir() and _is_extracted(path))
+
+    @cached_property
+    def gz_files(self) -> dict[tuple[str, int], Any]:
+        """The gzipped archives opened through their index, by path and process (a forked worker opens its own)."""
+        return {}
 
     @cached_property
     def archive(self) -> Path | None:
@@ -114,8 +120,10 @@ class ImageNet21k(Source):
         """The units of the gzipped archive ``path``: one per inner tar through its index with ``lib``
         (rapidgzip), or one stream unit where ``lib`` is None (the ``[21k]`` extra is not installed)."""
         if lib is None:
-            print(f"note: {path} is read as one stream by one process; install imnet-data[21k] to read it in "
-                  f"parallel", file=sys.stderr)
+            if not self.noted:   # once per run, though shard asks twice
+                print(f"note: {path} is read as one stream by one process; install imnet-data[21k] to read it in "
+                      f"parallel", file=sys.stderr)
+                self.noted = True
             return [Unit("train", path.name, ("stream", str(path)), path.stat().st_size)]
         folder = self.index_home or Path(tempfile.gettempdir())   # shard's DEST or --work; else a cache
         where, members = load_index(path, folder, lib, refuse_stale=self.index_home is not None)
@@ -196,10 +204,10 @@ class ImageNet21k(Source):
 
     def _opened(self, path: str, where: str) -> Any:
         """The gzipped archive opened through its index, once per process (reused by every unit it reads)."""
-        opened = self.__dict__.setdefault("_gz", {})
-        if path not in opened:
-            opened[path] = open_indexed(Path(path), Path(where), library())
-        return opened[path]
+        key = (path, os.getpid())
+        if key not in self.gz_files:
+            self.gz_files[key] = open_indexed(Path(path), Path(where), library())
+        return self.gz_files[key]
 
     @staticmethod
     def _stream(path: Path) -> Iterator[Sample]:
