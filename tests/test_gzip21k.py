@@ -105,3 +105,14 @@ def test_without_the_extra_the_archive_is_one_stream(tmp_path: Path, capsys: pyt
     indexed = {s.name: s.data for u in source.units("train") for s in source.read(u)}
     assert len(streamed) == 6 and streamed == indexed
     assert os.path.isfile(units[0].ref[1])
+
+
+def test_validate_leaves_no_index_outside_a_dest(tmp_path: Path) -> None:
+    gz = make_fake_imagenet21k(tmp_path / "src", classes=3, per_class=2, compressed=True)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    done = run_cli("validate", str(gz.parent), "--expect", "self", "--jobs", "2", "--quiet",
+                   env={"TMPDIR": str(temp)})
+    assert done.returncode == 0, done.stderr
+    assert not any(temp.iterdir())   # the run's index folder is gone with it
+    assert sorted(p.name for p in (tmp_path / "src").rglob("*")) == [gz.name]   # nor beside the source

@@ -15,6 +15,9 @@ The index is one file: a JSON line (the archive's identity and its members) and 
 is kept in the folder the caller names (``shard``: DEST, or ``--work`` for a bucket) and reused by re-runs. One
 whose archive changed since (size, mtime, or a hash of its first and last MiB) is refused, naming both files:
 shards already written from the old bytes may not match the new ones, so the user decides (delete the index).
+A command with no DEST (``validate``, ``organize``'s reads, a library caller) keeps it in :func:`run_folder`, a
+private temp folder removed when the process exits: nothing is left outside a DEST, at the cost of indexing again
+on the next run.
 """
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
+import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +68,15 @@ def index_path(path: Path, folder: Path) -> Path:
     """The index file of archive ``path`` in ``folder``."""
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     return folder / FOLDER / f"{path.name}-{key}.gzindex"
+
+
+@cache
+def run_folder() -> Path:
+    """This process's private folder for gzip indexes no DEST holds, removed at exit (forked workers exit
+    without running it, so the driver's folder outlives them)."""
+    folder = Path(tempfile.mkdtemp(prefix="imnet-gzindex-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def load_index(path: Path, folder: Path, lib: Any, refuse_stale: bool = True) -> tuple[Path, list[Member]]:

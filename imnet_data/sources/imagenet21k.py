@@ -13,7 +13,6 @@ import os
 import re
 import sys
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from functools import cached_property
@@ -23,7 +22,7 @@ from typing import Any
 from imnet_data import catalog
 from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, stem
 from imnet_data.sources.folders import entries, file_locs, files_unit, read_files, regular_files
-from imnet_data.sources.gzindex import Member, library, load_index, open_indexed, read_range
+from imnet_data.sources.gzindex import Member, library, load_index, open_indexed, read_range, run_folder
 from imnet_data.sources.ilsvrc import index_tar, read_inner_tar
 from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name
 
@@ -125,7 +124,7 @@ class ImageNet21k(Source):
                       f"parallel", file=sys.stderr)
                 self.noted = True
             return [Unit("train", path.name, ("stream", str(path)), path.stat().st_size)]
-        folder = self.index_home or Path(tempfile.gettempdir())   # shard's DEST or --work; else a cache
+        folder = self.index_home or run_folder()   # shard's DEST or --work; else this run's own temp folder
         where, members = load_index(path, folder, lib, refuse_stale=self.index_home is not None)
         return self._inner_units(path, f"gz:{where}", members)
 
