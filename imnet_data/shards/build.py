@@ -110,6 +110,7 @@ def shard(src: Path, dest: str | Path, options: ShardOptions = ShardOptions(), *
         scratch = in_place or Path(work or default_work(str(root)))
         check_apart(src, scratch)
         check_visible([src], [scratch])
+        source.index_home = scratch
         reports = {}
         wanted = list(splits or default_splits(source, options))
         listings = Listings(source, options, wanted, jobs, quiet)

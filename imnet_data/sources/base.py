@@ -101,6 +101,7 @@ class Source:
     about = "?"                      # what the layout is, for the message that names the layouts a path fits
     expected: tuple[str, ...] = ()   # the splits this layout's download holds (reported when one is absent)
     streams = False                  # no random access: shard streams its units (shards.stream), not locators
+    index_home: Path | None = None   # where to keep an index built once per download (shard: DEST or --work)
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)

@@ -2,22 +2,27 @@
 ``<wnid>_<n>.JPEG`` (train only), or a folder where it was extracted (``<wnid>.tar`` files or ``<wnid>/`` folders).
 
 An uncompressed archive is read like the official train tar: each inner tar is a unit streamed from its offset.
-A gzipped one has no random access, so it is a single unit that streams the outer tar and each inner tar in turn.
+A gzipped one is too, through its gzip index (:mod:`imnet_data.sources.gzindex`, built once in ``index_home``);
+without the ``[21k]`` extra it is a single unit that streams the outer tar and each inner tar in turn.
 """
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import re
+import sys
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from imnet_data import catalog
 from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, stem
 from imnet_data.sources.folders import entries, file_locs, files_unit, read_files, regular_files
+from imnet_data.sources.gzindex import Member, library, load_index, open_indexed, read_range, run_folder
 from imnet_data.sources.ilsvrc import index_tar, read_inner_tar
 from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name
 
@@ -39,6 +44,12 @@ def _is_extracted(path: Path) -> bool:
     with os.scandir(path) as it:
         found = [e for e in it if INNER.match(e.name) or (e.is_dir(follow_symlinks=False) and WNID.match(e.name))]
     return any(INNER.match(e.name) for e in found) or not {e.name for e in found} <= set(catalog.ilsvrc2012().wnids)
+
+
+def _gzipped(path: Path) -> bool:
+    """Whether the file starts as a gzip stream does."""
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
 
 
 def inner_wnid(name: str, origin: str) -> str:
@@ -66,6 +77,7 @@ class ImageNet21k(Source):
     """The 21k archive (a file, or a folder holding it), or the folder it was extracted into."""
 
     layout = "imagenet21k"
+    noted = False   # whether the note on the missing [21k] extra was printed
     about = "ImageNet-21k (fall11_whole.tar / winter21_whole.tar.gz, or its <wnid>.tar / <wnid>/ entries)"
 
     def home(self, split: str) -> str:
@@ -76,6 +88,11 @@ class ImageNet21k(Source):
     def detect(cls, path: Path) -> bool:
         """The archive, a folder holding it, or a folder of ``<wnid>.tar`` / ``<wnid>/`` entries."""
         return find_archive(path) is not None or (path.is_dir() and _is_extracted(path))
+
+    @cached_property
+    def gz_files(self) -> dict[tuple[str, int], Any]:
+        """The gzipped archives opened through their index, by path and process (a forked worker opens its own)."""
+        return {}
 
     @cached_property
     def archive(self) -> Path | None:
@@ -94,17 +111,32 @@ class ImageNet21k(Source):
         path = self.archive
         if path is None:
             return [self._extracted_unit(Path(e.path)) for e in entries(self.root)]
-        with open(path, "rb") as f:
-            gzipped = f.read(2) == GZIP_MAGIC
-        if gzipped:
+        if not _gzipped(path):
+            return self._inner_units(path, "tar", [(ti.name, ti.offset_data, ti.size) for ti in index_tar(path)])
+        return self.gzip_units(path, library())
+
+    def gzip_units(self, path: Path, lib: Any | None) -> list[Unit]:
+        """The units of the gzipped archive ``path``: one per inner tar through its index with ``lib``
+        (rapidgzip), or one stream unit where ``lib`` is None (the ``[21k]`` extra is not installed)."""
+        if lib is None:
+            if not self.noted:   # once per run, though shard asks twice
+                print(f"note: {path} is read as one stream by one process; install imnet-data[21k] to read it in "
+                      f"parallel", file=sys.stderr)
+                self.noted = True
             return [Unit("train", path.name, ("stream", str(path)), path.stat().st_size)]
+        folder = self.index_home or run_folder()   # shard's DEST or --work; else this run's own temp folder
+        where, members = load_index(path, folder, lib, refuse_stale=self.index_home is not None)
+        return self._inner_units(path, f"gz:{where}", members)
+
+    @staticmethod
+    def _inner_units(path: Path, kind: str, members: list[Member]) -> list[Unit]:
+        """One unit per inner ``<wnid>.tar`` (``name, offset, size``) of ``path``, by class."""
         units = []
-        for ti in index_tar(path):
-            wnid = inner_wnid(ti.name, str(path))
-            if ti.size > DEFAULT_LIMITS.max_inner_tar_bytes:
-                raise UnsafeArchiveError(f"{path}: member {ti.name!r} is over the inner-tar size cap")
-            origin = f"{path}:{ti.name}"
-            units.append(Unit("train", wnid, ("tar", str(path), ti.offset_data, ti.size, origin), ti.size))
+        for name, offset, size in members:
+            wnid = inner_wnid(name, str(path))
+            if size > DEFAULT_LIMITS.max_inner_tar_bytes:
+                raise UnsafeArchiveError(f"{path}: member {name!r} is over the inner-tar size cap")
+            units.append(Unit("train", wnid, (kind, str(path), offset, size, f"{path}:{name}"), size))
         return sorted(units, key=lambda u: u.name)
 
     def _extracted_unit(self, path: Path) -> Unit:
@@ -117,8 +149,14 @@ class ImageNet21k(Source):
         size = path.stat().st_size
         return Unit("train", inner_wnid(path.name, str(path)), ("tar", str(path), 0, size, str(path)), size)
 
+    @property
+    def streams(self) -> bool:   # type: ignore[override]
+        """A gzipped archive is read unit by unit, never sample by sample: shard streams it (shards.stream)."""
+        return self.archive is not None and _gzipped(self.archive)
+
     def read(self, unit: Unit) -> Iterator[Sample]:
-        """The images of a class folder, an inner class tar, or the whole gzipped stream."""
+        """The images of a class folder, an inner class tar (plain, or in the gzip through its index), or the
+        whole gzipped stream."""
         kind, *ref = unit.ref
         if kind == "folder":
             for name, data, path in read_files(*ref):
@@ -126,11 +164,29 @@ class ImageNet21k(Source):
         elif kind == "tar":
             path, offset, size, origin = ref
             yield from class_samples(unit.name, read_inner_tar(Path(path), offset, size, origin), origin)
+        elif kind.startswith("gz:"):
+            path, offset, size, origin = ref
+            data = read_range(self._opened(path, kind[3:]), offset, size, origin)
+            files = [(safe_name(i.name, origin), read_member(r, i, origin))
+                     for i, r in iter_tar(io.BytesIO(data), origin)]
+            if not files:   # as index_tar says of a plain class tar: a class is never dropped silently
+                raise SourceError(f"{origin}: holds no files")
+            yield from class_samples(unit.name, files, origin)
         else:
             yield from self._stream(Path(ref[0]))
 
+    def stream(self, unit: Unit) -> Iterator[tuple[Entry, bytes]]:
+        """Every image of a gzipped archive's unit with its entry (``("stream", archive, member, part,
+        ordinal)``, ``part`` the inner tar's offset: what :mod:`imnet_data.shards.stream` matches)."""
+        path = unit.ref[1]
+        part = unit.ref[2] if len(unit.ref) > 2 else 0
+        for i, sample in enumerate(self.read(unit)):
+            member = sample.origin[len(path) + 1:]
+            yield Entry(sample.name, sample.wnid, len(sample.data), ("stream", path, member, part, i)), sample.data
+
     def locate(self, unit: Unit) -> Iterator[Entry]:
-        """Class folders and class tars, from the folder listing or the tar headers (no image is read)."""
+        """Class folders and class tars, from the folder listing or the tar headers (no image is read); a class
+        tar in the gzip is read through."""
         kind, *ref = unit.ref
         if kind == "folder":
             for name, size, path in file_locs(*ref):
@@ -140,8 +196,17 @@ class ImageNet21k(Source):
             for ti in index_tar(Path(path), offset, size, origin, max_member=DEFAULT_LIMITS.max_image_bytes):
                 name = class_member(unit.name, ti.name, origin)
                 yield Entry(name, unit.name, ti.size, ("range", path, ti.offset_data, ti.size))
+        elif kind.startswith("gz:"):
+            yield from (entry for entry, _ in self.stream(unit))
         else:
             yield from super().locate(unit)
+
+    def _opened(self, path: str, where: str) -> Any:
+        """The gzipped archive opened through its index, once per process (reused by every unit it reads)."""
+        key = (path, os.getpid())
+        if key not in self.gz_files:
+            self.gz_files[key] = open_indexed(Path(path), Path(where), library())
+        return self.gz_files[key]
 
     @staticmethod
     def _stream(path: Path) -> Iterator[Sample]:

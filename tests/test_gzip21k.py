@@ -1,0 +1,118 @@
+"""ImageNet-21k's ``winter21_whole.tar.gz`` read in place, one unit per class tar, through a gzip index
+(:mod:`imnet_data.sources.gzindex`): the same shards as from the uncompressed tar, the index kept in DEST and
+reused, and its bad inputs (a truncated gzip, a stale index, an empty class tar) named, exit 1."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from imnet_data import tario
+from imnet_data.fake.imagenet21k import make_fake_imagenet21k
+from imnet_data.sources import open_source
+from imnet_data.sources.gzindex import FOLDER
+from imnet_data.sources.safety import UnsafeArchiveError
+from tests.helpers import run_cli
+
+
+def shard(src: Path, dest: Path) -> tuple[int, str]:
+    """``shard SRC DEST`` on two workers: exit code and stderr."""
+    done = run_cli("shard", str(src), str(dest), "--jobs", "2", "--quiet")
+    return done.returncode, done.stderr
+
+
+def written(dest: Path) -> list[Path]:
+    """Every file under ``dest`` but the gzip index folder."""
+    return sorted(p for p in dest.rglob("*") if p.is_file() and FOLDER not in p.parts)
+
+
+def test_gzipped_archive_shards_as_the_plain_tar_and_keeps_its_index(tmp_path: Path) -> None:
+    gz = make_fake_imagenet21k(tmp_path / "gz", classes=4, per_class=3, seed=2, compressed=True)
+    plain = make_fake_imagenet21k(tmp_path / "plain", classes=4, per_class=3, seed=2)
+    assert shard(gz.parent, tmp_path / "out-gz")[0] == 0 and shard(plain.parent, tmp_path / "out-plain")[0] == 0
+    ours, theirs = written(tmp_path / "out-gz"), written(tmp_path / "out-plain")
+    assert [p.relative_to(tmp_path / "out-gz") for p in ours] == [p.relative_to(tmp_path / "out-plain")
+                                                                   for p in theirs]
+    tars = [p for p in ours if p.suffix in (".tar", ".idx")]
+    assert tars and all(p.read_bytes() == (tmp_path / "out-plain" / p.relative_to(tmp_path / "out-gz")).read_bytes()
+                        for p in tars)
+    manifests = [json.loads((tmp_path / out / "train" / "manifest.json").read_text()) for out in ("out-gz",
+                                                                                              "out-plain")]
+    for m in manifests:   # the one difference: which archive was read
+        m["source"].pop("archives")
+    assert manifests[0] == manifests[1]
+    index = next((tmp_path / "out-gz" / FOLDER).iterdir())
+    before = index.stat().st_mtime_ns
+    assert shard(gz.parent, tmp_path / "out-gz")[0] == 0   # the re-run finds everything done and the index built
+    assert index.stat().st_mtime_ns == before
+
+
+def test_archive_changed_since_indexed_is_refused(tmp_path: Path) -> None:
+    gz = make_fake_imagenet21k(tmp_path / "src", classes=2, per_class=2, compressed=True)
+    assert shard(gz.parent, tmp_path / "out")[0] == 0
+    make_fake_imagenet21k(tmp_path / "src", classes=3, per_class=2, compressed=True)   # the download replaced
+    code, err = shard(gz.parent, tmp_path / "out")
+    assert code == 1 and "stale gzip index" in err and str(gz) in err and FOLDER in err
+    assert "Traceback" not in err
+
+
+def test_truncated_gzip_is_named_and_nothing_written(tmp_path: Path) -> None:
+    whole = make_fake_imagenet21k(tmp_path / "whole", classes=4, per_class=3, compressed=True)
+    cut = tmp_path / "src" / whole.name
+    cut.parent.mkdir()
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    code, err = shard(cut.parent, tmp_path / "out")
+    assert code == 1 and str(cut) in err and "truncated" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+def test_empty_class_tar_in_the_gzip_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "src" / "winter21_whole.tar.gz"
+    path.parent.mkdir()
+    jpeg = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(jpeg, "JPEG")
+    with tario.atomic_tar(path, compress=True) as tar:
+        tario.add_bytes(tar, "n01440764.tar", tario.tar_bytes([("n01440764_1.JPEG", jpeg.getvalue())]))
+        tario.add_bytes(tar, "n01443537.tar", tario.tar_bytes([]))
+    code, err = shard(path.parent, tmp_path / "out")
+    assert code == 1 and f"{path}:n01443537.tar: holds no files" in err and "Traceback" not in err
+    assert not [p for p in written(tmp_path / "out") if p.suffix == ".tar"]
+
+
+def test_member_past_the_expansion_cap_is_refused_before_decompressing(tmp_path: Path) -> None:
+    bomb = tarfile.TarInfo("n01440764.tar")
+    bomb.size = 5 << 40   # 5 TiB declared: indexing it would decompress for hours
+    path = tmp_path / "winter21_whole.tar.gz"
+    path.write_bytes(gzip.compress(bomb.tobuf(tarfile.GNU_FORMAT) + bytes(4096)))
+    with pytest.raises(UnsafeArchiveError, match=f"{path}: member 'n01440764.tar' ends past the .* cap"):
+        open_source(path).units("train")
+
+
+def test_without_the_extra_the_archive_is_one_stream(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    gz = make_fake_imagenet21k(tmp_path, classes=3, per_class=2, compressed=True)
+    source = open_source(gz)
+    units = source.gzip_units(gz, None)   # type: ignore[attr-defined]  # rapidgzip missing: no library given
+    assert [u.ref[0] for u in units] == ["stream"]
+    assert source.gzip_units(gz, None) == units   # type: ignore[attr-defined]
+    assert capsys.readouterr().err.count("install imnet-data[21k]") == 1   # one note, however often asked
+    streamed = {s.name: s.data for s in source.read(units[0])}
+    indexed = {s.name: s.data for u in source.units("train") for s in source.read(u)}
+    assert len(streamed) == 6 and streamed == indexed
+    assert os.path.isfile(units[0].ref[1])
+
+
+def test_validate_leaves_no_index_outside_a_dest(tmp_path: Path) -> None:
+    gz = make_fake_imagenet21k(tmp_path / "src", classes=3, per_class=2, compressed=True)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    done = run_cli("validate", str(gz.parent), "--expect", "self", "--jobs", "2", "--quiet",
+                   env={"TMPDIR": str(temp)})
+    assert done.returncode == 0, done.stderr
+    assert not any(temp.iterdir())   # the run's index folder is gone with it
+    assert sorted(p.name for p in (tmp_path / "src").rglob("*")) == [gz.name]   # nor beside the source
