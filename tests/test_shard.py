@@ -26,7 +26,6 @@ from imnet_data.fake.imagenet21k import make_fake_imagenet21k
 from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
 from imnet_data.shards import ShardOptions, merge, shard
 from imnet_data.shards.schema import check_sample_json
-from imnet_data.sources import SourceError
 from tests.helpers import ROOT, run_cli
 from tests.test_organize import source_images
 
@@ -370,8 +369,8 @@ def test_every_layout_shards(tmp_path: Path) -> None:
     assert manifest["num_samples"] == 12 and manifest["label_space"] == "imagenet-21k"
     assert [c["wnid"] for c in manifest["classes"]] == catalog.imagenet21k("fall11")   # published, not found
     gz = make_fake_imagenet21k(tmp_path / "21kgz", classes=2, per_class=2, compressed=True)
-    with pytest.raises(SourceError, match="compressed stream"):
-        shard(gz.parent, tmp_path / "g", ShardOptions(), quiet=True)
+    shard(gz.parent, tmp_path / "g", ShardOptions(), quiet=True)   # in place, through its gzip index ([21k])
+    assert json.loads((tmp_path / "g" / "train" / "manifest.json").read_text())["num_samples"] == 4
     kaggle = make_fake(tmp_path / "k", FakeOptions(classes=3, train_per_class=2, val_images=4, kaggle=True),
                        quiet=True)
     shard(kaggle.archives["kaggle"], tmp_path / "kd", ShardOptions(), quiet=True)
