@@ -12,6 +12,8 @@ import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+from imnet_data.bench import rss
+
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(os.environ.get("IMNET_REFERENCE", ROOT.parent / "shared" / "imagenet-reference"))
 
@@ -23,22 +25,9 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
-def parent_of(pid: int) -> int | None:
-    """The parent pid of a live process, from /proc (None when it is gone)."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (children, theirs, ...)."""
-    parents = {int(e.name): parent_of(int(e.name)) for e in Path("/proc").iterdir() if e.name.isdigit()}
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
+    """Every live process below ``pid`` (children, theirs, ...): the benchmarks' walk of ``/proc``."""
+    return set(rss.descendants(pid))
 
 
 def alive(pid: int) -> bool:
