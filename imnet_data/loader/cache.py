@@ -64,8 +64,8 @@ class ShardCache:
         self.files: list[tuple] = shards.files
         self.owner, self.counts = os.getpid(), Stats()
         self.cond = threading.Condition()
-        self.need: list[int] = []
-        self.at: dict[int, int] = {}          # shard -> its place in ``need``
+        self.need = np.zeros(0, np.int64)     # the shards in order of first need (arrays: 16 bytes a shard)
+        self.at = np.full(len(self.files), -1, np.int64)     # shard -> its place in ``need`` (-1: not in it)
         self.cursor = 0                        # the place of the last shard the loader asked for
         self.urgent: list[int] = []
         self.ready: set[int] = set()
@@ -133,8 +133,9 @@ class ShardCache:
     def plan(self, shards: np.ndarray) -> None:
         """The shards the loader will need, in order of first need."""
         with self.cond:
-            self.need = shards.tolist()
-            self.at = {s: i for i, s in reversed(list(enumerate(self.need)))}
+            self.need = np.asarray(shards, np.int64)
+            self.at[:] = -1
+            self.at[self.need[::-1]] = np.arange(len(self.need) - 1, -1, -1)   # a repeated shard: its first place
             self.cursor = 0
             self.cond.notify_all()
 
@@ -148,7 +149,7 @@ class ShardCache:
         start = time.monotonic()
         while True:
             with self.cond:
-                self.cursor = max(self.cursor, self.at.get(shard, self.cursor))
+                self.cursor = max(self.cursor, int(self.at[shard]))
                 if shard not in self.urgent and shard not in self.ready:
                     self.urgent.append(shard)         # waited for: fetched before anything read ahead
                 self.cond.notify_all()
@@ -254,7 +255,7 @@ class ShardCache:
                 return s
         self.urgent = [s for s in self.urgent if s not in self.ready and s not in self.failed]
         ahead = 0
-        for s in self.need[self.cursor:self.cursor + self.read_ahead + 1]:
+        for s in self.need[self.cursor:self.cursor + self.read_ahead + 1].tolist():
             ahead += int(self.shards.sizes[s])
             if ahead > self.ahead_bytes and s != self.need[self.cursor]:
                 return None
@@ -314,7 +315,7 @@ class ShardCache:
         if used + wanted <= self.limit:
             return True
         with self.cond:
-            ahead = self.need[self.cursor:self.cursor + self.read_ahead + 1]
+            ahead = self.need[self.cursor:self.cursor + self.read_ahead + 1].tolist()
             keep = set(self.urgent) | self.busy
             waited_for = shard in self.urgent
         for s in self.evictable(keep, ahead if waited_for else []):
