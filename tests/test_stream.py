@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -190,6 +192,34 @@ def test_train_imagenet_trains_from_s3(local: Path, aws: str, tmp_path: Path) ->
     assert trained == [schedule.batch_keys(s) for s in range(4)]
     assert (tmp_path / "c" / "train" / "manifest.json").read_bytes() == (local / "train" / "manifest.json").read_bytes()
     assert list((tmp_path / "c" / "train").glob("*.tar")) and not list((tmp_path / "c").glob("*/*.partial"))
+
+
+def test_a_full_disk_during_a_fetch_is_one_clear_line(local: Path, aws: str, tmp_path: Path) -> None:
+    pytest.importorskip("torchvision", reason="the training script builds a torchvision model")
+    url, cache = bucket_with(local, aws), tmp_path / "cache"
+    for split in ("train", "val"):           # the cache claimed already: from now on only shards are written
+        (cache / split).mkdir(parents=True)
+        (cache / split / "manifest.json").write_bytes((local / split / "manifest.json").read_bytes())
+    room = 4096                              # bytes a file may have: every index fits, no shard does
+    assert max(shard_bytes(local)) > min(shard_bytes(local)) > 2 * room
+    cmd = [sys.executable, str(ROOT / "tools" / "train_imagenet.py"), "--data", url, "--cache", str(cache),
+           "--arch", "resnet18", "--epochs", "1", "--batch-size", "8", "--backend", "torch", "--device", "cpu",
+           "--threads", "0", "--min-res", "32", "--max-res", "32", "--max-steps", "2",
+           "--checkpoint", str(tmp_path / "ck.pt")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"},     # writes past ``room`` fail: EFBIG
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (room, room)))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"train_imagenet\.py: {url}/train/\S+\.tar: cannot be written into the cache "
+                        rf"{cache / 'train'}: the file size limit was reached \(ulimit -f\) \([\d.,]+ GB free "
+                        r"there\): free space on that disk, lower cache_limit, or give cache= a folder on a larger "
+                        r"disk \(the partial file is resumed\)", line), line
+    partial = list((cache / "train").glob("*.tar.partial"))
+    assert partial and all(p.stat().st_size <= room for p in partial)     # what it got, kept to resume
+    assert not list((cache / "train").glob("*.tar"))                       # none complete, none mapped
+    assert not (tmp_path / "ck.pt").exists()
 
 
 def test_a_corrupted_object_is_refused_before_use(local: Path, aws: str, tmp_path: Path) -> None:

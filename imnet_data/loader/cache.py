@@ -49,6 +49,8 @@ from imnet_data.units import parse_size
 
 LOCK = ".imnet-cache.lock"
 WAIT = 0.2          # seconds a fetch thread waits for room before it looks again
+NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+           errno.EFBIG: "the file size limit was reached (ulimit -f)"}      # a write the disk refused
 
 
 class ShardCache:
@@ -355,10 +357,12 @@ class ShardCache:
         return total
 
     def _reason(self, shard: int, error: Exception) -> str:
-        """A failed fetch as one line naming the shard (the disk full said so)."""
+        """A failed fetch as one line naming the shard; a write the disk refused (full, over quota, over the
+        file size limit) also names the cache folder and what to do."""
         url = self.store.url(self.files[shard][0])
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return (f"{self.folder}: no space left on the device while fetching {url} "
-                    f"({shutil.disk_usage(self.folder).free / 1e9:,.2f} GB free): lower cache_limit or free space")
+        if isinstance(error, OSError) and error.errno in NO_ROOM:
+            return (f"{url}: cannot be written into the cache {self.folder}: {NO_ROOM[error.errno]} "
+                    f"({shutil.disk_usage(self.folder).free / 1e9:,.2f} GB free there): free space on that disk, "
+                    "lower cache_limit, or give cache= a folder on a larger disk (the partial file is resumed)")
         said = str(error)            # a store's error names its object (the shard or its index) already
         return said if said.startswith(url.rsplit("/", 1)[0] + "/") else f"{url}: {said}"
