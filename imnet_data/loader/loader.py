@@ -185,8 +185,8 @@ class Loader:
             return
         # planned ahead of a pass: the orders are not kept (the pass computes them again), so a loader built and
         # not yet iterated holds no array per sample beyond its index
-        ahead = batches is None
-        self.cache.plan(self._needs(self.positions(keep=False) if ahead else batches, keep=not ahead))
+        keep = batches is not None
+        self.cache.plan(self._needs(batches if batches is not None else self.positions(keep=False), keep))
         self.planned = where
 
     def _needs(self, batches: list[np.ndarray], keep: bool = True) -> np.ndarray:
