@@ -8,7 +8,8 @@ shards and mix them up). Jobs with the same data share it, the ranks of a node f
 node).
 
 Fetching (``fetch_jobs`` threads): the next shards the loader will need (:meth:`ShardCache.plan`, in order of
-first need, the next epoch's first ones included), at most ``read_ahead`` shards and ``read_ahead_bytes`` past
+first need, the next epoch's first ones included; planned as soon as the loader is built, so the first fetches
+overlap its setup), at most ``read_ahead`` shards and ``read_ahead_bytes`` past
 the one in use; a shard asked for out of plan comes first. Each file streams to ``<name>.partial`` and is renamed
 only once its size and sha256 are the manifest's (:class:`imnet_data.stage.transfer.Transfer`: retries with
 backoff on 503 SlowDown, 5xx, dropped connections; a partial file left by a killed job is resumed with a ranged
