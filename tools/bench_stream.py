@@ -16,7 +16,7 @@ the steady state, its ratio printed beside); S3 is compared with the local run o
 ``waited s``: how long this loader waited for a shard; ``server CPU s``: moto's own CPU time, spent on the same
 cores. Targets (issue 24): S3 through the cache >= 0.9 of local disk over the whole epoch; >= 1.5x each peer.
 
-The default epoch is 6,000 images (10 classes x 600, ~680 MB in 60 shards): 25-35 s on a busy 2-core machine, so the
+The default epoch is 6,000 images (10 classes x 600, ~680 MB in 60 shards): 15-35 s on a shared 2-core machine, so the
 start (the store's first fetches, DALI's setup: about a second) weighs as little as it does in a real epoch of
 minutes. A 1,200-image epoch lasts ~2 s and measures mostly the start. A peer not installed is named and
 skipped (``pip install litdata mosaicml-streaming``: neither is a dependency of imnet-data).
