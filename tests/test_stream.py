@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -192,6 +194,34 @@ def test_train_imagenet_trains_from_s3(local: Path, aws: str, tmp_path: Path) ->
     assert list((tmp_path / "c" / "train").glob("*.tar")) and not list((tmp_path / "c").glob("*/*.partial"))
 
 
+def test_a_full_disk_during_a_fetch_is_one_clear_line(local: Path, aws: str, tmp_path: Path) -> None:
+    pytest.importorskip("torchvision", reason="the training script builds a torchvision model")
+    url, cache = bucket_with(local, aws), tmp_path / "cache"
+    for split in ("train", "val"):           # the cache claimed already: from now on only shards are written
+        (cache / split).mkdir(parents=True)
+        (cache / split / "manifest.json").write_bytes((local / split / "manifest.json").read_bytes())
+    room = 4096                              # bytes a file may have: every index fits, no shard does
+    assert max(shard_bytes(local)) > min(shard_bytes(local)) > 2 * room
+    cmd = [sys.executable, str(ROOT / "tools" / "train_imagenet.py"), "--data", url, "--cache", str(cache),
+           "--arch", "resnet18", "--epochs", "1", "--batch-size", "8", "--backend", "torch", "--device", "cpu",
+           "--threads", "0", "--min-res", "32", "--max-res", "32", "--max-steps", "2",
+           "--checkpoint", str(tmp_path / "ck.pt")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"},     # writes past ``room`` fail: EFBIG
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (room, room)))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"train_imagenet\.py: {url}/train/\S+\.tar: cannot be written into the cache "
+                        rf"{cache / 'train'}: the file size limit was reached \(ulimit -f\) \([\d.,]+ GB free "
+                        r"there\): free space on that disk, lower cache_limit, or give cache= a folder on a larger "
+                        r"disk \(the partial file is resumed\)", line), line
+    partial = list((cache / "train").glob("*.tar.partial"))
+    assert partial and all(p.stat().st_size <= room for p in partial)     # what it got, kept to resume
+    assert not list((cache / "train").glob("*.tar"))                       # none complete, none mapped
+    assert not (tmp_path / "ck.pt").exists()
+
+
 def test_a_corrupted_object_is_refused_before_use(local: Path, aws: str, tmp_path: Path) -> None:
     url = bucket_with(local, aws)
     bucket, prefix = url[5:].split("/", 1)
@@ -264,23 +294,59 @@ def test_slowdown_is_retried(local: Path, aws: str, proxy: S3Proxy, tmp_path: Pa
     loader.close()
 
 
+def test_the_first_shards_are_fetched_when_the_loader_is_built(local: Path, aws: str, tmp_path: Path) -> None:
+    url, sizes = bucket_with(local, aws), shard_bytes(local)
+    same = build_loader(local, "train", backend="torch", **COMMON)          # the same schedule, read locally
+    where, first = shard_of(local, "train"), []                              # the shards in order of first need
+    for step in range(len(same)):
+        first += [s for s in dict.fromkeys(where[k] for k in same.batch_keys(step) if k) if s not in first]
+    loader = build_loader(f"{url}/train", backend="torch", cache=str(tmp_path / "cache"), read_ahead=2,
+                          cache_limit=14 * max(sizes), **COMMON)
+    folder = tmp_path / "cache" / "train"
+    deadline = time.monotonic() + 30
+    while loader.stats()["fetched"] < 3 and time.monotonic() < deadline:    # not iterated: nothing asked for
+        time.sleep(0.02)
+    time.sleep(0.3)                                       # time to fetch more, were the window not honoured
+    cached = sorted(p.name for p in folder.glob("*.tar"))
+    assert cached == sorted(first[:3]), (cached, first[:3])   # the shard needed first and read_ahead=2 more
+    assert not list(folder.glob("*.partial"))
+    for name in cached:                                   # complete, and the manifest's bytes
+        assert (folder / name).read_bytes() == (local / "train" / name).read_bytes()
+    want = truth(local, "train")
+    assert sorted(epoch(loader, want)) == sorted(want)
+    assert loader.stats()["hits"] == 0 and loader.stats()["fetched"] == len(sizes)
+    loader.close()
+
+
+def shard_of(local: Path, split: str) -> dict[str, str]:
+    """The shard file name of every sample key of a split."""
+    import webdataset as wds
+
+    folder = local / split
+    names = [str(folder / s["name"]) for s in json.loads((folder / "manifest.json").read_text())["shards"]]
+    return {s["__key__"]: Path(s["__url__"]).name for s in wds.WebDataset(names, shardshuffle=False)}
+
+
 KILLED = """
-import sys
+import sys, time
 from imnet_data.loader import build_loader
 loader = build_loader(sys.argv[1], "val", batch_size=4, backend="torch", device="cpu", num_threads=0,
                       image_size=16, cache=sys.argv[2], order="local")
+if sys.argv[3] == "built":
+    time.sleep(600)              # killed while the loader's first fetch runs, before any batch is asked for
 for _ in loader:
     pass
 """
 
 
-def test_a_kill_mid_download_resumes(local: Path, aws: str, proxy: S3Proxy, tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", ["built", "iterating"])
+def test_a_kill_mid_download_resumes(local: Path, aws: str, proxy: S3Proxy, tmp_path: Path, when: str) -> None:
     url = bucket_with(local, aws)
     name = json.loads((local / "val" / "manifest.json").read_text())["shards"][0]["name"]
     path, size = f"{url[5:]}/val/{name}", (local / "val" / name).stat().st_size
     proxy.plan(path, "stall")                    # half the body, then silence: the download hangs half-way
     partial = tmp_path / "cache" / "val" / f"{name}.partial"
-    job = subprocess.Popen([sys.executable, "-c", KILLED, url, str(tmp_path / "cache")], cwd=ROOT,
+    job = subprocess.Popen([sys.executable, "-c", KILLED, url, str(tmp_path / "cache"), when], cwd=ROOT,
                            env={**os.environ, **env(proxy.url)})
     deadline = time.monotonic() + 60
     while not (partial.is_file() and partial.stat().st_size >= size // 2) and time.monotonic() < deadline:

@@ -1,6 +1,7 @@
 """``tools/train_imagenet.py`` as a user runs it: torchrun with 2 gloo ranks on the CPU, on shards of a fake
-download; killed (SIGKILL) after a checkpoint and resumed on 3 ranks, it trains on exactly the samples the
-checkpoint had not seen, in the same global order, and no two ranks see the same sample."""
+download; killed (SIGKILL) after a checkpoint and resumed on 3 ranks (from 2, and from 4 at 37% of the epoch), it
+trains on exactly the samples the checkpoint had not seen, in the same global order, and no two ranks see the same
+sample."""
 from __future__ import annotations
 
 import json
@@ -25,8 +26,8 @@ def torchrun(data: Path, work: Path, *extra: str, ranks: int = 2) -> subprocess.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
            str(ROOT / "tools" / "train_imagenet.py"), "--data", str(data), "--arch", "resnet18", "--epochs", "1",
            "--batch-size", "4", "--device", "cpu", "--backend", "torch", "--threads", "0", "--min-res", "96",
-           "--max-res", "96", "--val-res", "32", "--checkpoint", str(work / "ck.pt"), "--checkpoint-every", "3",
-           "--log-every", "5", "--record", str(work / "record"), *extra]
+           "--max-res", "96", "--val-res", "32", "--checkpoint", str(work / "ck.pt"), "--log-every", "5",
+           "--record", str(work / "record"), *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -50,40 +51,46 @@ def records(work: Path, rank: int) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def test_killed_and_resumed_on_more_ranks_training_sees_each_sample_once(tmp_path: Path) -> None:
-    src = make_fake(tmp_path / "src", FakeOptions(classes=6, train_per_class=40, val_images=12, seed=5), quiet=True)
+@pytest.mark.parametrize("ranks, resumed_on, per_class, every, kill_at", [
+    (2, 3, 40, 3, 6),       # 240 samples, killed at the checkpoint of step 6 or later (48 samples, 20%, or more)
+    (4, 3, 36, 5, 5)])      # 216 samples, killed at step 5's checkpoint: 80 samples, 37% (not a multiple of 3 x 4)
+def test_killed_and_resumed_on_other_ranks_training_sees_each_sample_once(
+        tmp_path: Path, ranks: int, resumed_on: int, per_class: int, every: int, kill_at: int) -> None:
+    src = make_fake(tmp_path / "src", FakeOptions(classes=6, train_per_class=per_class, val_images=12, seed=5),
+                    quiet=True)
     shard(src.out, tmp_path / "shards", ShardOptions(samples_per_shard=15), quiet=True)
-    work = tmp_path / "work"
+    total, work = 6 * per_class, tmp_path / "work"
     (work / "record").mkdir(parents=True)
-    first = torchrun(tmp_path / "shards", work, "--order", "global")
+    first = torchrun(tmp_path / "shards", work, "--order", "global", "--checkpoint-every", str(every), ranks=ranks)
     deadline = time.monotonic() + 240
     meta = work / "ck.json"
     while first.poll() is None and time.monotonic() < deadline:
-        if meta.is_file() and json.loads(meta.read_text())["loader"]["step"] >= 6:
+        if meta.is_file() and json.loads(meta.read_text())["loader"]["step"] >= kill_at:
             break
         time.sleep(0.01)
     assert first.poll() is None, f"finished before it could be killed: {first.stdout.read()}"
     kill_tree(first.pid)
     first.wait()
     checkpoint = json.loads(meta.read_text())["loader"]
-    seen = [[r for r in records(work, rank) if r["step"] < checkpoint["step"]] for rank in (0, 1)]
-    assert [r["step"] for r in seen[0]] == [r["step"] for r in seen[1]] == list(range(checkpoint["step"]))
-    before = {rank: len(records(work, rank)) for rank in (0, 1)}
-    resumed = torchrun(tmp_path / "shards", work, "--resume", ranks=3)
+    seen = [[r for r in records(work, rank) if r["step"] < checkpoint["step"]] for rank in range(ranks)]
+    assert all([r["step"] for r in mine] == list(range(checkpoint["step"])) for mine in seen)
+    before = {rank: len(records(work, rank)) for rank in range(ranks)}
+    resumed = torchrun(tmp_path / "shards", work, "--resume", "--checkpoint-every", str(every), ranks=resumed_on)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
-    left = (240 - checkpoint["position"]) // 12                # global batches of 3 ranks x 4 left
+    span = resumed_on * 4                                       # a global batch of the resumed ranks
+    left = (total - checkpoint["position"]) // span
     assert f"resumed epoch 0 at step 0 of {left}, sample {checkpoint['position']} ({checkpoint['step']} steps done, " \
-           "2 -> 3 ranks)" in out and "val top1" in out
-    again = [records(work, rank)[before.get(rank, 0):] for rank in (0, 1, 2)]
-    assert [r["step"] for r in again[0]] == [r["step"] for r in again[2]] == list(range(left))
+           f"{ranks} -> {resumed_on} ranks)" in out and "val top1" in out
+    again = [records(work, rank)[before.get(rank, 0):] for rank in range(resumed_on)]
+    assert all([r["step"] for r in mine] == list(range(left)) for mine in again)
     from imnet_data.loader import build_loader
     whole = build_loader(tmp_path / "shards", "train", 1, backend="torch", device="cpu", seed=0, image_size=96)
     order = [k for b in whole.positions() for k in whole.keys(b)]
     trained = [k for step in zip(*seen, strict=True) for r in step for k in r["keys"]] + \
               [k for step in zip(*again, strict=True) for r in step for k in r["keys"]]
     assert trained == order[:len(trained)]                  # the global order, across the resize, each sample once
-    assert len(trained) == checkpoint["position"] + 12 * left   # all but what the last global batch cannot take
+    assert len(trained) == checkpoint["position"] + span * left   # all but what the last global batch cannot take
 
 
 # ---- what the script refuses: a checkpoint it cannot use, starting over a checkpoint, a missing [train] extra ----

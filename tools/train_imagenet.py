@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from imnet_data import tario
-from imnet_data.loader import build_loader
+from imnet_data.loader import ShardError, build_loader
 from imnet_data.progress import duration
 
 torch = dist = torchvision = None   # the [train] extra: import_train_extra() imports them after parse()
@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except Refused as e:
         print(f"train_imagenet.py: {e}", file=sys.stderr)
+        return 1
+    except ShardError as e:          # shards missing or refused, a fetch that failed (a full cache disk...)
+        print(f"train_imagenet.py: {one_line(e, 1000)}", file=sys.stderr)
         return 1
 
 

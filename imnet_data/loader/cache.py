@@ -8,7 +8,8 @@ shards and mix them up). Jobs with the same data share it, the ranks of a node f
 node).
 
 Fetching (``fetch_jobs`` threads): the next shards the loader will need (:meth:`ShardCache.plan`, in order of
-first need, the next epoch's first ones included), at most ``read_ahead`` shards and ``read_ahead_bytes`` past
+first need, the next epoch's first ones included; planned as soon as the loader is built, so the first fetches
+overlap its setup), at most ``read_ahead`` shards and ``read_ahead_bytes`` past
 the one in use; a shard asked for out of plan comes first. Each file streams to ``<name>.partial`` and is renamed
 only once its size and sha256 are the manifest's (:class:`imnet_data.stage.transfer.Transfer`: retries with
 backoff on 503 SlowDown, 5xx, dropped connections; a partial file left by a killed job is resumed with a ranged
@@ -49,6 +50,8 @@ from imnet_data.units import parse_size
 
 LOCK = ".imnet-cache.lock"
 WAIT = 0.2          # seconds a fetch thread waits for room before it looks again
+NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+           errno.EFBIG: "the file size limit was reached (ulimit -f)"}      # a write the disk refused
 
 
 class ShardCache:
@@ -64,8 +67,8 @@ class ShardCache:
         self.files: list[tuple] = shards.files
         self.owner, self.counts = os.getpid(), Stats()
         self.cond = threading.Condition()
-        self.need: list[int] = []
-        self.at: dict[int, int] = {}          # shard -> its place in ``need``
+        self.need = np.zeros(0, np.int64)     # the shards in order of first need (arrays: 16 bytes a shard)
+        self.at = np.full(len(self.files), -1, np.int64)     # shard -> its place in ``need`` (-1: not in it)
         self.cursor = 0                        # the place of the last shard the loader asked for
         self.urgent: list[int] = []
         self.ready: set[int] = set()
@@ -133,8 +136,9 @@ class ShardCache:
     def plan(self, shards: np.ndarray) -> None:
         """The shards the loader will need, in order of first need."""
         with self.cond:
-            self.need = shards.tolist()
-            self.at = {s: i for i, s in reversed(list(enumerate(self.need)))}
+            self.need = np.asarray(shards, np.int64)
+            self.at[:] = -1
+            self.at[self.need[::-1]] = np.arange(len(self.need) - 1, -1, -1)   # a repeated shard: its first place
             self.cursor = 0
             self.cond.notify_all()
 
@@ -148,7 +152,7 @@ class ShardCache:
         start = time.monotonic()
         while True:
             with self.cond:
-                self.cursor = max(self.cursor, self.at.get(shard, self.cursor))
+                self.cursor = max(self.cursor, int(self.at[shard]))
                 if shard not in self.urgent and shard not in self.ready:
                     self.urgent.append(shard)         # waited for: fetched before anything read ahead
                 self.cond.notify_all()
@@ -254,7 +258,7 @@ class ShardCache:
                 return s
         self.urgent = [s for s in self.urgent if s not in self.ready and s not in self.failed]
         ahead = 0
-        for s in self.need[self.cursor:self.cursor + self.read_ahead + 1]:
+        for s in self.need[self.cursor:self.cursor + self.read_ahead + 1].tolist():
             ahead += int(self.shards.sizes[s])
             if ahead > self.ahead_bytes and s != self.need[self.cursor]:
                 return None
@@ -314,7 +318,7 @@ class ShardCache:
         if used + wanted <= self.limit:
             return True
         with self.cond:
-            ahead = self.need[self.cursor:self.cursor + self.read_ahead + 1]
+            ahead = self.need[self.cursor:self.cursor + self.read_ahead + 1].tolist()
             keep = set(self.urgent) | self.busy
             waited_for = shard in self.urgent
         for s in self.evictable(keep, ahead if waited_for else []):
@@ -354,10 +358,12 @@ class ShardCache:
         return total
 
     def _reason(self, shard: int, error: Exception) -> str:
-        """A failed fetch as one line naming the shard (the disk full said so)."""
+        """A failed fetch as one line naming the shard; a write the disk refused (full, over quota, over the
+        file size limit) also names the cache folder and what to do."""
         url = self.store.url(self.files[shard][0])
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return (f"{self.folder}: no space left on the device while fetching {url} "
-                    f"({shutil.disk_usage(self.folder).free / 1e9:,.2f} GB free): lower cache_limit or free space")
+        if isinstance(error, OSError) and error.errno in NO_ROOM:
+            return (f"{url}: cannot be written into the cache {self.folder}: {NO_ROOM[error.errno]} "
+                    f"({shutil.disk_usage(self.folder).free / 1e9:,.2f} GB free there): free space on that disk, "
+                    "lower cache_limit, or give cache= a folder on a larger disk (the partial file is resumed)")
         said = str(error)            # a store's error names its object (the shard or its index) already
         return said if said.startswith(url.rsplit("/", 1)[0] + "/") else f"{url}: {said}"

@@ -72,6 +72,8 @@ class Loader:
             self._check_local()
         self.reader = BatchReader(self.files, options.on_error)
         self.epoch, self.step, self.origin = 0, 0, 0
+        self.planned: tuple | None = None
+        self._plan()        # a streamed set: the first shards are fetched while the backend sets itself up
 
     def _check_local(self) -> None:
         """Every shard this rank reads is present with the manifest's size and its index fits it (ShardError
@@ -108,6 +110,7 @@ class Loader:
         make images of that size (a progressive-resolution schedule; the val resize follows it unless
         ``resize_size`` was set)."""
         self.epoch, self.step, self.origin = epoch, 0, 0
+        self._plan()
         if image_size is not None and image_size != self.options.image_size:
             self.options = dataclasses.replace(self.options, image_size=image_size)
             self._reconfigure()
@@ -155,25 +158,40 @@ class Loader:
             self.epoch, self.step, self.origin = state["epoch"], 0, state["position"]
         if self.origin >= self.schedule.total or not len(self):
             self.epoch, self.step, self.origin = self.epoch + 1, 0, 0
+        self._plan()
 
-    def positions(self) -> list[np.ndarray]:
-        """The sample positions of the batches still to come in the current epoch."""
-        order = self.schedule.order(self.epoch, self.origin)
+    def positions(self, keep: bool = True) -> list[np.ndarray]:
+        """The sample positions of the batches still to come in the current epoch (``keep``: the epoch's order
+        kept by the schedule)."""
+        order = self.schedule.order(self.epoch, self.origin, keep)
         return [self.schedule.batch(order, s) for s in range(self.step, len(self))]
 
     def __iter__(self) -> Iterator[tuple]:
         batches = self.positions()
-        if self.cache is not None:
-            self.cache.plan(self._needs(batches))
+        self._plan(batches)
+        self.planned = None         # a later pass from the same place (set_epoch back to it) plans again
         # batches first, not strict: the pass ends at the schedule's last batch, ``_run`` is not resumed past it
         for positions, batch in zip(batches, self._run(batches), strict=False):
             self.step += 1
             yield batch if not self.options.return_real else (*batch, self._real(positions, batch[1]))
         self.epoch, self.step, self.origin = self.epoch + 1, 0, 0
 
-    def _needs(self, batches: list[np.ndarray]) -> np.ndarray:
+    def _plan(self, batches: list[np.ndarray] | None = None) -> None:
+        """Tell a shard cache which shards the next pass needs, as soon as the loader knows where it starts
+        (built, ``set_epoch``, ``load_state_dict``): its fetch threads get the first ones while the backend
+        builds its pipeline and the training script sets up, not after. Once per starting place."""
+        where = (self.epoch, self.step, self.origin)
+        if self.cache is None or where == self.planned:
+            return
+        # planned ahead of a pass: the orders are not kept (the pass computes them again), so a loader built and
+        # not yet iterated holds no array per sample beyond its index
+        keep = batches is not None
+        self.cache.plan(self._needs(batches if batches is not None else self.positions(keep=False), keep))
+        self.planned = where
+
+    def _needs(self, batches: list[np.ndarray], keep: bool = True) -> np.ndarray:
         """The shards of ``batches`` and then of the next epoch's first batches, in order of first need."""
-        following = self.schedule.order(self.epoch + 1)[:self.options.batch_size * 64] \
+        following = self.schedule.order(self.epoch + 1, keep=keep)[:self.options.batch_size * 64] \
             if self.options.training else np.zeros(0, np.int64)
         order = np.concatenate([*batches, following]) if batches else following
         shards = self.index.shard_of(np.where(order >= 0, order, -1 - order))

@@ -53,13 +53,16 @@ class Schedule:
             raise ValueError(f"{self.total} samples over {options.world_size} ranks make no full batch of "
                              f"{options.batch_size} (use a smaller batch or remainder='pad')")
 
-    def order(self, epoch: int, origin: int = 0) -> np.ndarray:
+    def order(self, epoch: int, origin: int = 0, keep: bool = True) -> np.ndarray:
         """This rank's positions for the whole pass of ``epoch`` that starts ``origin`` samples into it
-        (read-only; the last two passes asked for are kept: the current one and the next epoch's)."""
+        (read-only; the last two passes asked for are kept: the current one and the next epoch's; ``keep=False``:
+        one not kept, unless it was already)."""
         key = (epoch, origin)
         if key not in self._kept:
             positions = self._order(epoch, origin)
             positions.flags.writeable = False
+            if not keep:
+                return positions
             self._kept = {k: v for k, v in self._kept.items() if k[0] in (epoch - 1, epoch + 1)}
             self._kept[key] = positions
         return self._kept[key]
