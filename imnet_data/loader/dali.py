@@ -20,9 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from imnet_data.loader.base import LoaderOptions
 from imnet_data.loader.loader import Loader, Streamed
+from imnet_data.loader.output import BufferPool, Output, resize_into
 from imnet_data.loader.shardset import ShardSet
 
 if TYPE_CHECKING:
@@ -140,9 +142,11 @@ def build_pipeline(options: LoaderOptions, device_id: int | None, source: BatchS
             images = fn.decoders.image_random_crop(jpegs, device=decode_device, output_type=types.RGB,
                                                    random_area=list(options.scale),
                                                    random_aspect_ratio=list(options.ratio), num_attempts=10, **hw)
+            mirror = fn.random.coin_flip(probability=0.5)
+            if not gpu:     # flipped here, resized (antialiased) and normalised on the host: see .output
+                return fn.flip(images, horizontal=mirror), labels
             images = fn.resize(images, device=op_device, resize_x=size, resize_y=size,
                                interp_type=types.INTERP_LINEAR, antialias=False)
-            mirror = fn.random.coin_flip(probability=0.5)
             crop = {}
         else:
             images = fn.decoders.image(jpegs, device=decode_device, output_type=types.RGB, **hw)
@@ -172,9 +176,14 @@ class DaliLoader(Loader):
         self.source = BatchSource(self.reader, options.prefetch + 1, 2 * options.prefetch + 2)
         self.pipe: Pipeline | None = None
         self._, self.dali_torch = import_dali()
+        if self.device_id is None:
+            self.pool = BufferPool()
+            self.output = Output(options, torch.device("cpu"), self.pool)
 
     def _reconfigure(self) -> None:
         self.pipe = None
+        if self.device_id is None:
+            self.output = Output(self.options, torch.device("cpu"), self.pool)
 
     def _run(self, batches: list[np.ndarray]) -> Iterator[tuple]:
         """One pass: DALI pulls ``batches`` from the source; a pass left early leaves prefetched work behind,
@@ -198,20 +207,33 @@ class DaliLoader(Loader):
 
     def _to_torch(self, outputs) -> tuple:
         """Copy the pipeline outputs into torch tensors (on the decoding GPU's current stream, no sync)."""
-        import torch
-
+        if self.device_id is None:
+            return self._on_host(outputs)
         tensors = []
         for out in outputs:
             dense = out.as_tensor()
-            if self.device_id is None:
-                tensors.append(torch.from_numpy(np.array(dense)))
-                continue
             dtype = {"FLOAT": torch.float32, "FLOAT16": torch.float16, "UINT8": torch.uint8,
                      "INT64": torch.int64}[str(dense.dtype).rsplit(".", 1)[-1]]
             target = torch.empty(dense.shape(), dtype=dtype, device=f"cuda:{self.device_id}")
             self.dali_torch.feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream(self.device_id))
             tensors.append(target)
-        images, labels = tensors
+        return self._finish(*tensors)
+
+    def _on_host(self, outputs) -> tuple:
+        """The CPU pipeline's outputs as torch tensors in pooled buffers (:class:`.output.BufferPool`): a training
+        batch's (flipped) crops resized and normalised on the host (:func:`.output.resize_into`, :class:`.Output`),
+        a val batch copied."""
+        labels = torch.from_numpy(np.array(outputs[1].as_tensor()))
+        if self.options.training and self.decode:
+            crops = [np.asarray(outputs[0][i]) for i in range(len(outputs[0]))]   # views, valid until next run
+            size = self.options.image_size
+            scratch = self.pool.take((len(crops), size, size, 3), torch.uint8)
+            return self.output(resize_into(crops, scratch)), labels.reshape(-1)
+        dense = torch.from_numpy(np.asarray(outputs[0].as_tensor()))
+        return self._finish(self.pool.take(dense.shape, dense.dtype).copy_(dense), labels)
+
+    def _finish(self, images, labels) -> tuple:
+        """The images in the options' dtype and layout, the labels flat."""
         if not self.decode:
             return images, labels
         if self.options.dtype == "bfloat16":
