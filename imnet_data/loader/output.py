@@ -21,7 +21,6 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from imnet_data.loader.base import LoaderOptions
 
@@ -105,8 +104,8 @@ def resize_into(crops: list[np.ndarray], batch: torch.Tensor) -> torch.Tensor:
     when shrinking: torch's SIMD uint8 kernel on channels_last); returns ``batch``. Each crop is resized straight
     into its slot (``out=``): a per-image torch copy would open a parallel region per image, which costs
     milliseconds each on a busy machine (the threads wait for one another)."""
-    size = tuple(batch.shape[1:3])
+    size = list(batch.shape[1:3])
     for i, crop in enumerate(crops):      # HWC memory as a channels_last [1, 3, h, w] view, in and out
-        torch._C._nn._upsample_bilinear2d_aa(torch.from_numpy(crop).permute(2, 0, 1)[None], size, False,
-                                             out=batch[i].permute(2, 0, 1)[None])
+        torch.ops.aten._upsample_bilinear2d_aa.out(torch.from_numpy(crop).permute(2, 0, 1)[None], size, False,
+                                                   out=batch[i].permute(2, 0, 1)[None])
     return batch
