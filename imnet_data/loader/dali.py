@@ -4,7 +4,9 @@ On a GPU (``device="cuda"``) decoding runs on nvJPEG through the ``mixed`` decod
 JPEGs go to the hardware JPEG engine of A100/H100-class GPUs), crop-aware for training (``image_random_crop``
 decodes only the crop), then resize and a fused crop/flip/normalise/cast/transposition on the GPU. Outputs are
 copied into torch tensors on the current CUDA stream: no host synchronisation per batch. On a CPU
-(``device="cpu"``) the same graph runs with DALI's CPU operators (``device_id=None``).
+(``device="cpu"``) DALI's CPU operators run the graph (``device_id=None``), except that a training batch leaves
+DALI as its flipped crops, which the host resizes (antialiased) and normalises into reused buffers
+(:mod:`imnet_data.loader.output`: DALI's CPU resize is the slower step there).
 
 The host side stays small and copies no image bytes: threads read the next batches (labels and JPEG markers in
 one vectorised gather, JPEGs as views of the mapped shards, see :mod:`imnet_data.loader.mapping`) and hand
