@@ -180,6 +180,8 @@ class DaliLoader(Loader):
         self._, self.dali_torch = import_dali()
         if self.device_id is None:
             self.pool = BufferPool()
+            self.parts = options.num_threads or THREADS
+            self.host = ThreadPoolExecutor(self.parts, thread_name_prefix="imnet-resize")
             self.output = Output(options, torch.device("cpu"), self.pool)
 
     def _reconfigure(self) -> None:
@@ -228,11 +230,22 @@ class DaliLoader(Loader):
         labels = torch.from_numpy(np.array(outputs[1].as_tensor()))
         if self.options.training and self.decode:
             crops = [np.asarray(outputs[0][i]) for i in range(len(outputs[0]))]   # views, valid until next run
-            size = self.options.image_size
-            scratch = self.pool.take((len(crops), size, size, 3), torch.uint8)
-            return self.output(resize_into(crops, scratch)), labels.reshape(-1)
+            return self._resized(crops), labels.reshape(-1)
         dense = torch.from_numpy(np.asarray(outputs[0].as_tensor()))
         return self._finish(self.pool.take(dense.shape, dense.dtype).copy_(dense), labels)
+
+    def _resized(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """The crops resized and normalised into a pooled batch, in parts by ``num_threads`` threads (torch's
+        resize and numpy release the GIL): one thread would be the pipeline's narrow step."""
+        n, size = len(crops), self.options.image_size
+        scratch, out = self.pool.take((n, size, size, 3), torch.uint8), self.output.empty(n, size, size)
+
+        def part(lo: int, hi: int) -> None:
+            self.output.into(resize_into(crops[lo:hi], scratch[lo:hi]), out[lo:hi])
+
+        bounds = np.linspace(0, n, self.parts + 1).astype(int).tolist()
+        list(self.host.map(part, bounds[:-1], bounds[1:]))
+        return self.output.view(out)
 
     def _finish(self, images, labels) -> tuple:
         """The images in the options' dtype and layout, the labels flat."""

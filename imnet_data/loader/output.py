@@ -67,22 +67,35 @@ class Output:
         """The converted batch; in a DataLoader worker it is made in shared memory, so handing it to the loader
         copies nothing."""
         x = images.to(self.device, non_blocking=True)
-        b, h, w, _ = x.shape
-        hwc = self.options.layout != "NCHW"     # NHWC and channels_last keep the HWC memory order
-        shape, dtype = ((b, h, w, 3) if hwc else (b, 3, h, w)), DTYPES[self.options.dtype]
+        out = self.empty(*x.shape[:3])
+        self.into(x, out)
+        return self.view(out)
+
+    def empty(self, b: int, h: int, w: int) -> torch.Tensor:
+        """An output buffer for ``b`` images of ``h x w`` in the layout's memory order (HWC for NHWC and
+        channels_last, CHW for NCHW): pooled, or new (in shared memory in a DataLoader worker)."""
+        shape, dtype = ((b, h, w, 3) if self.options.layout != "NCHW" else (b, 3, h, w)), DTYPES[self.options.dtype]
         out = self.pool.take(shape, dtype) if self.pool else torch.empty(shape, dtype=dtype, device=self.device)
         if torch.utils.data.get_worker_info() is not None:
             out.share_memory_()
-        if dtype == torch.uint8:
+        return out
+
+    def into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """uint8 ``x`` ``[b, h, w, 3]`` converted into ``out`` (from :meth:`empty`, or a slice of one)."""
+        hwc, w = self.options.layout != "NCHW", x.shape[2]
+        if out.dtype == torch.uint8:
             out.copy_(x if hwc else x.permute(0, 3, 1, 2))
+            return
+        work = out if out.dtype == torch.float32 else torch.empty(out.shape, device=self.device)
+        if hwc:    # rows of w * 3 values, the per-channel factors tiled along the row: a long inner loop
+            normalise(work.view(-1, w * 3), x.reshape(-1, w * 3), self.scale.repeat(w), self.shift.repeat(w))
         else:
-            work = out if dtype == torch.float32 else torch.empty(shape, device=self.device)
-            if hwc:    # rows of w * 3 values, the per-channel factors tiled along the row: a long inner loop
-                normalise(work.view(-1, w * 3), x.reshape(-1, w * 3), self.scale.repeat(w), self.shift.repeat(w))
-            else:
-                normalise(work, x.permute(0, 3, 1, 2), self.scale.view(3, 1, 1), self.shift.view(3, 1, 1))
-            if work is not out:
-                out.copy_(work)
+            normalise(work, x.permute(0, 3, 1, 2), self.scale.view(3, 1, 1), self.shift.view(3, 1, 1))
+        if work is not out:
+            out.copy_(work)
+
+    def view(self, out: torch.Tensor) -> torch.Tensor:
+        """The batch as the layout shows it (channels_last: the NCHW view of the HWC memory)."""
         return out.permute(0, 3, 1, 2) if self.options.layout == "channels_last" else out
 
 
