@@ -4,7 +4,9 @@ On a GPU (``device="cuda"``) decoding runs on nvJPEG through the ``mixed`` decod
 JPEGs go to the hardware JPEG engine of A100/H100-class GPUs), crop-aware for training (``image_random_crop``
 decodes only the crop), then resize and a fused crop/flip/normalise/cast/transposition on the GPU. Outputs are
 copied into torch tensors on the current CUDA stream: no host synchronisation per batch. On a CPU
-(``device="cpu"``) the same graph runs with DALI's CPU operators (``device_id=None``).
+(``device="cpu"``) DALI's CPU operators run the graph (``device_id=None``), except that a training batch leaves
+DALI as its flipped crops, which the host resizes (antialiased) and normalises into reused buffers
+(:mod:`imnet_data.loader.output`: DALI's CPU resize is the slower step there).
 
 The host side stays small and copies no image bytes: threads read the next batches (labels and JPEG markers in
 one vectorised gather, JPEGs as views of the mapped shards, see :mod:`imnet_data.loader.mapping`) and hand
@@ -20,9 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from imnet_data.loader.base import LoaderOptions
 from imnet_data.loader.loader import Loader, Streamed
+from imnet_data.loader.output import BufferPool, Output, resize_into
 from imnet_data.loader.shardset import ShardSet
 
 if TYPE_CHECKING:
@@ -140,9 +144,11 @@ def build_pipeline(options: LoaderOptions, device_id: int | None, source: BatchS
             images = fn.decoders.image_random_crop(jpegs, device=decode_device, output_type=types.RGB,
                                                    random_area=list(options.scale),
                                                    random_aspect_ratio=list(options.ratio), num_attempts=10, **hw)
+            mirror = fn.random.coin_flip(probability=0.5)
+            if not gpu:     # flipped here, resized (antialiased) and normalised on the host: see .output
+                return fn.flip(images, horizontal=mirror), labels
             images = fn.resize(images, device=op_device, resize_x=size, resize_y=size,
                                interp_type=types.INTERP_LINEAR, antialias=False)
-            mirror = fn.random.coin_flip(probability=0.5)
             crop = {}
         else:
             images = fn.decoders.image(jpegs, device=decode_device, output_type=types.RGB, **hw)
@@ -172,9 +178,16 @@ class DaliLoader(Loader):
         self.source = BatchSource(self.reader, options.prefetch + 1, 2 * options.prefetch + 2)
         self.pipe: Pipeline | None = None
         self._, self.dali_torch = import_dali()
+        if self.device_id is None:
+            self.pool = BufferPool()
+            self.parts = options.num_threads or THREADS
+            self.host = ThreadPoolExecutor(self.parts, thread_name_prefix="imnet-resize")
+            self.output = Output(options, torch.device("cpu"), self.pool)
 
     def _reconfigure(self) -> None:
         self.pipe = None
+        if self.device_id is None:
+            self.output = Output(self.options, torch.device("cpu"), self.pool)
 
     def _run(self, batches: list[np.ndarray]) -> Iterator[tuple]:
         """One pass: DALI pulls ``batches`` from the source; a pass left early leaves prefetched work behind,
@@ -198,20 +211,44 @@ class DaliLoader(Loader):
 
     def _to_torch(self, outputs) -> tuple:
         """Copy the pipeline outputs into torch tensors (on the decoding GPU's current stream, no sync)."""
-        import torch
-
+        if self.device_id is None:
+            return self._on_host(outputs)
         tensors = []
         for out in outputs:
             dense = out.as_tensor()
-            if self.device_id is None:
-                tensors.append(torch.from_numpy(np.array(dense)))
-                continue
             dtype = {"FLOAT": torch.float32, "FLOAT16": torch.float16, "UINT8": torch.uint8,
                      "INT64": torch.int64}[str(dense.dtype).rsplit(".", 1)[-1]]
             target = torch.empty(dense.shape(), dtype=dtype, device=f"cuda:{self.device_id}")
             self.dali_torch.feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream(self.device_id))
             tensors.append(target)
-        images, labels = tensors
+        return self._finish(*tensors)
+
+    def _on_host(self, outputs) -> tuple:
+        """The CPU pipeline's outputs as torch tensors in pooled buffers (:class:`.output.BufferPool`): a training
+        batch's (flipped) crops resized and normalised on the host (:func:`.output.resize_into`, :class:`.Output`),
+        a val batch copied."""
+        labels = torch.from_numpy(np.array(outputs[1].as_tensor()))
+        if self.options.training and self.decode:
+            crops = [np.asarray(outputs[0][i]) for i in range(len(outputs[0]))]   # views, valid until next run
+            return self._resized(crops), labels.reshape(-1)
+        dense = torch.from_numpy(np.asarray(outputs[0].as_tensor()))
+        return self._finish(self.pool.take(dense.shape, dense.dtype).copy_(dense), labels)
+
+    def _resized(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """The crops resized and normalised into a pooled batch, in parts by ``num_threads`` threads (torch's
+        resize and numpy release the GIL): one thread would be the pipeline's narrow step."""
+        n, size = len(crops), self.options.image_size
+        scratch, out = self.pool.take((n, size, size, 3), torch.uint8), self.output.empty(n, size, size)
+
+        def part(lo: int, hi: int) -> None:
+            self.output.into(resize_into(crops[lo:hi], scratch[lo:hi]), out[lo:hi])
+
+        bounds = np.linspace(0, n, self.parts + 1).astype(int).tolist()
+        list(self.host.map(part, bounds[:-1], bounds[1:]))
+        return self.output.view(out)
+
+    def _finish(self, images, labels) -> tuple:
+        """The images in the options' dtype and layout, the labels flat."""
         if not self.decode:
             return images, labels
         if self.options.dtype == "bfloat16":

@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from imnet_data.loader.base import BatchReader, LoaderOptions, rows_of
 from imnet_data.loader.loader import Loader, Streamed
+from imnet_data.loader.output import Output
 from imnet_data.loader.shardset import ShardSet
 from imnet_data.parallel import default_jobs
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "uint8": torch.uint8}
 Box = tuple[float, float, float, float]   # x, y, width, height in source pixels
 
 
@@ -77,34 +77,6 @@ def default_workers() -> int:
     affinity), shared among the ranks of this node (torchrun's ``LOCAL_WORLD_SIZE``). More workers than cores
     only contend for them (and torch warns about each DataLoader that has them)."""
     return max(1, default_jobs(None) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-
-
-class Output:
-    """uint8 ``[B, H, W, 3]`` to the options' device, dtype (normalised unless uint8) and layout (picklable)."""
-
-    def __init__(self, options: LoaderOptions, device: torch.device) -> None:
-        self.options, self.device = options, device
-        # (x / 255 - mean) / std as x * scale + shift, per channel of the output layout
-        mean, std = torch.tensor(options.mean), torch.tensor(options.std)
-        shape = (3,) if options.layout == "NHWC" else (3, 1, 1)
-        self.scale = (1 / (255 * std)).view(shape).to(device)
-        self.shift = (-mean / std).view(shape).to(device)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """The converted batch; in a DataLoader worker it is made in shared memory, so handing it to the loader
-        copies nothing."""
-        x = images.to(self.device, non_blocking=True)
-        if self.options.layout != "NHWC":   # channels_last: the NCHW view keeps the HWC memory order
-            x = x.permute(0, 3, 1, 2)
-        memory = torch.channels_last if self.options.layout == "channels_last" else torch.contiguous_format
-        out = torch.empty_like(x, dtype=DTYPES[self.options.dtype], memory_format=memory)
-        if torch.utils.data.get_worker_info() is not None:
-            out.share_memory_()
-        if self.options.dtype == "uint8":
-            return out.copy_(x)
-        if out.dtype == torch.float32:
-            return out.copy_(x).mul_(self.scale).add_(self.shift)
-        return out.copy_(x.to(torch.float32, memory_format=memory).mul_(self.scale).add_(self.shift))
 
 
 class Tasks:
