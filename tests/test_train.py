@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -124,14 +125,16 @@ def checkpoint_bytes(kind: str) -> bytes:
         return buf.getvalue()
 
     whole = {"model": {"fc.weight": torch.zeros(1000, 512)}, "optimizer": {}, "loader": {}, "epoch": 0, "done": 0}
-    return {"truncated": lambda: saved(whole)[:5000], "empty": lambda: b"", "random": lambda: os.urandom(4096),
+    return {"truncated": lambda: saved(whole)[:5000], "empty": lambda: b"",
+            "random": lambda: random.Random(0).randbytes(4096),
+            "protocol": lambda: b"\x80\xcc" + random.Random(1).randbytes(4094),  # torch warns of the protocol
             "list": lambda: saved([1, 2, 3]), "keys": lambda: saved({"model": {}, "epoch": "0"}),
             "other-model": lambda: saved(whole)}[kind]()
 
 
 @pytest.mark.parametrize("kind, reason", [
     ("truncated", "not a readable checkpoint"), ("empty", "not a readable checkpoint"),
-    ("random", "not a readable checkpoint"),
+    ("random", "not a readable checkpoint"), ("protocol", "not a readable checkpoint"),
     ("list", "not a checkpoint of this script (holds a list, not a dict)"),
     ("keys", "not a checkpoint of this script: optimizer (missing), loader (missing), epoch (str, not int), "
              "done (missing)"),

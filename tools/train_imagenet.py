@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from imnet_data import tario
@@ -111,7 +112,9 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
     """The checkpoint at ``path`` (tensors and plain types only: ``weights_only``), or Refused naming the file
     and what is wrong with it."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():     # torch warns of an odd pickle protocol before it fails: one line only
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 -- truncated, empty, random bytes, a pickle of anything: one line
         raise Refused(f"{path}: not a readable checkpoint ({type(e).__name__}: {one_line(e)})") from None
     if not isinstance(state, dict):
