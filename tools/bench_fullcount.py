@@ -62,6 +62,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -423,9 +424,11 @@ def run_rows(bench: Bench, only: list[str], repeat: int, conditions: set[str] = 
             bench.outputs.clear(scratch)
     for name in (n for n in TWICE if n in only and "deleted" in conditions):   # then each right after deleting
         out = kept[name]                                                         # its earlier output
-        command = {"tar-x": lambda o=out: tar_extract(bench.src, o),
-                   "organize": bench.command("organize", src, str(out), "--jobs", jobs),
-                   "shard": bench.command("shard", src, str(out), "--jobs", jobs)}[name]
+        commands: dict[str, Callable[[], int]] = {
+            "tar-x": partial(tar_extract, bench.src, out),
+            "organize": bench.command("organize", src, str(out), "--jobs", jobs),
+            "shard": bench.command("shard", src, str(out), "--jobs", jobs)}
+        command = commands[name]
         if not out.exists():
             print(f"  (running {name} untimed: its output is what the run after a delete deletes)", flush=True)
             command()
