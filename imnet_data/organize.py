@@ -7,7 +7,10 @@ Tiny's annotations). Bytes are copied unchanged unless ``fix`` re-encodes the fi
 Resumable: every file is written under a temp name in its folder and renamed, and each unit (a class tar, a val
 slice) gets a marker ``DEST/.imnet-organize/<split>/<unit>.json`` listing its files and sizes once they are all
 in place. A re-run skips a unit whose marker matches the settings and whose files are all there with those sizes,
-and redoes the rest. Nothing is fsynced per file (only the markers): a file's recorded size is the check.
+and redoes the rest. Nothing is fsynced per file or per unit, not even the markers: a file's recorded size is the
+check, and a marker lost or cut short by a crash is no marker (the unit is redone). An fsync per unit (1,005 at
+ImageNet's count, whatever the images' count) waited for the disk each time: 6 ms each, 6 s in all on a busy
+2-core machine where the run took 26 s.
 
 Safety: output paths are built only from a validated WNID and a plain base name, and each class folder must
 resolve inside DEST; the readers already refuse traversal, links, devices and oversize members.
@@ -108,7 +111,7 @@ class Job:
         if old:
             remove_stale(self.dest, old, result)
         os.makedirs(os.path.dirname(marker), exist_ok=True)
-        with tario.atomic_file(Path(marker)) as f:
+        with tario.atomic_file(Path(marker), durable=False) as f:   # checked on resume: see the module doc
             f.write(json.dumps(asdict(result), sort_keys=True).encode())
         return result
 

@@ -63,18 +63,21 @@ def temp_for(name: str) -> str | None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
+def atomic_file(path: Path, durable: bool = True) -> Iterator[BinaryIO]:
     """Open a temp file beside ``path`` for writing; rename it to ``path`` on success, delete it on error.
 
     The temp name is ``<name>.<unique>.partial``: two writers of one file (a unit retried by a cluster while its
-    first run still finishes, say) each write their own, and the last rename wins, never a mix of both."""
+    first run still finishes, say) each write their own, and the last rename wins, never a mix of both.
+    ``durable``: fsync the file before the rename (``False`` for a file whose reader checks it anyway: an fsync
+    waits for the disk, tens of milliseconds on a busy one)."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
         with open(tmp, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

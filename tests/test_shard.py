@@ -26,6 +26,8 @@ from imnet_data.fake.imagenet21k import make_fake_imagenet21k
 from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
 from imnet_data.shards import ShardOptions, merge, shard
 from imnet_data.shards.schema import check_sample_json
+from imnet_data.shards.writer import JSON, sample_json
+from imnet_data.sources.base import printable
 from tests.helpers import ROOT, run_cli
 from tests.test_organize import source_images
 
@@ -92,6 +94,21 @@ def test_every_sample_json_has_every_field_of_its_one_type(fake) -> None:
             for group in zip(*[iter(meta["boxes"].split())] * 5, strict=True):
                 assert group[0] == meta["wnid"] and all(int(v) >= 0 for v in group[1:])
             assert meta["fixed"] in ("", "cmyk", "png") and meta["original_size"] == [meta["width"], meta["height"]]
+
+
+def test_sample_json_is_what_the_json_encoder_writes(fake) -> None:
+    """``.json`` members come from a template (``writer.sample_json``), not the encoder: the same bytes for every
+    sample, and for field values no fake has (non-ASCII, quotes, backslashes, control and non-UTF-8 bytes)."""
+    _, dest, _ = fake
+    for split in ("train", "val"):
+        for s in read_back(dest / split):
+            assert s["json"] == JSON(json.loads(s["json"])).encode()
+    odd = printable("\u00e9t\u00e9 \"x\" \\ \n\t\x7f\udcff\u4e2d.JPEG")
+    meta = {"key": "k_1", "label": 7, "wnid": "n01440764", "class": odd, "file": odd, "format": "PNG",
+            "mode": "CMYK", "fixed": "cmyk", "width": 1, "height": 65535, "original_size": [3, 4],
+            "boxes": "n01440764 0 1 2 3 n01440764 4 5 6 7", "real_labels": []}
+    assert sample_json(meta) == JSON(meta).encode()
+    assert sample_json(meta | {"real_labels": [1, 2, 999]}) == JSON(meta | {"real_labels": [1, 2, 999]}).encode()
 
 
 def test_train_is_shuffled_across_the_split_and_val_keeps_file_order(fake) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,13 +84,25 @@ class Table:
         if self.locs is not None and self.locs[i] is not None:
             loc = self.locs[i]
         else:
-            kind, path, *prefix = self.places[self.place[i]]
-            loc = (("range", path, int(self.offset[i]), size) if kind == "tar" else
-                   ("range", os.path.join(path, name), 0, size) if kind == "dir" else
-                   ("zip", path, prefix[0] + name))
+            loc = _locator(self.places[self.place[i]], name, int(self.offset[i]), size)
         boxes = self.boxes[i] if self.boxes is not None and self.boxes[i] is not None else ()
         label = int(self.wnid[i])    # -1 after labelling: no class (a split published without labels)
         return Entry(name, self.classes[label] if label >= 0 else None, size, loc, boxes)
+
+    def samples(self) -> Iterator[tuple[str, int, Entry]]:
+        """``(key, label, entry)`` of every row in order, as :meth:`key`, the ``wnid`` column and :meth:`entry`
+        give them, from the columns turned into lists once (a shard writer's loop: numpy's per-item access cost
+        more than the rest of a row's entry). A table with extra columns goes row by row."""
+        if any(self.column(name) is not None for name in EXTRAS):
+            yield from ((self.key(i), int(self.wnid[i]), self.entry(i)) for i in range(len(self)))
+            return
+        classes = [*self.classes, None]   # label -1 (no class) picks the last
+        for key, label, place, offset, size, ext in zip(
+                self.keys.tolist(), self.wnid.tolist(), self.place.tolist(), self.offset.tolist(),
+                self.size.tolist(), self.ext.tolist(), strict=True):
+            key = key.decode("ascii")
+            name = key + self.exts[ext]
+            yield key, label, Entry(name, classes[label], size, _locator(self.places[place], name, offset, size))
 
     def key(self, i: int) -> str:
         """The sample key of row ``i``."""
@@ -183,6 +195,14 @@ class _Rows:
                     column[row] = value
                 setattr(out, name, column)
         return out
+
+
+def _locator(place: tuple, name: str, offset: int, size: int) -> tuple:
+    """The locator of a sample called ``name`` stored at ``place`` (see :func:`_place`)."""
+    kind, path, *prefix = place
+    return (("range", path, offset, size) if kind == "tar" else
+            ("range", os.path.join(path, name), 0, size) if kind == "dir" else
+            ("zip", path, prefix[0] + name))
 
 
 def _place(e: Entry) -> tuple[tuple | None, int]:
