@@ -85,13 +85,15 @@ def atomic_file(path: Path, durable: bool = True) -> Iterator[BinaryIO]:
 
 
 @contextlib.contextmanager
-def atomic_tar(path: Path, compress: bool = False) -> Iterator[tarfile.TarFile]:
-    """A deterministic tar (``compress=True``: .tar.gz, gzip mtime 0) written atomically to ``path``."""
+def atomic_tar(path: Path, compress: bool = False, level: int = 9) -> Iterator[tarfile.TarFile]:
+    """A deterministic tar (``compress=True``: .tar.gz, gzip mtime 0, compression ``level``) written atomically to
+    ``path``."""
     with atomic_file(path) as f:
         with contextlib.ExitStack() as stack:
             target: BinaryIO | gzip.GzipFile = f
             if compress:
-                target = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0))
+                target = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0,
+                                                               compresslevel=level))
             with tarfile.open(fileobj=target, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 yield tar
 

@@ -3,6 +3,7 @@
 reused, and its bad inputs (a truncated gzip, a stale index, an empty class tar) named, exit 1."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -13,11 +14,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imnet_data import tario
+from imnet_data import catalog, tario, variants
 from imnet_data.fake.imagenet21k import make_fake_imagenet21k
+from imnet_data.fake.scale import make_scaled_imagenet21k
+from imnet_data.shards import build
+from imnet_data.shards.options import ShardOptions
 from imnet_data.sources import open_source
 from imnet_data.sources.gzindex import FOLDER
 from imnet_data.sources.safety import UnsafeArchiveError
+from imnet_data.variants import Variant, variant
 from tests.helpers import run_cli
 
 
@@ -116,3 +121,33 @@ def test_validate_leaves_no_index_outside_a_dest(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert not any(temp.iterdir())   # the run's index folder is gone with it
     assert sorted(p.name for p in (tmp_path / "src").rglob("*")) == [gz.name]   # nor beside the source
+
+
+class FewClasses(Variant):
+    """A variant's published rules over three of its classes (a real one needs ~500,000 images)."""
+
+    def wnids(self) -> tuple[str, ...]:
+        return tuple(catalog.imagenet21k("imagenet12k")[:3])
+
+    def val_wnids(self) -> frozenset[str]:
+        return frozenset(self.wnids())
+
+
+def test_a_variant_shards_from_the_gzipped_archive_as_from_the_plain_tar(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variant's val is held out of train: the gzipped archive (streamed) gives the same train and val shards
+    as the plain tar (read in place). It failed with "ImageNet-21k has only a train split, not 'val'"."""
+    twelve = variant("imagenet-12k")
+    few = FewClasses(**{**dataclasses.asdict(twelve), "count": 3, "val_per_class": 2})
+    monkeypatch.setattr(variants, "variants", lambda: {twelve.name: few})
+    outs = []
+    for release in ("winter21", "fall11"):
+        src = make_scaled_imagenet21k(tmp_path / release, 30, release=release, wnids=list(few.wnids()), floor=10,
+                                      jobs=1).parent
+        build.shard(src, tmp_path / f"out-{release}", ShardOptions(variant=twelve.name), jobs=1, quiet=True)
+        outs.append(tmp_path / f"out-{release}")
+    for split, images in (("val", 6), ("train", 24)):
+        tars = [sorted((out / split).glob("*.tar")) for out in outs]
+        assert [p.name for p in tars[0]] == [p.name for p in tars[1]]
+        assert [p.read_bytes() for p in tars[0]] == [p.read_bytes() for p in tars[1]]
+        assert sum(len(tarfile.open(p).getnames()) for p in tars[0]) == 3 * images   # .cls, .jpg, .json

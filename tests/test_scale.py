@@ -4,6 +4,7 @@ Memory is a count, not a time: the check holds on a loaded machine too."""
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 
 import pytest
@@ -17,6 +18,7 @@ PER_SHARD = 10_000        # the same shard size at both counts: what grows is th
 DRIVER_SLOPE = 64         # bytes per sample; the plan of one object per sample took ~550 here
 WORKER_SLOPE = 128        # a worker holds its shard's rows only: ~0 growth, measured 26 (a few MB of noise over
                           # 160,000 samples is ~30); the plan of one object per sample cost each worker ~510
+FAKE_DRIVER = 150 << 20   # the fake maker's peak RSS, bytes (~90 MB: Python, numpy, PIL and a few inner tars)
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +43,14 @@ def test_driver_memory_per_sample_is_at_most_64_bytes(peaks: list[tuple[int, int
 def test_worker_memory_does_not_grow_with_the_count(peaks: list[tuple[int, int, int]]) -> None:
     (n1, _, w1), (n2, _, w2) = peaks
     assert slope((n1, w1), (n2, w2)) <= WORKER_SLOPE, peaks
+
+
+def test_making_the_fake_does_not_queue_the_archive_in_memory(tmp_path: pathlib.Path) -> None:
+    """The fake's writer (one process, gzip) is slower than the workers building inner tars: the workers run at most
+    a few tars ahead, so its memory stays far below the archive's ~200 MB of tar (unbounded, it held most of it)."""
+    made = tmp_path / "w21"
+    run = run_tree([sys.executable, "-c", "import sys; from imnet_data.fake.scale import make_scaled_imagenet21k; "
+                    "make_scaled_imagenet21k(sys.argv[1], 200_000, 200, release='winter21', jobs=2)", str(made)],
+                   {**os.environ, "HOME": str(tmp_path)}, cwd=tmp_path)
+    assert (made / "winter21_whole.tar.gz").stat().st_size > 0
+    assert run.driver < FAKE_DRIVER, run

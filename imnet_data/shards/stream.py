@@ -29,7 +29,7 @@ from imnet_data import catalog
 from imnet_data.parallel import map_units
 from imnet_data.shards.manifest import class_names
 from imnet_data.shards.options import ShardOptions
-from imnet_data.shards.plan import UNLABELLED, ShardPlan, SplitPlan, listing_of, make_plan
+from imnet_data.shards.plan import UNLABELLED, ShardPlan, SplitPlan, listing_of, make_plan, source_split
 from imnet_data.shards.table import Table, sample_key
 from imnet_data.shards.writer import RECORD, ShardJob, encode, finish_record, pack, parts_of, write_index
 from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
@@ -81,12 +81,13 @@ def _job(options: ShardOptions, labels: Labels) -> ShardJob:
 
 def listed(source: Source, split: str, options: ShardOptions, jobs: int | None,
            quiet: bool) -> tuple[SplitPlan, dict[tuple, tuple[Lengths, str]]]:
-    """The split's plan (made from the measured entries) and every sample's member lengths by its locator."""
+    """The split's plan (made from the measured entries) and every sample's member lengths by its locator. A
+    variant's split is measured from the download's split it is held out of (:func:`.plan.source_split`)."""
     space, classes = catalog.label_space(source.layout, source.wnids, options.label_space)
     labels = Labels({w: i for i, w in enumerate(classes)}, tuple(class_names(space, list(classes))), space,
                     source.labelled(split))
     ref = SourceRef.of(source)
-    units = source.units(split)
+    units = source.units(source_split(split, options))
     measured = map_units(measure_unit, [(ref, u, options, labels) for u in units], jobs=jobs,
                          desc=f"list {split}", quiet=quiet, weights=[u.size for u in units])
     entries, sizes = [], {}
@@ -184,7 +185,7 @@ def write_streamed(source: Source, folder: Path, plan: SplitPlan, todo: list[Sha
     by_unit: dict[tuple, dict[int, Placed]] = defaultdict(dict)
     for loc, target in placed.items():
         by_unit[loc[1], loc[3]][loc[4]] = target
-    units = [u for u in source.units(plan.split) if by_unit.get(_unit_key(u))]
+    units = [u for u in source.units(source_split(plan.split, options)) if by_unit.get(_unit_key(u))]
     space, classes = plan.label_space, plan.classes
     labels = Labels({w: i for i, w in enumerate(classes)}, tuple(class_names(space, list(classes))), space,
                     source.labelled(plan.split))
