@@ -19,7 +19,7 @@ from imnet_data.sources import gzindex
 SIZES = (20_000, 100_000)
 CLASSES = 200
 PER_SHARD = 10_000        # the same shard size at both counts: what grows is the plan alone
-DRIVER_SLOPE = 128        # bytes per sample: measured ~70 (plan columns, lengths, offsets); objects took ~1,600
+DRIVER_SLOPE = 128        # bytes per sample: measured 55-70 (plan columns, lengths, offsets); objects took ~1,600
 
 
 @pytest.fixture(scope="module")

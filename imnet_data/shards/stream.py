@@ -270,19 +270,20 @@ def scatter(source: Source, folder: Path, plan: SplitPlan, todo: list[ShardPlan]
     each one's size by name."""
     table, paths = plan.table, [str(folder / f"{shard.name}.partial") for shard in todo]
     offsets = np.full(len(table), -1, dtype=np.int64)   # each sample's offset in its shard; -1: not written now
-    shard_of = np.zeros(len(table), dtype=np.int32)     # its shard's index in ``todo``
     size = {}
-    for n, (shard, path) in enumerate(zip(todo, paths, strict=True)):
+    for shard, path in zip(todo, paths, strict=True):
         rows = slice(shard.start, shard.end)
         starts, size[shard.name] = layout(table.wnid[rows], sizes.lengths[rows])
-        offsets[rows], shard_of[rows] = starts[:, 0], n
+        offsets[rows] = starts[:, 0]
         with open(path, "wb") as f:
             f.truncate(size[shard.name])
+    # a row's shard (its index in ``todo``): the last one starting at or before it
+    firsts = np.array([shard.start for shard in todo], dtype=np.int64)
     units = source.units(source_split(plan.split, options))
-    unit_of = by_unit(table, {_unit_key(u): i for i, u in enumerate(units)}, ordinal=False)
+    unit_of = by_unit(table, {_unit_key(u): i for i, u in enumerate(units)}, ordinal=False).astype(np.int32)
     unit_of[offsets < 0] = len(units)
     order = np.argsort(unit_of, kind="stable")   # the samples to write, unit by unit
-    bounds = np.searchsorted(unit_of[order], np.arange(len(units) + 1))
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(unit_of, minlength=len(units) + 1))])
     del unit_of
     mine = [u for u in range(len(units)) if bounds[u] < bounds[u + 1]]
     space, classes = plan.label_space, plan.classes
@@ -292,7 +293,7 @@ def scatter(source: Source, folder: Path, plan: SplitPlan, todo: list[ShardPlan]
 
     def job(i: int) -> tuple[SourceRef, Unit, ShardOptions, Labels, Targets]:
         rows = order[bounds[mine[i]]:bounds[mine[i] + 1]]
-        used, shard = np.unique(shard_of[rows], return_inverse=True)
+        used, shard = np.unique(np.searchsorted(firsts, rows, side="right") - 1, return_inverse=True)
         return ref, units[mine[i]], options, labels, Targets(table.take(rows), offsets[rows], shard,
                                                              [paths[j] for j in used.tolist()])
 
