@@ -19,6 +19,7 @@ import json
 import math
 import mmap
 import random
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,7 +32,7 @@ from imnet_data.parallel import default_jobs, map_units
 from imnet_data.shards.options import ShardOptions
 from imnet_data.shards.select import LeftOut, selected
 from imnet_data.shards.table import Table, concat, sample_key
-from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
+from imnet_data.sources import Source, SourceError, SourceRef, Unit
 from imnet_data.variants import variant
 
 TAR_OVERHEAD = 3 * 512 + 3 * 256 + 400   # headers, mean padding and the .cls/.json bodies of one sample
@@ -125,16 +126,21 @@ def _locate(ref: SourceRef, unit: Unit) -> Table:
 
 
 def list_split(source: Source, split: str, jobs: int | None = None, quiet: bool = False) -> Table:
-    """Every sample of the split (headers only), listed in parallel, in unit order. The units' tables are joined
-    into blocks of :data:`BLOCK_ROWS` as they arrive (so the many small ones are let go early), the blocks at the
-    end. The digest is the sha256 of every unit's listing lines, in order (a unit's lines are let go once hashed)."""
+    """Every sample of the split (headers only), listed in parallel, in unit order (:func:`joined`)."""
     units = source.units(split)
+    free_big_arrays_at_once()
+    return joined(map_units(partial(_locate, SourceRef.of(source)), units, jobs=jobs, desc=f"list {split}",
+                            unit="units", quiet=quiet, ahead=4 * default_jobs(jobs)))
+
+
+def joined(tables: Iterable[Table]) -> Table:
+    """The units' tables of a split's listing as one, in order. They are joined into blocks of
+    :data:`BLOCK_ROWS` as they arrive (so the many small ones are let go early), the blocks at the end. The digest
+    is the sha256 of every unit's listing lines, in order (a unit's lines are let go once hashed)."""
     blocks: list[Table] = []
     pending: list[Table] = []
     digest = hashlib.sha256()
-    free_big_arrays_at_once()
-    for table in map_units(partial(_locate, SourceRef.of(source)), units, jobs=jobs, desc=f"list {split}",
-                           unit="units", quiet=quiet, ahead=4 * default_jobs(jobs)):
+    for table in tables:
         digest.update(table.lines)
         table.lines = b""
         pending.append(table)
@@ -209,13 +215,6 @@ def make_plan(source: Source, split: str, options: ShardOptions, jobs: int | Non
     keep_from_forks(table)
     give_back_freed()
     return plan
-
-
-def listing_of(entries: list[Entry]) -> Table:
-    """A listing made of ``entries`` in order (a streaming layout's, measured by :mod:`.stream`), with its digest."""
-    table = Table.of(entries, sample_key)
-    table.digest, table.lines = hashlib.sha256(table.lines).hexdigest(), b""
-    return table
 
 
 def source_split(split: str, options: ShardOptions) -> str:
@@ -313,7 +312,7 @@ def recorded_options(options: ShardOptions, split: str) -> dict:
 def source_identity(source: Source, table: Table) -> dict:
     """What the shards were made from: the layout, the archive files' names and sizes, and a digest of the
     split's full listing (names, labels, sizes, unit by unit), so a changed download is noticed."""
-    paths = {p[1] for p in table.places if p[0] in ("tar", "zip")}
+    paths = {p[1] for p in table.places if p[0] in ("tar", "zip", "stream")}
     if table.locs is not None:   # locators of other shapes: a stream's (or a zip member's) archive
         paths |= {loc[1] for loc in table.locs.tolist() if loc is not None and loc[0] in ("zip", "stream")}
     return {"layout": source.layout, "samples": len(table),

@@ -6,12 +6,15 @@ Instead, per split:
 
 1. *measure* (the listing): every unit streamed once in the workers; each sample's entry, and its members
    encoded as the shard will hold them (:func:`~imnet_data.shards.writer.encode`: fixing, resizing), of which
-   only the lengths are kept. The plan is then made from these entries as from any layout's.
-2. *place*: each shard's size and every sample's offset in it follow from the lengths; the shards still to write
-   are created at their full size (``<shard>.tar.partial``: zeros, so the end-of-archive blocks are there).
+   only the lengths are kept. The plan is then made from these entries as from any layout's. The driver holds
+   columns, not objects, per sample: the plan's table and each sample's member lengths (:class:`Measured`).
+2. *place*: each shard's size and every sample's offset in it follow from the lengths (:func:`layout`); the
+   shards still to write are created at their full size (``<shard>.tar.partial``: zeros, so the end-of-archive
+   blocks are there).
 3. *scatter*: every unit streamed again; each sample of a shard to write is encoded again (the same bytes) and
-   written at its offset. Peak memory: one unit (a row group) per worker.
-4. *finish*: each shard hashed, its DALI index written from the offsets, renamed, its record written.
+   written at its offset; a unit's worker receives only its own samples' rows, offsets and shard files. Peak
+   memory: one unit (a row group) per worker.
+4. *finish*: each shard hashed, its DALI index written from its rows' lengths, renamed, its record written.
 
 A killed run keeps the shards finished (their records match the plan); the rest are placed and scattered again.
 """
@@ -19,32 +22,35 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter, defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Generic, TypeVar
+
+import numpy as np
 
 from imnet_data import catalog
-from imnet_data.parallel import map_units
+from imnet_data.parallel import default_jobs, map_units
 from imnet_data.shards.manifest import class_names
 from imnet_data.shards.options import ShardOptions
-from imnet_data.shards.plan import UNLABELLED, ShardPlan, SplitPlan, listing_of, make_plan, source_split
+from imnet_data.shards.plan import (
+    UNLABELLED,
+    ShardPlan,
+    SplitPlan,
+    free_big_arrays_at_once,
+    joined,
+    make_plan,
+    source_split,
+)
 from imnet_data.shards.table import Table, sample_key
 from imnet_data.shards.writer import RECORD, ShardJob, encode, finish_record, pack, parts_of, write_index
 from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
 from imnet_data.tario import BLOCK
 
-Lengths = tuple[int, ...]   # the data lengths of a sample's members, in order (.cls, .jpg, .json)
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """A sample as the plan holds it: its shard key, label and entry."""
-
-    key: str
-    label: int
-    entry: Entry
+EXTS = ("cls", "jpg", "json")   # a sample's members, in order (an unlabelled sample has no .cls)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,21 +63,37 @@ class Labels:
     space: str
     labelled: bool
 
-    def planned(self, entry: Entry) -> Sample:
-        """The entry as the plan will hold it (a class outside the space is left to the plan to refuse)."""
+    def planned(self, entry: Entry) -> tuple[str, int]:
+        """The entry's key and label as the plan will hold them (a class outside the space is left to the plan
+        to refuse)."""
         label = self.index.get(entry.wnid, UNLABELLED) if entry.wnid and self.labelled else UNLABELLED
-        return Sample(sample_key(entry), label, entry)
+        return sample_key(entry), label
 
 
-def measure_unit(job: tuple[SourceRef, Unit, ShardOptions, Labels]) -> list[tuple[Entry, Lengths, str]]:
-    """Every sample of one unit: its entry, its members' lengths, and what was fixed (empty when nothing)."""
+@dataclass
+class Measured:
+    """Samples as measured, row for row of a table: each one's member lengths (``.cls``, ``.jpg``, ``.json``;
+    0 for the ``.cls`` an unlabelled sample has not), and what was fixed by row (only where something was)."""
+
+    lengths: np.ndarray                                  # (rows, 3) uint32
+    fixed: dict[int, str] = field(default_factory=dict)
+
+
+def measure_unit(job: tuple[SourceRef, Unit, ShardOptions, Labels]) -> tuple[Table, Measured]:
+    """Every sample of one unit: its listing (a table) and its samples' measures, row for row."""
     ref, unit, options, labels = job
-    out = []
+    entries: list[Entry] = []
+    lengths: list[list[int]] = []
+    fixed = {}
     for entry, data in ref.open().stream(unit):  # type: ignore[attr-defined]  # a streaming layout's
-        planned = labels.planned(entry)
-        image, meta = encode(planned.key, planned.label, entry, data, _job(options, labels))
-        out.append((entry, tuple(len(d) for _, d in parts_of(planned.label, image, meta)), meta["fixed"]))
-    return out
+        key, label = labels.planned(entry)
+        image, meta = encode(key, label, entry, data, _job(options, labels))
+        parts = [len(d) for _, d in parts_of(label, image, meta)]
+        lengths.append([0] * (len(EXTS) - len(parts)) + parts)
+        if meta["fixed"]:
+            fixed[len(entries)] = meta["fixed"]
+        entries.append(entry)
+    return Table.of(entries, sample_key), Measured(np.array(lengths, dtype=np.uint32).reshape(-1, len(EXTS)), fixed)
 
 
 def _job(options: ShardOptions, labels: Labels) -> ShardJob:
@@ -80,80 +102,94 @@ def _job(options: ShardOptions, labels: Labels) -> ShardJob:
 
 
 def listed(source: Source, split: str, options: ShardOptions, jobs: int | None,
-           quiet: bool) -> tuple[SplitPlan, dict[tuple, tuple[Lengths, str]]]:
-    """The split's plan (made from the measured entries) and every sample's member lengths by its locator. A
-    variant's split is measured from the download's split it is held out of (:func:`.plan.source_split`)."""
+           quiet: bool) -> tuple[SplitPlan, Measured]:
+    """The split's plan (made from the measured listing) and its samples' measures, row for row of the plan's
+    table. A variant's split is measured from the download's split it is held out of (:func:`.plan.source_split`)."""
     space, classes = catalog.label_space(source.layout, source.wnids, options.label_space)
     labels = Labels({w: i for i, w in enumerate(classes)}, tuple(class_names(space, list(classes))), space,
                     source.labelled(split))
     ref = SourceRef.of(source)
     units = source.units(source_split(split, options))
-    measured = map_units(measure_unit, [(ref, u, options, labels) for u in units], jobs=jobs,
-                         desc=f"list {split}", quiet=quiet, weights=[u.size for u in units])
-    entries, sizes = [], {}
-    for found in measured:
-        for entry, lengths, fixed in found:
-            entries.append(entry)
-            sizes[entry.loc] = (lengths, fixed)
-    return make_plan(source, split, options, jobs, quiet, listing_of(entries)), sizes
+    first: dict[tuple, int] = {}   # each unit's first row in the listing
+    measured: list[Measured] = []
+
+    def tables() -> Iterator[Table]:
+        row = 0
+        for unit, (table, found) in zip(units, map_units(
+                measure_unit, [(ref, u, options, labels) for u in units], jobs=jobs, desc=f"list {split}",
+                quiet=quiet, weights=[u.size for u in units]), strict=True):
+            first[_unit_key(unit)] = row
+            measured.append(Measured(found.lengths, {row + i: kind for i, kind in found.fixed.items()}))
+            row += len(table)
+            yield table
+
+    free_big_arrays_at_once()
+    plan = make_plan(source, split, options, jobs, quiet, joined(tables()))
+    rows = by_unit(plan.table, first, ordinal=True)   # each planned sample's row in the listing
+    lengths = np.concatenate([m.lengths for m in measured]) if measured else np.zeros((0, len(EXTS)), np.uint32)
+    fixed = {row: kind for m in measured for row, kind in m.fixed.items()}
+    measured.clear()
+    hits = np.flatnonzero(np.isin(rows, np.fromiter(fixed, dtype=np.int64, count=len(fixed))))
+    return plan, Measured(lengths[rows], {i: fixed[row] for i, row in zip(hits.tolist(), rows[hits].tolist(),
+                                                                          strict=True)})
+
+
+def by_unit(table: Table, number: dict[tuple, int], ordinal: bool) -> np.ndarray:
+    """For each row of ``table``: the ``number`` of its unit (by the ``(path, part)`` of its locator), plus with
+    ``ordinal`` its ordinal in the unit (int64)."""
+    first = np.array([number[p[1], p[3]] if p[0] == "stream" else 0 for p in table.places] or [0], dtype=np.int64)
+    out = first[table.place] + (table.offset if ordinal else 0)
+    for i, loc in enumerate(table.locs.tolist() if table.locs is not None else []):
+        if loc is not None:   # a locator of no place's shape (a parquet row's)
+            out[i] = number[loc[1], loc[3]] + (loc[4] if ordinal else 0)
+    return out
+
+
+def layout(labels: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, int]:
+    """Where each member (``.cls``, ``.jpg``, ``.json``) of a shard's samples starts (its header; an absent
+    ``.cls`` takes no room), and the shard's size: as :func:`~.writer.pack` writes the members, each a header block
+    and its data padded to whole blocks, then the end-of-archive blocks, padded to a whole record."""
+    blocks = BLOCK + -(-lengths.astype(np.int64) // BLOCK) * BLOCK
+    blocks[:, 0] *= labels != UNLABELLED
+    ends = np.cumsum(blocks.ravel()).reshape(blocks.shape)
+    end = int(ends[-1, -1]) if len(ends) else 0
+    return ends - blocks, -(-(end + 2 * BLOCK) // RECORD) * RECORD
 
 
 @dataclass(frozen=True)
-class Placed:
-    """Where one sample goes: its shard's temp file, its offset there, and the sample as planned."""
+class Targets:
+    """A unit's samples that shards to write hold (picklable): their rows of the plan, each one's offset in its
+    shard and its shard's temp file (an index into ``paths``)."""
 
-    path: str
-    offset: int
-    sample: Sample
-
-
-def place(folder: Path, plan: SplitPlan, shards: list[ShardPlan],
-          sizes: dict[tuple, tuple[Lengths, str]]) -> tuple[list[dict], dict[tuple, Placed]]:
-    """Each shard's layout (size, index rows, fixed samples, samples per label) and every sample's place;
-    creates each shard's temp file at its full size."""
-    layouts, placed = [], {}
-    for shard in shards:
-        path, pos, rows, fixed = folder / f"{shard.name}.partial", 0, [], []
-        table = plan.rows(shard)
-        for i in range(len(table)):
-            sample = Sample(table.key(i), int(table.wnid[i]), table.entry(i))
-            lengths, kind = sizes[sample.entry.loc]
-            exts = ("jpg", "json") if sample.label == UNLABELLED else ("cls", "jpg", "json")
-            placed[sample.entry.loc] = Placed(str(path), pos, sample)
-            fields = []
-            for ext, n in zip(exts, lengths, strict=True):
-                fields.append((ext, pos + BLOCK, n))
-                pos += BLOCK + -(-n // BLOCK) * BLOCK
-            rows.append((sample.key, fields))
-            if kind:
-                fixed.append([sample.key, kind])
-        size = -(-(pos + 2 * BLOCK) // RECORD) * RECORD
-        with open(path, "wb") as f:
-            f.truncate(size)
-        layouts.append({"shard": shard, "path": str(path), "size": size, "rows": rows, "fixed": fixed,
-                        "labels": Counter(table.wnid.tolist())})
-    return layouts, placed
+    rows: Table
+    offsets: np.ndarray
+    shard: np.ndarray
+    paths: list[str]
 
 
-def scatter_unit(job: tuple[SourceRef, Unit, ShardOptions, Labels, dict[int, Placed]]) -> int:
+def scatter_unit(job: tuple[SourceRef, Unit, ShardOptions, Labels, Targets]) -> int:
     """Stream one unit again and write each of its samples that a shard to write holds at its place; the
     bytes written. A sample that does not encode to the measured bytes (the download changed) raises."""
     ref, unit, options, labels, targets = job
+    rows = targets.rows
+    wanted = {rows.entry(i).loc[4]: i for i in range(len(rows))}   # ordinal in the unit -> row
     written, files = 0, {}
     try:
         for ordinal, (entry, data) in enumerate(ref.open().stream(unit)):  # type: ignore[attr-defined]
-            target = targets.get(ordinal)
-            if target is None:
+            i = wanted.get(ordinal)
+            if i is None:
                 continue
-            if entry != target.sample.entry:
-                raise SourceError(f"{entry.origin}: is not {target.sample.entry.name} of {entry.size:,} bytes, "
+            planned = rows.entry(i)
+            if entry != planned:
+                raise SourceError(f"{entry.origin}: is not {planned.name} of {entry.size:,} bytes, "
                                   "as listed before; changed since listing? run the command again")
-            sample = target.sample
-            image, meta = encode(sample.key, sample.label, sample.entry, data, _job(options, labels))
-            chunk, _ = pack(sample.key, parts_of(sample.label, image, meta), target.offset)
-            if target.path not in files:
-                files[target.path] = os.open(target.path, os.O_WRONLY)
-            os.pwrite(files[target.path], chunk, target.offset)
+            key, label, offset = rows.key(i), int(rows.wnid[i]), int(targets.offsets[i])
+            image, meta = encode(key, label, planned, data, _job(options, labels))
+            chunk, _ = pack(key, parts_of(label, image, meta), offset)
+            path = targets.paths[targets.shard[i]]
+            if path not in files:
+                files[path] = os.open(path, os.O_WRONLY)
+            os.pwrite(files[path], chunk, offset)
             written += len(chunk)
     finally:
         for fd in files.values():
@@ -161,40 +197,110 @@ def scatter_unit(job: tuple[SourceRef, Unit, ShardOptions, Labels, dict[int, Pla
     return written
 
 
-def finish_shard(folder: Path, layout: dict) -> dict:
+@dataclass(frozen=True)
+class Finish:
+    """What a worker needs to finish one scattered shard (picklable): its rows of the plan, their members'
+    lengths, its fixed samples (``[key, what]``) and its size."""
+
+    shard: ShardPlan
+    rows: Table
+    lengths: np.ndarray
+    fixed: list[list[str]]
+    size: int
+
+
+def finish_shard(folder: Path, job: Finish) -> dict:
     """Hash a scattered shard, write its index, rename it into place, write its record."""
-    shard: ShardPlan = layout["shard"]
-    path, final = Path(layout["path"]), folder / shard.name
+    path, final = folder / f"{job.shard.name}.partial", folder / job.shard.name
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(partial(f.read, 8 << 20), b""):
             digest.update(block)
         os.fsync(f.fileno())
-    index = write_index(final.with_suffix(".idx"), layout["rows"])
+    starts, _ = layout(job.rows.wnid, job.lengths)
+    rows = []
+    for i, (begins, lengths) in enumerate(zip(starts.tolist(), job.lengths.tolist(), strict=True)):
+        first = int(job.rows.wnid[i] == UNLABELLED)
+        rows.append((job.rows.key(i), [(ext, begin + BLOCK, n) for ext, begin, n
+                                       in zip(EXTS[first:], begins[first:], lengths[first:], strict=True)]))
+    index = write_index(final.with_suffix(".idx"), rows)
     os.replace(path, final)
-    return finish_record(folder, shard, layout["size"], digest.hexdigest(), layout["fixed"], index, layout["labels"])
+    return finish_record(folder, job.shard, job.size, digest.hexdigest(), job.fixed, index,
+                         Counter(job.rows.wnid.tolist()))
 
 
-def write_streamed(source: Source, folder: Path, plan: SplitPlan, todo: list[ShardPlan],
-                   sizes: dict[tuple, tuple[Lengths, str]], options: ShardOptions, jobs: int | None,
-                   quiet: bool) -> Iterator[dict]:
+class Lazy(Sequence[T], Generic[T]):
+    """``n`` jobs, each made by ``make(i)`` when a worker is about to get it (made all at once, the jobs would
+    copy the plan's rows)."""
+
+    def __init__(self, n: int, make: Callable[[int], T]) -> None:
+        self.n, self.make = n, make
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            raise TypeError("jobs are made one at a time")
+        return self.make(range(self.n)[i])
+
+
+def write_streamed(source: Source, folder: Path, plan: SplitPlan, todo: list[ShardPlan], sizes: Measured,
+                   options: ShardOptions, jobs: int | None, quiet: bool) -> Iterator[dict]:
     """Write the shards ``todo`` of ``plan`` (see the module doc); their records, in ``todo`` order."""
     if not todo:
         return
-    layouts, placed = place(folder, plan, todo, sizes)
-    by_unit: dict[tuple, dict[int, Placed]] = defaultdict(dict)
-    for loc, target in placed.items():
-        by_unit[loc[1], loc[3]][loc[4]] = target
-    units = [u for u in source.units(source_split(plan.split, options)) if by_unit.get(_unit_key(u))]
+    size = scatter(source, folder, plan, todo, sizes, options, jobs, quiet)
+    table, fixed = plan.table, np.array(sorted(sizes.fixed), dtype=np.int64)
+
+    def finish_job(i: int) -> Finish:
+        shard = todo[i]
+        lo, hi = np.searchsorted(fixed, [shard.start, shard.end]).tolist()
+        return Finish(shard, plan.rows(shard), sizes.lengths[shard.start:shard.end],
+                      [[table.key(r), sizes.fixed[r]] for r in fixed[lo:hi].tolist()], size[shard.name])
+
+    yield from map_units(partial(finish_shard, folder), Lazy(len(todo), finish_job), jobs=jobs,
+                         desc=f"hash {plan.split}", quiet=quiet, weights=[size[s.name] for s in todo],
+                         ahead=2 * default_jobs(jobs))
+
+
+def scatter(source: Source, folder: Path, plan: SplitPlan, todo: list[ShardPlan], sizes: Measured,
+            options: ShardOptions, jobs: int | None, quiet: bool) -> dict[str, int]:
+    """Place the shards ``todo`` (their temp files created at full size) and scatter their samples into them;
+    each one's size by name."""
+    table, paths = plan.table, [str(folder / f"{shard.name}.partial") for shard in todo]
+    offsets = np.full(len(table), -1, dtype=np.int64)   # each sample's offset in its shard; -1: not written now
+    size = {}
+    for shard, path in zip(todo, paths, strict=True):
+        rows = slice(shard.start, shard.end)
+        starts, size[shard.name] = layout(table.wnid[rows], sizes.lengths[rows])
+        offsets[rows] = starts[:, 0]
+        with open(path, "wb") as f:
+            f.truncate(size[shard.name])
+    # a row's shard (its index in ``todo``): the last one starting at or before it
+    firsts = np.array([shard.start for shard in todo], dtype=np.int64)
+    units = source.units(source_split(plan.split, options))
+    unit_of = by_unit(table, {_unit_key(u): i for i, u in enumerate(units)}, ordinal=False).astype(np.int32)
+    unit_of[offsets < 0] = len(units)
+    order = np.argsort(unit_of, kind="stable")   # the samples to write, unit by unit
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(unit_of, minlength=len(units) + 1))])
+    del unit_of
+    mine = [u for u in range(len(units)) if bounds[u] < bounds[u + 1]]
     space, classes = plan.label_space, plan.classes
     labels = Labels({w: i for i, w in enumerate(classes)}, tuple(class_names(space, list(classes))), space,
                     source.labelled(plan.split))
     ref = SourceRef.of(source)
-    for _ in map_units(scatter_unit, [(ref, u, options, labels, by_unit[_unit_key(u)]) for u in units],
-                       jobs=jobs, desc=f"shard {plan.split}", quiet=quiet, weights=[u.size for u in units]):
+
+    def job(i: int) -> tuple[SourceRef, Unit, ShardOptions, Labels, Targets]:
+        rows = order[bounds[mine[i]]:bounds[mine[i] + 1]]
+        used, shard = np.unique(np.searchsorted(firsts, rows, side="right") - 1, return_inverse=True)
+        return ref, units[mine[i]], options, labels, Targets(table.take(rows), offsets[rows], shard,
+                                                             [paths[j] for j in used.tolist()])
+
+    for _ in map_units(scatter_unit, Lazy(len(mine), job), jobs=jobs, desc=f"shard {plan.split}", quiet=quiet,
+                       weights=[units[u].size for u in mine], ahead=2 * default_jobs(jobs)):
         pass
-    yield from map_units(partial(finish_shard, folder), layouts, jobs=jobs, desc=f"hash {plan.split}",
-                         quiet=quiet, weights=[layout["size"] for layout in layouts])
+    return size
 
 
 def _unit_key(unit: Unit) -> tuple:

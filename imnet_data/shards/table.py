@@ -5,8 +5,9 @@ its key string, locator tuple and name) the plan took ~650 bytes per sample, 9 G
 Here a sample is a row of numpy columns: its key (fixed-width ASCII bytes: keys are ``[A-Za-z0-9_-]``), class,
 place, offset and size, and its file name's extension, ~40 bytes for ImageNet's names. What would repeat per sample
 is a small table: the *places* (the tar a sample is stored in, the folder holding its file, the zip and member
-folder), the extensions, the class names. Rare extras are object columns that exist only when a listing has them:
-a file name that is not ``key + extension``, a locator of no known shape, bounding boxes.
+folder, the streamed archive, member folder and part), the extensions, the class names. Rare extras are object
+columns that exist only when a listing has them: a file name that is not ``key + extension``, a locator of no
+known shape, bounding boxes.
 
 Listing workers turn their unit's entries into a table (:meth:`Table.of`); the plan concatenates, selects, sorts
 and cuts tables; a shard's worker receives only its rows (:meth:`Table.take`), and :meth:`Table.entry` gives the
@@ -34,12 +35,13 @@ DTYPES: dict[str, np.dtype] = {"wnid": np.dtype(np.int32), "place": np.dtype(np.
 @dataclass
 class Table:
     """Rows of samples (see the module doc). ``classes`` holds the WNIDs the ``wnid`` column indexes (None: no
-    label); ``places`` ``("tar", path)``, ``("dir", folder)`` or ``("zip", path, member prefix)``."""
+    label); ``places`` ``("tar", path)``, ``("dir", folder)``, ``("zip", path, member prefix)`` or
+    ``("stream", path, member prefix, part)`` (then ``offset`` is the sample's ordinal in its part)."""
 
     keys: np.ndarray                       # S<n>: the sample keys
     wnid: np.ndarray                       # int32 into ``classes``
     place: np.ndarray                      # int32 into ``places``
-    offset: np.ndarray                     # int64: where the bytes start in a tar (0 for a file)
+    offset: np.ndarray                     # int64: where the bytes start in a tar (0 for a file; a stream's ordinal)
     size: np.ndarray                       # uint32 (a file of 4 GiB or more is refused: no image is)
     ext: np.ndarray                        # uint8 into ``exts``: the name is key + ext
     classes: list[str | None] = field(default_factory=list)
@@ -202,7 +204,8 @@ def _locator(place: tuple, name: str, offset: int, size: int) -> tuple:
     kind, path, *prefix = place
     return (("range", path, offset, size) if kind == "tar" else
             ("range", os.path.join(path, name), 0, size) if kind == "dir" else
-            ("zip", path, prefix[0] + name))
+            ("zip", path, prefix[0] + name) if kind == "zip" else
+            ("stream", path, prefix[0] + name, prefix[1], offset))
 
 
 def _place(e: Entry) -> tuple[tuple | None, int]:
@@ -217,6 +220,9 @@ def _place(e: Entry) -> tuple[tuple | None, int]:
             return ("tar", path), offset
     elif kind == "zip" and rest[0].endswith(e.name):
         return ("zip", path, rest[0][:-len(e.name)]), 0
+    elif kind == "stream" and rest[0].endswith(e.name):   # member, part, ordinal (shards.stream)
+        member, part, ordinal = rest
+        return ("stream", path, member[:-len(e.name)], part), ordinal
     return None, 0
 
 

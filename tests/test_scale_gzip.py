@@ -1,0 +1,45 @@
+"""Memory of ``shard`` from a gzipped ImageNet-21k (``winter21_whole.tar.gz``, sharded by streaming:
+:mod:`imnet_data.shards.stream`) does not grow by objects per sample (issue 23): the driver's peak RSS measured at
+two sizes of a fake (:mod:`imnet_data.fake.scale`), the slope between them asserted. The streaming path held Python
+objects per sample (entries, lengths by locator, places, index rows): ~1,600 bytes a sample here, ~20 GB at
+winter21's 13 million; it holds columns now, as the plain tar's path does. The gzip index is built beforehand (as
+a re-run finds it in DEST): its build, in the driver, grows with the archive, not with the objects measured here."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+from imnet_data.bench.rss import run_tree, slope
+from imnet_data.fake.scale import make_scaled_imagenet21k
+from imnet_data.sources import gzindex
+
+SIZES = (20_000, 100_000)
+CLASSES = 200
+PER_SHARD = 10_000        # the same shard size at both counts: what grows is the plan alone
+DRIVER_SLOPE = 128        # bytes per sample: measured 55-70 (plan columns, lengths, offsets); objects took ~1,600
+
+
+@pytest.fixture(scope="module")
+def peaks(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int, int]]:
+    """(samples, driver peak) of ``shard`` of the gzipped archive at each size, its index already in DEST."""
+    root = tmp_path_factory.mktemp("scale-gz")
+    out = []
+    for n in SIZES:
+        gz = make_scaled_imagenet21k(root / f"src-{n}", n, CLASSES, release="winter21", jobs=2)
+        dest, kept = root / f"out-{n}", root / f"index-{n}"
+        gzindex.load_index(gz, kept, gzindex.library())
+        gzindex.index_path(gz, dest).parent.mkdir(parents=True)
+        shutil.copyfile(gzindex.index_path(gz, kept), gzindex.index_path(gz, dest))
+        run = run_tree([sys.executable, "-m", "imnet_data", "shard", str(gz.parent), str(dest), "--jobs", "2",
+                        "--samples-per-shard", str(PER_SHARD), "--quiet"], {**os.environ, "HOME": str(root)}, cwd=root)
+        assert (dest / "train" / "manifest.json").is_file()
+        out.append((n, run.driver))
+    return out
+
+
+def test_driver_memory_per_sample_of_the_gzipped_archive_is_small(peaks: list[tuple[int, int]]) -> None:
+    (n1, d1), (n2, d2) = peaks
+    assert slope((n1, d1), (n2, d2)) <= DRIVER_SLOPE, peaks
