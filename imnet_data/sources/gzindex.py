@@ -94,10 +94,11 @@ def load_index(path: Path, folder: Path, lib: Any, refuse_stale: bool = True) ->
         if refuse_stale:
             raise SourceError(f"{where}: stale gzip index: {path} changed since it was indexed (size, mtime or "
                               f"contents); delete the index to index the file again")
-    members, exported = _build(path, lib)
+    chunk = chunk_size(path)
+    members, exported = _build(path, lib, chunk)
     where.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(where) as f:
-        f.write(json.dumps({"identity": identity(path), "members": members}).encode() + b"\n")
+        f.write(json.dumps({"identity": identity(path), "members": members, "chunk": chunk}).encode() + b"\n")
         f.write(exported)
     return where, members
 
@@ -111,11 +112,11 @@ def _head(where: Path) -> dict:
             raise SourceError(f"{where}: not a gzip index of imnet-data ({e}); delete it") from e
 
 
-def _build(path: Path, lib: Any) -> tuple[list[Member], bytes]:
-    """The outer tar's members (headers read, data skipped: rapidgzip decompresses it in parallel and records
-    seek points on the way) and the exported index."""
+def _build(path: Path, lib: Any, chunk: int) -> tuple[list[Member], bytes]:
+    """The outer tar's members (headers read, data skipped: rapidgzip decompresses it in parallel, ``chunk``
+    compressed bytes at a time, and records seek points on the way) and the exported index."""
     try:
-        with lib.RapidgzipFile(str(path), parallelization=os.cpu_count() or 1, chunk_size=chunk_size(path)) as f:
+        with lib.RapidgzipFile(str(path), parallelization=os.cpu_count() or 1, chunk_size=chunk) as f:
             members = _members(f, str(path))
             exported = io.BytesIO()
             f.export_index(exported)
@@ -183,11 +184,13 @@ def _members(f: Any, origin: str) -> list[Member]:
 
 def open_indexed(path: Path, where: Path, lib: Any) -> Any:
     """``path`` opened for reads at any offset through its index file ``where`` (one thread: the processes are
-    the parallelism)."""
+    the parallelism), decoding the chunk the index was built with (an index of an earlier version: ``CHUNK``)."""
+    chunk = _head(where).get("chunk")     # only a speed: a value out of range gets CHUNK
     with open(where, "rb") as index:
         index.readline()
         exported = index.read()
-    f = lib.RapidgzipFile(str(path), parallelization=1, chunk_size=CHUNK)
+    chunk = chunk if isinstance(chunk, int) and MIB <= chunk <= CHUNK else CHUNK
+    f = lib.RapidgzipFile(str(path), parallelization=1, chunk_size=chunk)
     atexit.register(f.close)   # rapidgzip aborts the interpreter at exit if a file is left open
     f.import_index(io.BytesIO(exported))   # rapidgzip reads an index from the start of the file object it gets
     return f
