@@ -25,7 +25,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -63,11 +63,35 @@ class Labels:
     space: str
     labelled: bool
 
+    @staticmethod
+    def of(classes: Sequence[str], space: str, labelled: bool) -> Labels:
+        """The labels of the label space ``space`` whose classes are ``classes``, in index order."""
+        return Labels({w: i for i, w in enumerate(classes)}, tuple(class_names(space, list(classes))), space,
+                      labelled)
+
+    def __reduce__(self) -> tuple:
+        """Pickled as the joined classes and names, rebuilt once per process (:func:`_labels`): every unit's job
+        carries it, and as a dict and a tuple ImageNet-21k's 21,841 classes took ~7 ms a job to pickle and
+        unpickle (600 KB, for each of 19,167 class tars, listed and then scattered), the driver's bottleneck."""
+        return _labels, self._pickled
+
+    @cached_property
+    def _pickled(self) -> tuple[str, str, str, bool]:
+        """The arguments of :func:`_labels` that make these labels again (joined once)."""
+        return "\0".join(self.index), "\0".join(self.names), self.space, self.labelled
+
     def planned(self, entry: Entry) -> tuple[str, int]:
         """The entry's key and label as the plan will hold them (a class outside the space is left to the plan
         to refuse)."""
         label = self.index.get(entry.wnid, UNLABELLED) if entry.wnid and self.labelled else UNLABELLED
         return sample_key(entry), label
+
+
+@lru_cache(maxsize=4)
+def _labels(classes: str, names: str, space: str, labelled: bool) -> Labels:
+    """:class:`Labels` from its pickled form (``Labels.__reduce__``), built once per process."""
+    wnids = classes.split("\0") if classes else []
+    return Labels({w: i for i, w in enumerate(wnids)}, tuple(names.split("\0")) if names else (), space, labelled)
 
 
 @dataclass
@@ -106,8 +130,7 @@ def listed(source: Source, split: str, options: ShardOptions, jobs: int | None,
     """The split's plan (made from the measured listing) and its samples' measures, row for row of the plan's
     table. A variant's split is measured from the download's split it is held out of (:func:`.plan.source_split`)."""
     space, classes = catalog.label_space(source.layout, source.wnids, options.label_space)
-    labels = Labels({w: i for i, w in enumerate(classes)}, tuple(class_names(space, list(classes))), space,
-                    source.labelled(split))
+    labels = Labels.of(classes, space, source.labelled(split))
     ref = SourceRef.of(source)
     units = source.units(source_split(split, options))
     first: dict[tuple, int] = {}   # each unit's first row in the listing
@@ -287,8 +310,7 @@ def scatter(source: Source, folder: Path, plan: SplitPlan, todo: list[ShardPlan]
     del unit_of
     mine = [u for u in range(len(units)) if bounds[u] < bounds[u + 1]]
     space, classes = plan.label_space, plan.classes
-    labels = Labels({w: i for i, w in enumerate(classes)}, tuple(class_names(space, list(classes))), space,
-                    source.labelled(plan.split))
+    labels = Labels.of(classes, space, source.labelled(plan.split))
     ref = SourceRef.of(source)
 
     def job(i: int) -> tuple[SourceRef, Unit, ShardOptions, Labels, Targets]:
