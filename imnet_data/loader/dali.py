@@ -182,9 +182,10 @@ class DaliLoader(Loader):
             self.pool = BufferPool()
             self.parts = options.num_threads or THREADS
             self.host = ThreadPoolExecutor(self.parts, thread_name_prefix="imnet-resize")
-            self.output = Output(options, torch.device("cpu"), self.pool)
+        self._reconfigure()
 
     def _reconfigure(self) -> None:
+        """A new pipeline for the options now set (built at the next pass) and, on the CPU, their output."""
         self.pipe = None
         if self.device_id is None:
             self.output = Output(self.options, torch.device("cpu"), self.pool)

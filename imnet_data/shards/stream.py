@@ -66,8 +66,7 @@ class Labels:
     @staticmethod
     def of(classes: Sequence[str], space: str, labelled: bool) -> Labels:
         """The labels of the label space ``space`` whose classes are ``classes``, in index order."""
-        return Labels({w: i for i, w in enumerate(classes)}, tuple(class_names(space, list(classes))), space,
-                      labelled)
+        return Labels(_index(classes), tuple(class_names(space, list(classes))), space, labelled)
 
     def __reduce__(self) -> tuple:
         """Pickled as the joined classes and names, rebuilt once per process (:func:`_labels`): every unit's job
@@ -90,8 +89,13 @@ class Labels:
 @lru_cache(maxsize=4)
 def _labels(classes: str, names: str, space: str, labelled: bool) -> Labels:
     """:class:`Labels` from its pickled form (``Labels.__reduce__``), built once per process."""
-    wnids = classes.split("\0") if classes else []
-    return Labels({w: i for i, w in enumerate(wnids)}, tuple(names.split("\0")) if names else (), space, labelled)
+    return Labels(_index(classes.split("\0") if classes else []), tuple(names.split("\0")) if names else (), space,
+                  labelled)
+
+
+def _index(classes: Sequence[str]) -> dict[str, int]:
+    """Each class's index: its position in ``classes``."""
+    return {w: i for i, w in enumerate(classes)}
 
 
 @dataclass

@@ -35,7 +35,7 @@ import tempfile
 import zlib
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from imnet_data.sources.base import SourceError
 from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError
@@ -88,7 +88,8 @@ def load_index(path: Path, folder: Path, lib: Any, refuse_stale: bool = True) ->
     one raises SourceError, or is built again where not ``refuse_stale`` (a cache no shard depends on)."""
     where = index_path(path, folder)
     if where.is_file():
-        head = _head(where)
+        with open(where, "rb") as f:
+            head = _head(f, where)
         if head.get("identity") == identity(path):
             return where, [(name, offset, size) for name, offset, size in head["members"]]
         if refuse_stale:
@@ -103,13 +104,12 @@ def load_index(path: Path, folder: Path, lib: Any, refuse_stale: bool = True) ->
     return where, members
 
 
-def _head(where: Path) -> dict:
-    """The JSON line of an index file."""
-    with open(where, "rb") as f:
-        try:
-            return json.loads(f.readline())
-        except ValueError as e:
-            raise SourceError(f"{where}: not a gzip index of imnet-data ({e}); delete it") from e
+def _head(f: BinaryIO, where: Path) -> dict:
+    """The JSON line of the index file ``where``, read from ``f`` at its start (``f`` is left after it)."""
+    try:
+        return json.loads(f.readline())
+    except ValueError as e:
+        raise SourceError(f"{where}: not a gzip index of imnet-data ({e}); delete it") from e
 
 
 def _build(path: Path, lib: Any, chunk: int) -> tuple[list[Member], bytes]:
@@ -185,9 +185,8 @@ def _members(f: Any, origin: str) -> list[Member]:
 def open_indexed(path: Path, where: Path, lib: Any) -> Any:
     """``path`` opened for reads at any offset through its index file ``where`` (one thread: the processes are
     the parallelism), decoding the chunk the index was built with (an index of an earlier version: ``CHUNK``)."""
-    chunk = _head(where).get("chunk")     # only a speed: a value out of range gets CHUNK
     with open(where, "rb") as index:
-        index.readline()
+        chunk = _head(index, where).get("chunk")     # only a speed: a value out of range gets CHUNK
         exported = index.read()
     chunk = chunk if isinstance(chunk, int) and MIB <= chunk <= CHUNK else CHUNK
     f = lib.RapidgzipFile(str(path), parallelization=1, chunk_size=chunk)
