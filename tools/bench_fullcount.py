@@ -34,14 +34,15 @@ by a ``--settle`` wait: see ``Outputs``) and is timed until it returns and until
 writes on the disk; the best of ``--repeat`` runs is shown. ``tar -x``, organize and shard are measured in two
 conditions: in a fresh area (as above), and, after every row, once more right after their own earlier output was
 deleted (``shutil.rmtree``, eight class folders at once, a sync, then a ``--pause`` of 60 s: rows ``... , after a
-delete``), as a user re-running a command after ``rm -rf`` of its output; each ratio is to ``tar -x`` in the same
-condition. images/s counts the images the row handles (train and val; train only for ``tar -x outer``; the rank's
-samples for a loader); the ratio is a row's images/s over the baseline's (with the same images: ``tar -x`` seconds
-over the row's; higher is better). Peak RSS is that of the largest single process of the run (``os.wait4`` rusage
-of the reaped process tree, read by a small spawning wrapper). Targets (issue 23, printed met yes/NO): shard >= 1.0
-and organize >= 0.9 of ``tar -x`` (with the sync) in both conditions, shard peak RSS <= 300 MB. A failed stage ends
-the benchmark with exit status 1 and the stage's stderr. Start it on a disk that saw no big delete in the last 5
-minutes (see ``Outputs``).
+delete``), as a user re-running a command after ``rm -rf`` of its output; that output alone is deleted then (the
+other rows' outputs wait for the end), so every command's run follows the same kind of delete; each ratio is to
+``tar -x`` in the same condition. images/s counts the images the row handles (train and val; train only for
+``tar -x outer``; the rank's samples for a loader); the ratio is a row's images/s over the baseline's (with the same
+images: ``tar -x`` seconds over the row's; higher is better). Peak RSS is that of the largest single process of the run
+(``os.wait4`` rusage of the reaped process tree, read by a small spawning wrapper). Targets (issue 23, printed met
+yes/NO): shard >= 1.0 and organize >= 0.9 of ``tar -x`` (with the sync) in both conditions, shard peak RSS <= 300
+MB. A failed stage ends the benchmark with exit status 1 and the stage's stderr. Start it on a disk that saw no big
+delete in the last 6 minutes (see ``Outputs``).
 
     python tools/bench_fullcount.py                               # full count (~5 GB in /tmp/imnet-fullcount)
     python tools/bench_fullcount.py --src /tmp/fc-small --scale 0.01 --only tar-x,organize,shard
@@ -270,9 +271,11 @@ def remove_tree(path: Path, threads: int = 8) -> None:
 class Outputs:
     """The runs' output folders under ``work``. A cleared folder is moved into ``work/.trash`` and deleted at the
     end, or when the disk keeps under ``reserve`` bytes free; after such a delete the next run waits ``settle``
-    seconds. Why: ext4 without a journal does not reuse an inode within 60 s of its deletion (300 s while its
+    seconds. Why: ext4 without a journal does not reuse an inode within 60 s of its deletion (360 s while its
     inode table block is dirty) and each file created meanwhile scans past every such inode of its block group,
-    up to ~1 ms a file after deleting a million files: a run right after a big delete is several times slower."""
+    up to ~1 ms a file after deleting a million files: a run right after a big delete is several times slower.
+    Whom it hits is decided by where the run's new folders land (the kernel puts them in the emptiest groups,
+    often the ones just freed), not by how the run writes its files (``tools/bench_recent_delete.py``)."""
 
     def __init__(self, work: Path, reserve: int, settle: float, pause: float) -> None:
         self.trash, self.reserve, self.settle, self.pause = work / ".trash", reserve, settle, pause
@@ -302,16 +305,24 @@ class Outputs:
         time.sleep(max(0.0, self.deleted_at + self.settle - time.monotonic()))
 
     def delete_then_pause(self, path: Path) -> None:
-        """Before a run in the second condition: ``path`` (the same command's output of the run before) and the
-        earlier outputs deleted (``shutil.rmtree``), the disk synced, then ``pause`` seconds, as a user re-running
-        a command after ``rm -rf`` of its output would."""
+        """Before a run in the second condition: ``path`` (the same command's output of the run before) deleted,
+        nothing else, the disk synced, then ``pause`` seconds, as a user re-running a command after ``rm -rf`` of
+        its output would. The moved outputs stay in the trash: emptying it here too made organize's run follow the
+        delete of ``tar -x``'s output of the row before as well, 133,118 inodes freed in the emptiest groups,
+        where organize's new folders then went (each file scanned past ~2,300 of them), while ``tar -x``'s run
+        followed the delete of its own output alone. It also waits first, until the run will start ``settle``
+        seconds after any earlier delete: the inodes ``tar -x``'s run left free in the groups both commands use
+        count as just deleted for 360 s once organize writes beside them."""
+        waited = max(0.0, self.deleted_at + self.settle - self.pause - time.monotonic())
+        time.sleep(waited)
         files = sum(len(names) for _, _, names in os.walk(path)) if path.exists() else 0
         start = time.monotonic()
-        self.clear(path)
-        self.empty()
+        if path.exists():
+            remove_tree(path)
         os.sync()
-        self.last_delete = (f"after deleting {files:,} files of the run before in {time.monotonic() - start:.0f} s "
-                            f"and a {self.pause:.0f} s pause")
+        self.deleted_at = time.monotonic()
+        self.last_delete = (f"after deleting {files:,} files of the run before in {self.deleted_at - start:.0f} s "
+                            f"and a {self.pause:.0f} s pause" + (f" ({waited:.0f} s wait before)" if waited else ""))
         print(f"  ({self.last_delete})", flush=True)
         time.sleep(self.pause)
 
@@ -509,9 +520,9 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(ROWS), help=f"comma-separated rows (default all: {','.join(ROWS)})")
     parser.add_argument("--jobs", type=int, default=0,
                         help="--jobs of organize, shard, validate, verify and of the generation (default all cores)")
-    parser.add_argument("--settle", type=float, default=305,
-                        help="seconds a run waits after earlier outputs were deleted to make room (default 305: "
-                             "ext4 without a journal reuses no inode deleted sooner, see Outputs)")
+    parser.add_argument("--settle", type=float, default=365,
+                        help="seconds a run waits after earlier outputs were deleted (default 365: ext4 without a "
+                             "journal may skip, one by one, the inodes deleted sooner, see Outputs)")
     parser.add_argument("--conditions", default="fresh,deleted",
                         help="for tar -x, organize and shard: fresh, deleted or both (default fresh,deleted)")
     parser.add_argument("--pause", type=float, default=60,
