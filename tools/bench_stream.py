@@ -13,8 +13,10 @@ epoch of the train split in a process of its own (peak RSS of that process, work
 ``--threads`` DataLoader workers). Time: from building the loader to the epoch's last batch (setup, the first
 fetches and the decode all count: ``img/s``, the target's ratio), and from the first batch on (``after 1st``:
 the steady state, its ratio printed beside); S3 is compared with the local run of the same repeat (side by side);
-``waited s``: how long this loader waited for a shard; ``server CPU s``: moto's own CPU time, spent on the same
-cores. Targets (issue 24): S3 through the cache >= 0.9 of local disk over the whole epoch; >= 1.5x each peer.
+``waited s``: how long this loader waited for a shard; ``CPU s``: the method's process over the same span (this
+loader's ``fetch CPU s`` within it); ``server CPU s``: moto's own CPU time, spent on the same cores; per repeat,
+what S3 took in CPU over local and the ratio were moto's CPU not on these cores (an estimate). Targets (issue
+24): S3 through the cache >= 0.9 of local disk over the whole epoch; >= 1.5x each peer.
 
 The default epoch is 6,000 images (10 classes x 600, ~680 MB in 60 shards): 15-35 s on a shared 2-core machine, so the
 start (the store's first fetches, DALI's setup: about a second) weighs as little as it does in a real epoch of
