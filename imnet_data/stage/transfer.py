@@ -206,9 +206,10 @@ def copy_hashed(readinto: Callable[[memoryview], int], out: BinaryIO, h: hashlib
 
     ``aside``: blocks are read into a ring of buffers and written here, while a helper thread hashes them (hashlib
     releases the GIL): hashing overlaps the next read and write, ~1.4x faster than doing all three in turn (what
-    ``stage`` wants of each stream). Else all three in turn in this thread, into one buffer: ~6% less CPU (no
-    thread per file, no hand-over per block) and all of it on this thread's clock (the loader's cache: several
-    fetch threads beside a decode that keeps the cores busy, where CPU, not one stream's speed, is what counts).
+    ``stage`` wants of each stream). Else all three in turn in this thread, into one buffer: no thread per file
+    nor hand-over per block (at most ~0.1 CPU s less per 683 MB, ``tools/bench_fetch_cpu.py``), and all of the
+    CPU on this thread's clock (the loader's cache: several fetch threads beside a decode that keeps the cores
+    busy, where CPU, not one stream's speed, is what counts, and is counted).
     """
     if not aside:
         buf = memoryview(bytearray(chunk))
