@@ -3,6 +3,8 @@ and a fault-injecting HTTP server (stdlib, threaded) that drops connections, ans
 corrupts or stalls bodies and honours Range requests, logging every request so resume can be asserted."""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
@@ -20,6 +22,7 @@ from imnet_data.assign import node_ranks, shards_for_ranks
 from imnet_data.fake import FakeOptions, make_fake
 from imnet_data.shards import ShardOptions, shard
 from imnet_data.stage import StoreError, parse_ranks, stage
+from imnet_data.stage.transfer import CHUNK, copy_hashed
 from imnet_data.stores.base import file_sha256
 from tests.helpers import FaultPlan, QuietHandler, run_cli, send_faulty
 from tests.servers import nginx
@@ -342,3 +345,24 @@ def test_max_rate_limits_throughput(shards: Path, served: str, tmp_path: Path) -
     report = stage(f"{served}/train", tmp_path / "d", max_rate=rate, jobs=4, quiet=True)
     assert report.ok and report.bytes > 1e6
     assert report.seconds >= 0.9 * (report.bytes - 0.05 * rate) / rate
+
+
+def test_copy_hashed_in_turn_or_aside_copies_and_hashes_alike(tmp_path: Path) -> None:
+    """The loader's cache hashes in its fetch thread (``aside=False``: no helper thread, the CPU on that thread's
+    clock), stage in a helper thread: the same bytes written, the same sha256, a copy past its room refused."""
+    data = os.urandom(3 * CHUNK + 12345)
+    for aside in (True, False):
+        src, h, seen = io.BytesIO(data), hashlib.sha256(), []
+
+        def readinto(buf: memoryview, src: io.BytesIO = src, seen: list = seen) -> int:
+            seen.append(threading.active_count())
+            return src.readinto(buf)
+
+        before = threading.active_count()
+        with open(tmp_path / "out", "wb") as out:
+            assert copy_hashed(readinto, out, h, CHUNK, len(data), lambda n: None, aside) == len(data)
+        assert (tmp_path / "out").read_bytes() == data and h.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert max(seen) == before + aside                      # a helper thread only when hashing aside
+        with pytest.raises(OverflowError):
+            copy_hashed(io.BytesIO(data).readinto, io.BytesIO(), hashlib.sha256(), CHUNK, len(data) - 1,
+                        lambda n: None, aside)

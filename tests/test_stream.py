@@ -173,6 +173,7 @@ def test_streamed_over_http_from_nginx(local: Path, tmp_path: Path) -> None:
         stats = loader.stats()
         assert stats["fetched"] == len(shard_bytes(local, "val")) and stats["hits"] == 0
         assert stats["fetched_bytes"] == sum(shard_bytes(local, "val"))        # each byte counted once
+        assert stats["fetch_cpu_s"] > 0          # the fetch threads' CPU (requests, reads, sha256, writes)
         loader.close()
 
 

@@ -13,8 +13,10 @@ epoch of the train split in a process of its own (peak RSS of that process, work
 ``--threads`` DataLoader workers). Time: from building the loader to the epoch's last batch (setup, the first
 fetches and the decode all count: ``img/s``, the target's ratio), and from the first batch on (``after 1st``:
 the steady state, its ratio printed beside); S3 is compared with the local run of the same repeat (side by side);
-``waited s``: how long this loader waited for a shard; ``server CPU s``: moto's own CPU time, spent on the same
-cores. Targets (issue 24): S3 through the cache >= 0.9 of local disk over the whole epoch; >= 1.5x each peer.
+``waited s``: how long this loader waited for a shard; ``CPU s``: the method's process over the same span (this
+loader's ``fetch CPU s`` within it); ``server CPU s``: moto's own CPU time, spent on the same cores; per repeat,
+what S3 took in CPU over local and the ratio were moto's CPU not on these cores (an estimate). Targets (issue
+24): S3 through the cache >= 0.9 of local disk over the whole epoch; >= 1.5x each peer.
 
 The default epoch is 6,000 images (10 classes x 600, ~680 MB in 60 shards): 15-35 s on a shared 2-core machine, so the
 start (the store's first fetches, DALI's setup: about a second) weighs as little as it does in a real epoch of
@@ -152,7 +154,7 @@ def one(args: argparse.Namespace) -> dict:
     removed after)."""
     data, cache = prepare_paths(args)
     shutil.rmtree(cache, ignore_errors=True)
-    start, first = time.perf_counter(), None
+    start, first, cpu = time.perf_counter(), None, process_cpu()
     loader, stats = make(args, data, cache)
     images = rest = 0
     for batch in loader:
@@ -160,10 +162,17 @@ def one(args: argparse.Namespace) -> dict:
         if first is None:
             first, rest = time.perf_counter() - start, -len(batch[1])
         rest += len(batch[1])
-    seconds = time.perf_counter() - start
-    result = {"images": images, "seconds": seconds, "first_s": first, "steady": rest / (seconds - first), **stats()}
+    seconds, cpu = time.perf_counter() - start, process_cpu() - cpu
+    result = {"images": images, "seconds": seconds, "first_s": first, "steady": rest / (seconds - first),
+              "cpu_s": cpu, **stats()}
     shutil.rmtree(cache, ignore_errors=True)
     return result
+
+
+def process_cpu() -> float:
+    """CPU seconds (user + system) this process's threads have used: the decode's, the fetches', the rest."""
+    times = os.times()
+    return times.user + times.system
 
 
 def prepare_paths(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -184,7 +193,8 @@ def make(args: argparse.Namespace, data: Path, cache: Path) -> tuple[object, Cal
     if args.one == "S3 through the cache":
         loader = build_loader(f"s3://{BUCKET}/imagenet", "train", args.batch, cache=str(cache),
                               fetch_jobs=args.fetch_jobs, **settings)
-        return loader, lambda: {k: loader.stats()[k] for k in ("fetched_bytes", "hits", "waited_s")}
+        keep = ("fetched_bytes", "hits", "waited_s", "fetch_cpu_s")
+        return loader, lambda: {k: v for k, v in loader.stats().items() if k in keep}
     return peer(args, cache), lambda: {"fetched_bytes": folder_bytes(cache), "hits": None}
 
 
@@ -305,11 +315,13 @@ def passed(args: argparse.Namespace) -> list[str]:
 
 
 def report(args: argparse.Namespace, results: dict[str, list[tuple[float, dict]]]) -> None:
-    """One line per method and run: img/s, the ratio its target names, bytes fetched, cache hits, peak RSS."""
+    """One line per method and run: img/s, the ratio its target names, bytes fetched, cache hits, CPU seconds
+    (the method's process, this loader's fetch threads, moto's server), peak RSS; then :func:`cpu_costs`."""
     print(f"{os.cpu_count()} cores; batch {args.batch}, RandomResizedCrop {args.image_size} + flip, this loader: "
           f"{args.backend} on the CPU, {args.threads} threads; one epoch each, from an empty cache")
     print(f"{'method':<26} {'run':>3} {'images':>7} {'img/s':>7} {'after 1st':>9} {'ratio':>36} {'fetched MB':>10} "
-          f"{'hits':>5} {'waited s':>8} {'1st batch s':>11} {'server CPU s':>12} {'peak RSS MB':>11}")
+          f"{'hits':>5} {'waited s':>8} {'1st batch s':>11} {'CPU s':>6} {'fetch CPU s':>11} {'server CPU s':>12} "
+          f"{'peak RSS MB':>11}")
     for method, runs in results.items():
         if not runs:
             print(f"{method:<26} not measured (not installed, or failed: see above)")
@@ -329,9 +341,24 @@ def report(args: argparse.Namespace, results: dict[str, list[tuple[float, dict]]
                 ratio += f" (>={target})"
             hits = "" if r.get("hits") is None else str(r["hits"])
             waited = f"{r['waited_s']:.2f}" if "waited_s" in r else ""
+            fetch = f"{r['fetch_cpu_s']:.2f}" if "fetch_cpu_s" in r else ""
             print(f"{method:<26} {i + 1:>3} {r['images']:>7} {speed:>7.0f} {r['steady']:>9.0f} {ratio:>36} "
                   f"{r['fetched_bytes'] / 1e6:>10.1f} {hits:>5} {waited:>8} {r['first_s']:>11.2f} "
-                  f"{r['server_s']:>12.2f} {rss:>11.0f}")
+                  f"{r['cpu_s']:>6.1f} {fetch:>11} {r['server_s']:>12.2f} {rss:>11.0f}")
+    cpu_costs(results)
+
+
+def cpu_costs(results: dict[str, list[tuple[float, dict]]]) -> None:
+    """Per repeat, what S3 cost in CPU beside the local run: the loader's process (its fetch threads within it)
+    and moto's server, both on the decode's cores here; and the whole-epoch ratio were moto's CPU not on them
+    (an estimate: the S3 run's seconds less moto's CPU seconds spread over the cores)."""
+    for i, ((_, s3), (_, local)) in enumerate(zip(results[METHODS[1]], results[METHODS[0]], strict=False)):
+        local_speed, cores = local["images"] / local["seconds"], os.cpu_count() or 1
+        without = s3["images"] / (s3["seconds"] - s3["server_s"] / cores) / local_speed
+        print(f"run {i + 1}: S3 took {s3['cpu_s'] - local['cpu_s']:+.1f} CPU s over local in the loader's process "
+              f"(its fetch threads {s3.get('fetch_cpu_s', float('nan')):.2f} s), moto {s3['server_s']:.2f} s; whole "
+              f"epoch {s3['images'] / s3['seconds'] / local_speed:.2f} of local, {without:.2f} without moto's CPU on "
+              f"these {cores} cores (estimate)")
 
 
 if __name__ == "__main__":

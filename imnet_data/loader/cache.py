@@ -9,9 +9,10 @@ node).
 
 Fetching (``fetch_jobs`` threads): the next shards the loader will need (:meth:`ShardCache.plan`, in order of
 first need, the next epoch's first ones included; planned as soon as the loader is built, so the first fetches
-overlap its setup), at most ``read_ahead`` shards and ``read_ahead_bytes`` past
-the one in use; a shard asked for out of plan comes first. Each file streams to ``<name>.partial`` and is renamed
-only once its size and sha256 are the manifest's (:class:`imnet_data.stage.transfer.Transfer`: retries with
+overlap its setup), at most ``read_ahead`` shards and ``read_ahead_bytes`` past the one in use; a shard asked
+for out of plan comes first. Each file streams to ``<name>.partial`` (read, hashed and written in turn by its
+fetch thread: the least CPU, for the threads share the decode's cores; ``fetch_cpu_s`` counts it), renamed only
+once its size and sha256 are the manifest's (:class:`imnet_data.stage.transfer.Transfer`: retries with
 backoff on 503 SlowDown, 5xx, dropped connections; a partial file left by a killed job is resumed with a ranged
 GET). Nothing under a ``.partial`` name is ever mapped. A shard whose bytes are not the manifest's is refused
 before use, and the store's manifest is read again: one that changed under the running job is refused by name.
@@ -80,7 +81,7 @@ class ShardCache:
         self.limit, self.ahead_bytes = self._settle(options, shards.raw)
         shards.raw = None                     # its sha256 (``shards.digest``) is what is compared from now on
         self.read_ahead = options.read_ahead
-        self.transfer = CheckedTransfer(retries=options.retries, backoff=options.backoff)
+        self.transfer = CheckedTransfer(retries=options.retries, backoff=options.backoff, hash_aside=False)
         self.transfer.check = self.check_manifest
         for _ in range(options.fetch_jobs):
             threading.Thread(target=self._work, daemon=True, name="imnet-fetch").start()
@@ -236,6 +237,7 @@ class ShardCache:
                 if self.closed or shard is None:
                     return
                 self.busy.add(shard)
+            cpu = time.thread_time()
             try:
                 self._fetch(shard)
             except ShardError as e:
@@ -247,6 +249,7 @@ class ShardCache:
             finally:
                 with self.cond:
                     self.busy.discard(shard)
+                    self.counts.fetch_cpu_s += time.thread_time() - cpu
                     self.cond.notify_all()
 
     def _next(self) -> int | None:

@@ -23,6 +23,7 @@ class Stats:
     waited_s: float = 0.0        # seconds the loader waited for a shard
     peak_bytes: int = 0          # the most the folder held after a fetch
     retries: int = 0
+    fetch_cpu_s: float = 0.0     # CPU seconds of the fetch threads (requests, reads, sha256, writes)
 
 
 class CheckedTransfer(Transfer):

@@ -80,6 +80,7 @@ class Transfer:
     backoff: float = 0.2
     max_rate: float | None = None
     fsync: bool = False
+    hash_aside: bool = True     # sha256 in a helper thread (one stream's speed) or in the reading one (less CPU)
     bar: Progress | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     moved: int = 0
@@ -151,7 +152,8 @@ class Transfer:
                 self.count(resumed=bool(have))
                 with open(job.partial, "ab" if have else "wb") as f:
                     try:
-                        have += copy_hashed(readinto, f, h, self.chunk, job.bytes - have, self.tick)
+                        have += copy_hashed(readinto, f, h, self.chunk, job.bytes - have, self.tick,
+                                            self.hash_aside)
                     except OverflowError:
                         raise Retry(f"more than the manifest's {job.bytes:,} bytes", restart=True) from None
                     if self.fsync:
@@ -199,12 +201,19 @@ class Transfer:
 
 
 def copy_hashed(readinto: Callable[[memoryview], int], out: BinaryIO, h: hashlib._Hash, chunk: int,
-                room: int, tick: Callable[[int], None]) -> int:
+                room: int, tick: Callable[[int], None], aside: bool = True) -> int:
     """Copy to ``out`` until end of input, updating ``h``; returns the bytes copied (OverflowError past ``room``).
 
-    Blocks are read into a ring of buffers and written here, while a helper thread hashes them (hashlib releases
-    the GIL): hashing overlaps the next read and write, ~1.4x faster than doing all three in turn.
+    ``aside``: blocks are read into a ring of buffers and written here, while a helper thread hashes them (hashlib
+    releases the GIL): hashing overlaps the next read and write, ~1.4x faster than doing all three in turn (what
+    ``stage`` wants of each stream). Else all three in turn in this thread, into one buffer: no thread per file
+    nor hand-over per block (at most ~0.1 CPU s less per 683 MB, ``tools/bench_fetch_cpu.py``), and all of the
+    CPU on this thread's clock (the loader's cache: several fetch threads beside a decode that keeps the cores
+    busy, where CPU, not one stream's speed, is what counts, and is counted).
     """
+    if not aside:
+        buf = memoryview(bytearray(chunk))
+        return pump(readinto, out, lambda b, n: h.update(b[:n]), lambda: buf, room, tick)
     free: queue.SimpleQueue = queue.SimpleQueue()
     full: queue.SimpleQueue = queue.SimpleQueue()
     for _ in range(RING):
@@ -217,18 +226,25 @@ def copy_hashed(readinto: Callable[[memoryview], int], out: BinaryIO, h: hashlib
 
     helper = threading.Thread(target=hash_blocks, daemon=True)
     helper.start()
-    done = 0
     try:
-        while n := readinto(buf := free.get()):
-            done += n
-            if done > room:
-                raise OverflowError
-            out.write(buf[:n])
-            full.put((buf, n))
-            tick(n)
+        return pump(readinto, out, lambda b, n: full.put((b, n)), free.get, room, tick)
     finally:
         full.put(None)
         helper.join()
+
+
+def pump(readinto: Callable[[memoryview], int], out: BinaryIO, hashed: Callable[[memoryview, int], None],
+         take: Callable[[], memoryview], room: int, tick: Callable[[int], None]) -> int:
+    """Read blocks into the buffers ``take`` gives, write each to ``out`` and hand it to ``hashed`` (with its
+    length) until end of input; the bytes copied (OverflowError past ``room``)."""
+    done = 0
+    while n := readinto(buf := take()):
+        done += n
+        if done > room:
+            raise OverflowError
+        out.write(buf[:n])
+        hashed(buf, n)
+        tick(n)
     return done
 
 
