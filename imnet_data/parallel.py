@@ -37,8 +37,9 @@ def default_jobs(jobs: int | None) -> int:
 def map_units(fn: Callable[[T], R], items: Sequence[T], *, jobs: int | None = None, desc: str = "",
               unit: str = "units", quiet: bool = False, weights: Iterable[int] | None = None,
               ahead: int | None = None) -> Iterator[R]:
-    """``fn(item)`` for every item, yielded in item order; ``weights`` (e.g. bytes) drive the progress bar (and
-    its lines count the items in ``unit``: ``12/147 shards, 1.6 GB/19.6 GB``);
+    """``fn(item)`` for every item, yielded in item order (``fn`` reaches the workers once: bind what the items
+    share into it, see :meth:`~imnet_data.executors.base.Executor.map`); ``weights`` (e.g. bytes) drive the
+    progress bar (and its lines count the items in ``unit``: ``12/147 shards, 1.6 GB/19.6 GB``);
     ``ahead``: at most this many items in the workers' hands beyond what the caller has taken (a slow consumer,
     e.g. uploading each shard, then bounds what piles up), else all are handed out at once. With a cluster
     executor (:func:`~imnet_data.executors.executing`), ``jobs`` given caps the units in flight."""

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -111,6 +112,31 @@ def test_the_library_runs_units_on_the_executor_named(monkeypatch: pytest.Monkey
     with pytest.raises(UsageError, match="executor must be one of local, ray, reversed, got 'dask'"), \
             executing("dask"):
         pass
+
+
+class Counted:
+    """What every item shares, counting how often this process pickles it."""
+
+    pickled = 0
+
+    def __reduce__(self) -> tuple:
+        Counted.pickled += 1
+        return Counted, ()
+
+
+def doubled(shared: Counted, item: int) -> int:
+    """A unit's work, given what the units share first."""
+    return 2 * item
+
+
+def test_the_local_pool_sends_the_function_once_per_worker_not_with_every_item() -> None:
+    """What the items share is bound into the function (a split's 21,841 labels, 465 KB): the pool hands it to
+    each worker once (a forked one inherits it), each item alone; it was pickled and piped with every item, for
+    each of 19,167 units, twice (measure, scatter)."""
+    Counted.pickled = 0
+    assert list(map_units(partial(doubled, Counted()), list(range(40)), jobs=2, quiet=True)) == \
+        [2 * i for i in range(40)]
+    assert Counted.pickled <= 2
 
 
 LOADED = ("import sys; from imnet_data.cli import main; status = main(sys.argv[1:]); "

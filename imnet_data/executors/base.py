@@ -19,9 +19,10 @@ class Executor(Protocol):
         """How many units run at once when the caller does not say (this machine's cores, the cluster's CPUs)."""
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], jobs: int | None, ahead: int | None) -> Iterator[R]:
-        """``fn(item)`` for every item, in item order. ``jobs``: how many run at once (None: :meth:`workers`; a
-        cluster caps the units in flight instead); ``ahead``: at most this many items handed out beyond what the
-        caller has taken (None: all at once)."""
+        """``fn(item)`` for every item, in item order. ``fn`` is sent to the workers once, each item with its
+        own job: what every item shares goes into ``fn`` (a :func:`functools.partial`), not into the items.
+        ``jobs``: how many run at once (None: :meth:`workers`; a cluster caps the units in flight instead);
+        ``ahead``: at most this many items handed out beyond what the caller has taken (None: all at once)."""
 
     def check_visible(self, reads: Sequence[Path], writes: Sequence[Path]) -> None:
         """Raise, naming the node, unless every worker sees ``reads`` and writes ``writes`` where this process

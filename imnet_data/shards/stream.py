@@ -24,10 +24,10 @@ import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache, partial
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar, cast, overload
 
 import numpy as np
 
@@ -44,7 +44,7 @@ from imnet_data.shards.plan import (
     make_plan,
     source_split,
 )
-from imnet_data.shards.table import Table, sample_key
+from imnet_data.shards.table import Joined, Table, joined_names, sample_key, split_names
 from imnet_data.shards.writer import RECORD, ShardJob, encode, finish_record, pack, parts_of, write_index
 from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
 from imnet_data.tario import BLOCK
@@ -68,16 +68,17 @@ class Labels:
         """The labels of the label space ``space`` whose classes are ``classes``, in index order."""
         return Labels(_index(classes), tuple(class_names(space, list(classes))), space, labelled)
 
-    def __reduce__(self) -> tuple:
-        """Pickled as the joined classes and names, rebuilt once per process (:func:`_labels`): every unit's job
-        carries it, and as a dict and a tuple ImageNet-21k's 21,841 classes took ~7 ms a job to pickle and
-        unpickle (600 KB, for each of 19,167 class tars, listed and then scattered), the driver's bottleneck."""
-        return _labels, self._pickled
-
     @cached_property
-    def _pickled(self) -> tuple[str, str, str, bool]:
-        """The arguments of :func:`_labels` that make these labels again (joined once)."""
-        return "\0".join(self.index), "\0".join(self.names), self.space, self.labelled
+    def classes(self) -> list[str | None]:
+        """The label space's WNIDs in index order, as a table's ``classes`` (one list per process: every unit's
+        rows use it, :func:`scatter_unit`)."""
+        return list(self.index)
+
+    def __reduce__(self) -> tuple:
+        """Pickled as its WNIDs and its names each joined into one string, as a table's classes are
+        (:func:`~imnet_data.shards.table.joined_names`), rebuilt once per process (:func:`_labels`): as a dict
+        and a tuple, ImageNet-21k's 21,841 classes were 600 KB and ~7 ms to pickle and unpickle."""
+        return _labels, (joined_names(list(self.index)), joined_names(self.names), self.space, self.labelled)
 
     def planned(self, entry: Entry) -> tuple[str, int]:
         """The entry's key and label as the plan will hold them (a class outside the space is left to the plan
@@ -87,10 +88,11 @@ class Labels:
 
 
 @lru_cache(maxsize=4)
-def _labels(classes: str, names: str, space: str, labelled: bool) -> Labels:
-    """:class:`Labels` from its pickled form (``Labels.__reduce__``), built once per process."""
-    return Labels(_index(classes.split("\0") if classes else []), tuple(names.split("\0")) if names else (), space,
-                  labelled)
+def _labels(classes: Joined, names: Joined, space: str, labelled: bool) -> Labels:
+    """:class:`Labels` from its pickled form (``Labels.__reduce__``), built once per process (a label space's
+    WNIDs and names hold no None)."""
+    wnids, titles = (cast("tuple[str, ...]", split_names(*joined)) for joined in (classes, names))
+    return Labels(_index(wnids), titles, space, labelled)
 
 
 def _index(classes: Sequence[str]) -> dict[str, int]:
@@ -107,9 +109,9 @@ class Measured:
     fixed: dict[int, str] = field(default_factory=dict)
 
 
-def measure_unit(job: tuple[SourceRef, Unit, ShardOptions, Labels]) -> tuple[Table, Measured]:
-    """Every sample of one unit: its listing (a table) and its samples' measures, row for row."""
-    ref, unit, options, labels = job
+def measure_unit(ref: SourceRef, options: ShardOptions, labels: Labels, unit: Unit) -> tuple[Table, Measured]:
+    """Every sample of one unit: its listing (a table) and its samples' measures, row for row (what every unit
+    shares comes first: :func:`listed` binds it, sent to each worker once)."""
     entries: list[Entry] = []
     lengths: list[list[int]] = []
     fixed = {}
@@ -143,7 +145,7 @@ def listed(source: Source, split: str, options: ShardOptions, jobs: int | None,
     def tables() -> Iterator[Table]:
         row = 0
         for unit, (table, found) in zip(units, map_units(
-                measure_unit, [(ref, u, options, labels) for u in units], jobs=jobs, desc=f"list {split}",
+                partial(measure_unit, ref, options, labels), units, jobs=jobs, desc=f"list {split}",
                 quiet=quiet, weights=[u.size for u in units]), strict=True):
             first[_unit_key(unit)] = row
             measured.append(Measured(found.lengths, {row + i: kind for i, kind in found.fixed.items()}))
@@ -185,24 +187,27 @@ def layout(labels: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, int]:
 
 @dataclass(frozen=True)
 class Targets:
-    """A unit's samples that shards to write hold (picklable): their rows of the plan, each one's offset in its
-    shard and its shard's temp file (an index into ``paths``)."""
+    """A unit's samples that shards to write hold (picklable: a scatter job): their rows of the plan without its
+    class list (the ``wnid`` column indexes the labels' classes, which every job shares: 21k's 21,841 WNIDs were
+    219 KB of each of 19,167 jobs), each one's offset in its shard and its shard's temp file (an index into
+    ``paths``)."""
 
+    unit: Unit
     rows: Table
     offsets: np.ndarray
     shard: np.ndarray
     paths: list[str]
 
 
-def scatter_unit(job: tuple[SourceRef, Unit, ShardOptions, Labels, Targets]) -> int:
+def scatter_unit(ref: SourceRef, options: ShardOptions, labels: Labels, targets: Targets) -> int:
     """Stream one unit again and write each of its samples that a shard to write holds at its place; the
-    bytes written. A sample that does not encode to the measured bytes (the download changed) raises."""
-    ref, unit, options, labels, targets = job
-    rows = targets.rows
+    bytes written. A sample that does not encode to the measured bytes (the download changed) raises. What
+    every unit shares comes first (:func:`scatter` binds it, sent to each worker once)."""
+    rows = replace(targets.rows, classes=labels.classes)
     wanted = {rows.entry(i).loc[4]: i for i in range(len(rows))}   # ordinal in the unit -> row
     written, files = 0, {}
     try:
-        for ordinal, (entry, data) in enumerate(ref.open().stream(unit)):  # type: ignore[attr-defined]
+        for ordinal, (entry, data) in enumerate(ref.open().stream(targets.unit)):  # type: ignore[attr-defined]
             i = wanted.get(ordinal)
             if i is None:
                 continue
@@ -266,7 +271,14 @@ class Lazy(Sequence[T], Generic[T]):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i):
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> NoReturn: ...
+
+    def __getitem__(self, i: int | slice) -> T:
+        """Job ``i`` (negative counts from the end), made now; a slice is refused (it would make them all)."""
         if isinstance(i, slice):
             raise TypeError("jobs are made one at a time")
         return self.make(range(self.n)[i])
@@ -317,14 +329,15 @@ def scatter(source: Source, folder: Path, plan: SplitPlan, todo: list[ShardPlan]
     labels = Labels.of(classes, space, source.labelled(plan.split))
     ref = SourceRef.of(source)
 
-    def job(i: int) -> tuple[SourceRef, Unit, ShardOptions, Labels, Targets]:
+    def job(i: int) -> Targets:
         rows = order[bounds[mine[i]]:bounds[mine[i] + 1]]
         used, shard = np.unique(np.searchsorted(firsts, rows, side="right") - 1, return_inverse=True)
-        return ref, units[mine[i]], options, labels, Targets(table.take(rows), offsets[rows], shard,
-                                                             [paths[j] for j in used.tolist()])
+        return Targets(units[mine[i]], replace(table.take(rows), classes=[]), offsets[rows], shard,
+                       [paths[j] for j in used.tolist()])
 
-    for _ in map_units(scatter_unit, Lazy(len(mine), job), jobs=jobs, desc=f"shard {plan.split}", quiet=quiet,
-                       weights=[units[u].size for u in mine], ahead=2 * default_jobs(jobs)):
+    for _ in map_units(partial(scatter_unit, ref, options, labels), Lazy(len(mine), job), jobs=jobs,
+                       desc=f"shard {plan.split}", quiet=quiet, weights=[units[u].size for u in mine],
+                       ahead=2 * default_jobs(jobs)):
         pass
     return size
 

@@ -118,15 +118,15 @@ class Table:
         return self.key(i) + self.exts[self.ext[i]]
 
     def __getstate__(self) -> dict:
-        """Pickled with its classes as one joined string (:func:`_joined`), made a list again once per process
-        (:func:`_split`): a unit's scatter job carries its rows taken from the plan, which keep the plan's whole
-        class list: ImageNet-21k's 21,841 WNIDs as a list were 263 KB and ~3.7 ms to pickle (in the driver) and
-        ~2.8 ms to unpickle a job, for each of 19,167 class tars."""
-        return {**self.__dict__, "classes": _joined(self.classes)}
+        """Pickled with its classes as one joined string (:func:`joined_names`), made a list again once per
+        process (:func:`split_names`): rows taken from a plan (:meth:`take`) keep its whole class list, and
+        ImageNet-21k's 21,841 WNIDs as a list were 263 KB and ~3.7 ms to pickle, ~2.8 ms to unpickle, in every
+        job that carried them."""
+        return {**self.__dict__, "classes": joined_names(self.classes)}
 
     def __setstate__(self, state: dict) -> None:
         """See :meth:`__getstate__` (a list of its own: the cached tuple is shared)."""
-        self.__dict__.update(state, classes=list(_split(*state["classes"])))
+        self.__dict__.update(state, classes=list(split_names(*state["classes"])))
 
     def take(self, rows: np.ndarray | slice) -> Table:
         """A table of the given rows (indices, a boolean mask or a slice), with only the places it uses."""
@@ -211,9 +211,14 @@ class _Rows:
         return out
 
 
-def _joined(classes: Sequence[str | None]) -> tuple[str, int, tuple[int, ...]]:
-    """``classes`` as the arguments of :func:`_split` that make them again: the names joined by NUL (which no
-    class name holds), their count, and where None (no class) is."""
+Joined = tuple[str, int, tuple[int, ...]]   # a name list as joined_names gives it
+
+
+def joined_names(classes: Sequence[str | None]) -> Joined:
+    """``classes`` (WNIDs or class names, None for no class) as the arguments of :func:`split_names` that make
+    them again: the names joined by NUL (which no class name holds), their count, and where None is. How a long
+    name list is pickled (a table's classes, :class:`~imnet_data.shards.stream.Labels`): one string, not
+    tens of thousands of pickle ops."""
     try:   # a plan's (labelled, no None): joined at C speed
         return "\0".join(classes), len(classes), ()   # type: ignore[arg-type]
     except TypeError:
@@ -222,8 +227,8 @@ def _joined(classes: Sequence[str | None]) -> tuple[str, int, tuple[int, ...]]:
 
 
 @lru_cache(maxsize=8)
-def _split(joined: str, count: int, nones: tuple[int, ...]) -> tuple[str | None, ...]:
-    """The classes :func:`_joined` gave (once per process and class list)."""
+def split_names(joined: str, count: int, nones: tuple[int, ...]) -> tuple[str | None, ...]:
+    """The names :func:`joined_names` gave (once per process and name list)."""
     out: list[str | None] = list(joined.split("\0")) if count else []
     for i in nones:
         out[i] = None
