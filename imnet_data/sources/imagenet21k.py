@@ -14,7 +14,7 @@ import re
 import sys
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from imnet_data import catalog
 from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, stem
 from imnet_data.sources.folders import entries, file_locs, files_unit, read_files, regular_files
-from imnet_data.sources.gzindex import Member, library, load_index, open_indexed, read_range, run_folder
+from imnet_data.sources.gzindex import Member, library, load_index, open_indexed, read_range, run_folder, runs
 from imnet_data.sources.ilsvrc import index_tar, read_inner_tar
 from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name
 
@@ -148,6 +148,13 @@ class ImageNet21k(Source):
             raise SourceError(f"{path}: unexpected entry (expected <wnid>.tar files or <wnid>/ folders)")
         size = path.stat().st_size
         return Unit("train", inner_wnid(path.name, str(path)), ("tar", str(path), 0, size, str(path)), size)
+
+    def runs(self, units: Sequence[Unit], jobs: int) -> list[int] | None:
+        """Class tars of the gzip read through its index: neighbours in the tar in one run
+        (:func:`~imnet_data.sources.gzindex.runs`); anything else: None."""
+        if not units or not all(u.ref[0].startswith("gz:") for u in units):
+            return None
+        return runs([(u.ref[2], u.ref[3]) for u in units], jobs)
 
     @property
     def streams(self) -> bool:   # type: ignore[override]
