@@ -206,3 +206,22 @@ def test_runs_cut_where_class_tars_are_apart_and_at_the_run_cap() -> None:
     apart = [spans[0], spans[2], spans[3]]   # the second class tar not read: the first shares nothing with the third
     assert runs(apart, 1) == [0, 1, 1]
 
+
+def test_class_tar_with_extended_headers_in_the_gzip_is_read_by_tarfile(tmp_path: Path) -> None:
+    """Class tars of plain headers are parsed from memory; one with a pax header (not what ImageNet's hold) is left
+    to tarfile, with the same images."""
+    jpeg = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(jpeg, "JPEG")
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("n01440764_1.JPEG")
+        info.size, info.pax_headers = len(jpeg.getvalue()), {"comment": "pax"}
+        tar.addfile(info, io.BytesIO(jpeg.getvalue()))
+    path = tmp_path / "src" / "winter21_whole.tar.gz"
+    path.parent.mkdir()
+    with tario.atomic_tar(path, compress=True) as tar:
+        tario.add_bytes(tar, "n01440764.tar", inner.getvalue())
+        tario.add_bytes(tar, "n01443537.tar", tario.tar_bytes([("n01443537_7.JPEG", jpeg.getvalue())]))
+    source = open_source(path.parent)
+    assert [[(s.name, s.data) for s in source.read(u)] for u in source.units("train")] == [
+        [("n01440764_1.JPEG", jpeg.getvalue())], [("n01443537_7.JPEG", jpeg.getvalue())]]
