@@ -16,7 +16,15 @@ from typing import IO
 from imnet_data.sources.base import Box, Entry, Sample, Source, SourceError, Unit, check_wnid, stem
 from imnet_data.sources.boxes import load_voc_archive
 from imnet_data.sources.devkit import ARCHIVE as DEVKIT_ARCHIVE, FOLDER as DEVKIT_FOLDER, Devkit, load as load_devkit
-from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name, window
+from imnet_data.sources.safety import (
+    DEFAULT_LIMITS,
+    UnsafeArchiveError,
+    iter_tar,
+    kind_of,
+    read_member,
+    safe_name,
+    window,
+)
 from imnet_data.tario import BLOCK, header_size
 
 TRAIN = "ILSVRC2012_img_train.tar"
@@ -82,7 +90,8 @@ def _checked(ti: tarfile.TarInfo, origin: str, end: int, max_member: int | None)
     if ti.isdir():
         return False
     if not ti.isreg():
-        raise UnsafeArchiveError(f"{origin}: member {ti.name!r} is a link or special file; refused")
+        raise UnsafeArchiveError(f"{origin}: member {ti.name!r} is a {kind_of(ti)}; a member that is a link or "
+                                 "special file is refused")
     if max_member is not None and ti.size > max_member:
         raise UnsafeArchiveError(f"{origin}: member {ti.name!r} is {ti.size:,} bytes, over the "
                                  f"{max_member:,}-byte cap")
