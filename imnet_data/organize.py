@@ -33,7 +33,7 @@ from pathlib import Path
 from imnet_data import catalog, imageio, tario
 from imnet_data.catalog import UnknownClassError
 from imnet_data.errors import UsageError
-from imnet_data.parallel import check_visible, map_units
+from imnet_data.parallel import check_visible, default_jobs, map_units
 from imnet_data.paths import check_apart
 from imnet_data.report import Report
 from imnet_data.sources import Sample, Source, SourceError, SourceRef, Unit, open_source
@@ -312,7 +312,7 @@ def organize(src: Path, dest: Path, *, layout: str | None = None, splits: Iterab
             sweep_temp_files(str(dest), wanted)
         job = Job(SourceRef(str(Path(src).resolve()), reader.layout), str(dest), fix, quality, keep)
         results = list(map_units(job, units, jobs=jobs, desc="organize", quiet=quiet,
-                                 weights=[u.size for u in units]))
+                                 weights=[u.size for u in units], runs=reader.runs(units, default_jobs(jobs))))
         report = summarize(job, wanted, results, not_found, time.monotonic() - start)
         tario.write_json(dest / REPORT, report.record())
         tario.write_json(dest / CLASS_INDEX, {wnid: i for i, wnid in enumerate(space)})

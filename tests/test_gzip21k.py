@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import tarfile
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,11 @@ from imnet_data import catalog, tario, variants
 from imnet_data.bench.rss import run_tree
 from imnet_data.fake.imagenet21k import make_fake_imagenet21k
 from imnet_data.fake.scale import make_scaled_imagenet21k
+from imnet_data.parallel import map_units
 from imnet_data.shards import build
 from imnet_data.shards.options import ShardOptions
-from imnet_data.sources import open_source
-from imnet_data.sources.gzindex import FOLDER
+from imnet_data.sources import SourceRef, Unit, open_source
+from imnet_data.sources.gzindex import FOLDER, RUN, runs
 from imnet_data.sources.safety import UnsafeArchiveError
 from imnet_data.variants import Variant, variant
 from tests.helpers import run_cli
@@ -166,3 +168,60 @@ def test_indexing_a_highly_compressible_gzip_holds_little_memory(tmp_path: Path)
                    {**os.environ, "HOME": str(tmp_path)}, cwd=tmp_path)
     assert run.driver < 1000 << 20, run
     assert list((tmp_path / "index" / FOLDER).glob("*.gzindex"))
+
+
+def worker_and_images(ref: SourceRef, unit: Unit) -> tuple[int, str, list[tuple[str, bytes]]]:
+    """The process that read ``unit`` (a worker of the pool), its name, and its images."""
+    return os.getpid(), unit.name, [(s.name, s.data) for s in ref.open().read(unit)]
+
+
+def test_neighbouring_class_tars_are_read_by_one_worker_in_runs(tmp_path: Path) -> None:
+    """A worker decodes whole chunks from the seek point before a unit: handed out one by one, neighbouring class
+    tars went to alternate workers and each decoded nearly every chunk. The gzip's units come in runs of tar
+    neighbours, each run read by one worker in unit order; the images read are the same as one by one."""
+    gz = make_fake_imagenet21k(tmp_path / "src", classes=12, per_class=2, compressed=True)
+    source = open_source(gz.parent)
+    units = source.units("train")
+    runs = source.runs(units, 2)
+    assert runs is not None and runs == sorted(runs) and len(set(runs)) == 2
+    ref = SourceRef.of(source)
+    together = list(map_units(partial(worker_and_images, ref), units, jobs=2, quiet=True, runs=runs))
+    alone = list(map_units(partial(worker_and_images, ref), units, jobs=2, quiet=True))
+    assert [(name, images) for _, name, images in together] == [(name, images) for _, name, images in alone]
+    assert [name for _, name, _ in together] == [u.name for u in units]
+    for run in set(runs):
+        assert len({pid for (pid, _, _), r in zip(together, runs, strict=True) if r == run}) == 1
+
+
+def test_runs_cut_where_class_tars_are_apart_and_at_the_run_cap() -> None:
+    """Units that do not follow each other in the tar share nothing: never one run. A large archive is cut into
+    runs of at most about ``RUN`` bytes (a cut costs one chunk decoded twice), a small one into ``jobs`` runs."""
+    step = 57 << 20   # winter21's average class tar
+    spans = [(512 + i * (step + 512), step) for i in range(400)]
+    numbers = runs(spans, 2)
+    assert numbers == sorted(numbers) and len(set(numbers)) == -(-400 * step // RUN)
+    sizes = [numbers.count(n) * step for n in set(numbers)]
+    assert max(sizes) <= RUN + step and min(sizes) >= RUN - 2 * step
+    assert runs(spans[:4], 2) == [0, 0, 1, 1] and runs(spans[:4], 8) == [0, 1, 2, 3]
+    apart = [spans[0], spans[2], spans[3]]   # the second class tar not read: the first shares nothing with the third
+    assert runs(apart, 1) == [0, 1, 1]
+
+
+def test_class_tar_with_extended_headers_in_the_gzip_is_read_by_tarfile(tmp_path: Path) -> None:
+    """Class tars of plain headers are parsed from memory; one with a pax header (not what ImageNet's hold) is left
+    to tarfile, with the same images."""
+    jpeg = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(jpeg, "JPEG")
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("n01440764_1.JPEG")
+        info.size, info.pax_headers = len(jpeg.getvalue()), {"comment": "pax"}
+        tar.addfile(info, io.BytesIO(jpeg.getvalue()))
+    path = tmp_path / "src" / "winter21_whole.tar.gz"
+    path.parent.mkdir()
+    with tario.atomic_tar(path, compress=True) as tar:
+        tario.add_bytes(tar, "n01440764.tar", inner.getvalue())
+        tario.add_bytes(tar, "n01443537.tar", tario.tar_bytes([("n01443537_7.JPEG", jpeg.getvalue())]))
+    source = open_source(path.parent)
+    assert [[(s.name, s.data) for s in source.read(u)] for u in source.units("train")] == [
+        [("n01440764_1.JPEG", jpeg.getvalue())], [("n01443537_7.JPEG", jpeg.getvalue())]]

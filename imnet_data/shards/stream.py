@@ -50,6 +50,8 @@ from imnet_data.sources import Entry, Source, SourceError, SourceRef, Unit
 from imnet_data.tario import BLOCK
 
 EXTS = ("cls", "jpg", "json")   # a sample's members, in order (an unlabelled sample has no .cls)
+RUN_AHEAD = 16   # scatter's jobs in the workers' hands, per worker (each holds its unit's rows of the plan): runs
+#                  of 8 neighbouring units, 2 a worker (a gzip's neighbours share decoded chunks: Source.runs)
 T = TypeVar("T")
 
 
@@ -146,7 +148,8 @@ def listed(source: Source, split: str, options: ShardOptions, jobs: int | None,
         row = 0
         for unit, (table, found) in zip(units, map_units(
                 partial(measure_unit, ref, options, labels), units, jobs=jobs, desc=f"list {split}",
-                quiet=quiet, weights=[u.size for u in units]), strict=True):
+                quiet=quiet, weights=[u.size for u in units], runs=source.runs(units, default_jobs(jobs))),
+                strict=True):
             first[_unit_key(unit)] = row
             measured.append(Measured(found.lengths, {row + i: kind for i, kind in found.fixed.items()}))
             row += len(table)
@@ -337,7 +340,8 @@ def scatter(source: Source, folder: Path, plan: SplitPlan, todo: list[ShardPlan]
 
     for _ in map_units(partial(scatter_unit, ref, options, labels), Lazy(len(mine), job), jobs=jobs,
                        desc=f"shard {plan.split}", quiet=quiet, weights=[units[u].size for u in mine],
-                       ahead=2 * default_jobs(jobs)):
+                       ahead=RUN_AHEAD * default_jobs(jobs), runs=source.runs([units[u] for u in mine],
+                                                                              default_jobs(jobs))):
         pass
     return size
 

@@ -7,7 +7,7 @@ parallel, each yielding :class:`Sample` objects without extracting anything to d
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +139,12 @@ class Source:
     def read(self, unit: Unit) -> Iterator[Sample]:
         """Every sample of ``unit``, in the download's order."""
         raise NotImplementedError
+
+    def runs(self, units: Sequence[Unit], jobs: int) -> list[int] | None:
+        """A run number per unit (``units``: any of this source's, in the order they will be read) where
+        neighbours read by one worker share work (a gzip's decoded chunks), for ``jobs`` workers: the ``runs`` of
+        :func:`imnet_data.parallel.map_units`. None (the default): every unit is read on its own."""
+        return None
 
     def list(self, unit: Unit) -> Iterator[tuple[str, str | None, int]]:
         """``(name, wnid, size)`` of every sample of ``unit``, as and in the order :meth:`read` yields them.

@@ -8,13 +8,12 @@ without the ``[21k]`` extra it is a single unit that streams the outer tar and e
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import re
 import sys
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ from typing import Any
 from imnet_data import catalog
 from imnet_data.sources.base import WNID, Entry, Sample, Source, SourceError, Unit, stem
 from imnet_data.sources.folders import entries, file_locs, files_unit, read_files, regular_files
-from imnet_data.sources.gzindex import Member, library, load_index, open_indexed, read_range, run_folder
-from imnet_data.sources.ilsvrc import index_tar, read_inner_tar
+from imnet_data.sources.gzindex import Member, library, load_index, open_indexed, read_range, run_folder, runs
+from imnet_data.sources.ilsvrc import index_tar, read_inner_tar, read_tar_bytes
 from imnet_data.sources.safety import DEFAULT_LIMITS, UnsafeArchiveError, iter_tar, read_member, safe_name
 
 ARCHIVES = ("winter21_whole.tar.gz", "fall11_whole.tar")
@@ -149,6 +148,13 @@ class ImageNet21k(Source):
         size = path.stat().st_size
         return Unit("train", inner_wnid(path.name, str(path)), ("tar", str(path), 0, size, str(path)), size)
 
+    def runs(self, units: Sequence[Unit], jobs: int) -> list[int] | None:
+        """Class tars of the gzip read through its index: neighbours in the tar in one run
+        (:func:`~imnet_data.sources.gzindex.runs`); anything else: None."""
+        if not units or not all(u.ref[0].startswith("gz:") for u in units):
+            return None
+        return runs([(u.ref[2], u.ref[3]) for u in units], jobs)
+
     @property
     def streams(self) -> bool:   # type: ignore[override]
         """A gzipped archive is read unit by unit, never sample by sample: shard streams it (shards.stream)."""
@@ -167,11 +173,7 @@ class ImageNet21k(Source):
         elif kind.startswith("gz:"):
             path, offset, size, origin = ref
             data = read_range(self._opened(path, kind[3:]), offset, size, origin)
-            files = [(safe_name(i.name, origin), read_member(r, i, origin))
-                     for i, r in iter_tar(io.BytesIO(data), origin)]
-            if not files:   # as index_tar says of a plain class tar: a class is never dropped silently
-                raise SourceError(f"{origin}: holds no files")
-            yield from class_samples(unit.name, files, origin)
+            yield from class_samples(unit.name, read_tar_bytes(data, origin), origin)
         else:
             yield from self._stream(Path(ref[0]))
 

@@ -76,7 +76,8 @@ def safe_name(name: str, origin: str) -> str:
     return "/".join(p for p in parts if p not in ("", ".")) or "."
 
 
-def _kind(ti: tarfile.TarInfo) -> str:
+def kind_of(ti: tarfile.TarInfo) -> str:
+    """What a tar member that is no regular file or folder is, for messages: ``symlink``, ``hard link``..."""
     return ("symlink" if ti.issym() else "hard link" if ti.islnk() else "device" if ti.isdev()
             else "FIFO" if ti.isfifo() else "special file")
 
@@ -188,7 +189,7 @@ def iter_tar(fileobj: IO[bytes], origin: str, limits: Limits = DEFAULT_LIMITS,
                 if ti.isdir():
                     continue
                 if not ti.isreg():
-                    raise UnsafeArchiveError(f"{origin}: member {name!r} is a {_kind(ti)}; links and devices "
+                    raise UnsafeArchiveError(f"{origin}: member {name!r} is a {kind_of(ti)}; links and devices "
                                              "are refused")
                 if ti.size > cap:
                     raise UnsafeArchiveError(f"{origin}: member {name!r} is {ti.size:,} bytes, over the "
