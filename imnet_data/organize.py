@@ -6,15 +6,16 @@ Tiny's annotations). Bytes are copied unchanged unless ``fix`` re-encodes the fi
 
 Resumable: a class unit whose folder does not exist yet (a class tar into a new ``DEST/train/<wnid>``) writes its
 files into a staging folder ``DEST/.imnet-organize/<split>/<unit>.<pid>-<hex>.partial``, renamed into place once
-all are written: one rename per class, not one per file (with the temp name, the rename was one of five calls
-per file); any other file (val slices, a class folder that exists already) is written under a temp name in its
-folder and renamed. Each unit (a class tar, a val slice) gets a marker ``DEST/.imnet-organize/<split>/<unit>.json``
-listing its files and sizes once they are all in place. A re-run skips a unit whose marker matches the settings
-and whose files are all there with those sizes, and redoes the rest; it first removes the staging folders and
-temp files a killed run left (:func:`sweep_temp_files`). Nothing is fsynced per file or per unit, not even the
-markers: a file's recorded size is the check, and a marker lost or cut short by a crash is no marker (the unit is
-redone). An fsync per unit (1,005 at ImageNet's count, whatever the images' count) waited for the disk each time:
-6 ms each, 6 s in all on a busy 2-core machine where the run took 26 s.
+all are written: per file 3 calls (open, write, close) where a temp name and a Python file object took 7 (with
+fstat, ioctl, lseek and the rename; docs/walkthrough.md "Per-file cost"). Any other file (val slices, a class
+folder that exists already) is written under a temp name in its folder and renamed. Each unit (a class tar, a val
+slice) gets a marker ``DEST/.imnet-organize/<split>/<unit>.json`` listing its files and sizes once they are all
+in place. A re-run skips a unit whose marker matches the settings and whose files are all there with those sizes,
+and redoes the rest; it first removes the staging folders and temp files a killed run left
+(:func:`sweep_temp_files`). Nothing is fsynced per file or per unit, not even the markers: a file's recorded size
+is the check, and a marker lost or cut short by a crash is no marker (the unit is redone). An fsync per unit
+(1,005 at ImageNet's count, whatever the images' count) waited for the disk each time: 6 ms each, 6 s in all on
+a busy 2-core machine where the run took 26 s.
 
 Safety: output paths are built only from a validated WNID and a plain base name, and each class folder must
 resolve inside DEST; the readers already refuse traversal, links, devices and oversize members.
