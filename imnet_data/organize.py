@@ -4,13 +4,18 @@
 Labels come from the source readers (val through the devkit ground truth mapped by meta.mat, Kaggle's CSV,
 Tiny's annotations). Bytes are copied unchanged unless ``fix`` re-encodes the files that are not RGB JPEGs.
 
-Resumable: every file is written under a temp name in its folder and renamed, and each unit (a class tar, a val
+Resumable: a class unit whose folder does not exist yet (a class tar into a new ``DEST/train/<wnid>``) writes its
+files into a staging folder ``DEST/.imnet-organize/<split>/<unit>.<pid>-<hex>.partial``, renamed into place once
+all are written: per file 3 calls (open, write, close) where a temp name and a Python file object took 7 (with
+fstat, ioctl, lseek and the rename; docs/walkthrough.md "Per-file cost"). Any other file (val slices, a class
+folder that exists already) is written under a temp name in its folder and renamed. Each unit (a class tar, a val
 slice) gets a marker ``DEST/.imnet-organize/<split>/<unit>.json`` listing its files and sizes once they are all
 in place. A re-run skips a unit whose marker matches the settings and whose files are all there with those sizes,
-and redoes the rest. Nothing is fsynced per file or per unit, not even the markers: a file's recorded size is the
-check, and a marker lost or cut short by a crash is no marker (the unit is redone). An fsync per unit (1,005 at
-ImageNet's count, whatever the images' count) waited for the disk each time: 6 ms each, 6 s in all on a busy
-2-core machine where the run took 26 s.
+and redoes the rest; it first removes the staging folders and temp files a killed run left
+(:func:`sweep_temp_files`). Nothing is fsynced per file or per unit, not even the markers: a file's recorded size
+is the check, and a marker lost or cut short by a crash is no marker (the unit is redone). An fsync per unit
+(1,005 at ImageNet's count, whatever the images' count) waited for the disk each time: 6 ms each, 6 s in all on
+a busy 2-core machine where the run took 26 s.
 
 Safety: output paths are built only from a validated WNID and a plain base name, and each class folder must
 resolve inside DEST; the readers already refuse traversal, links, devices and oversize members.
@@ -25,6 +30,8 @@ import json
 import operator
 import os
 import re
+import secrets
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -100,19 +107,24 @@ class Job:
             old.resumed = True
             return old
         result = UnitResult(unit.split, unit.name, settings)
-        folders: dict[str, str] = {}
+        folders = Folders(self.dest, unit)
         src = self.source.open()
-        for sample in src.read(unit):
-            if sample.wnid is None and src.labelled(sample.split):
-                raise SourceError(f"{sample.origin}: no class label for this {sample.split} image: "
-                                  f"{src.unlabelled(sample.split)}")
-            if self.classes is None or sample.wnid in self.classes or sample.wnid is None:   # test: kept whole
-                self.place(sample, folders, result)
+        try:
+            for sample in src.read(unit):
+                if sample.wnid is None and src.labelled(sample.split):
+                    raise SourceError(f"{sample.origin}: no class label for this {sample.split} image: "
+                                      f"{src.unlabelled(sample.split)}")
+                if self.classes is None or sample.wnid in self.classes or sample.wnid is None:  # test: kept whole
+                    self.place(sample, folders, result)
+            folders.finish()
+        except BaseException:
+            folders.abort()
+            raise
         if old:
             remove_stale(self.dest, old, result)
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         with tario.atomic_file(Path(marker), durable=False) as f:   # checked on resume: see the module doc
-            f.write(json.dumps(asdict(result), sort_keys=True).encode())
+            f.write(json.dumps(vars(result), sort_keys=True).encode())   # vars: asdict's deep copy cost ~5 µs/file
         return result
 
     def settings(self, unit: Unit) -> dict:
@@ -122,12 +134,10 @@ class Job:
         return {"fix": self.fix, "quality": self.quality if self.fix else None,
                 "classes": sorted(self.classes or ()) if mixed else None}
 
-    def place(self, sample: Sample, folders: dict[str, str], result: UnitResult) -> None:
+    def place(self, sample: Sample, folders: Folders, result: UnitResult) -> None:
         """Write one sample to its final path (fixed or skipped under ``fix``) and record it: in its class
         folder, or for a split published without labels (test) in the split folder itself."""
         wnid = sample.wnid or ""
-        if wnid not in folders:
-            folders[wnid] = class_folder(self.dest, sample.split, wnid or None, sample.origin)
         name = base_name(sample.name, sample.origin)
         rel = f"{sample.split}/{wnid}/{name}" if wnid else f"{sample.split}/{name}"
         data = sample.data
@@ -140,8 +150,68 @@ class Job:
                 data = imageio.to_rgb_jpeg(data, self.quality)
                 result.changed.append({"path": rel, "kind": found.kind, "old_sha256": sha256(sample.data),
                                        "new_sha256": sha256(data)})
-        write_file(os.path.join(folders[wnid], name), data)
+        folders.write(sample, name, data)
         result.files.append([rel, len(data)])
+
+
+class Folders:
+    """Where one unit's files go. The unit's own class folder, when it does not exist yet, is a staging folder
+    beside the unit's marker, renamed into place by :meth:`finish` once every file is in it (so each file is
+    written once under its own name: no temp name, no rename per file); any other folder is made (and checked
+    inside DEST) on its first file, and each file in it is written under a temp name and renamed."""
+
+    def __init__(self, dest: str, unit: Unit) -> None:
+        self.dest, self.unit = dest, unit
+        final = os.path.join(dest, unit.split, unit.name)
+        self.stages = bool(WNID.match(unit.name)) and not os.path.lexists(final)
+        self.paths: dict[str, str] = {}
+        self.staging: str | None = None
+        self.origin = ""
+
+    def write(self, sample: Sample, name: str, data: bytes) -> None:
+        """Write ``data`` as ``name`` in the folder of ``sample``'s split and class."""
+        wnid = sample.wnid or ""
+        if wnid not in self.paths:
+            self.paths[wnid] = self.open(sample.split, wnid, sample.origin)
+        path = os.path.join(self.paths[wnid], name)
+        if self.paths[wnid] == self.staging:
+            write_new(path, data)
+        else:
+            write_file(path, data)
+
+    def open(self, split: str, wnid: str, origin: str) -> str:
+        """The folder a first file of ``split``/``wnid`` goes to: the staging folder (made) for the unit's own
+        class, else the class folder (made)."""
+        if not (self.stages and (split, wnid) == (self.unit.split, self.unit.name)):
+            return class_folder(self.dest, split, wnid or None, origin)
+        marker = marker_path(self.dest, self.unit)
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        folder = f"{marker[:-len('.json')]}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+        os.mkdir(folder)
+        self.staging, self.origin = check_inside(self.dest, folder, origin), origin
+        return folder
+
+    def finish(self) -> None:
+        """Rename the staging folder (if any) to its class folder; where that appeared meanwhile (another run of
+        the unit, or another unit of the class), move the files in one by one instead, each replacing its own."""
+        if self.staging is None:
+            return
+        final = os.path.join(class_folder(self.dest, self.unit.split, None, self.origin), self.unit.name)
+        try:
+            os.rename(self.staging, final)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise
+            final = class_folder(self.dest, self.unit.split, self.unit.name, self.origin)
+            for entry in os.scandir(self.staging):
+                os.replace(entry.path, os.path.join(final, entry.name))
+            os.rmdir(self.staging)
+        self.staging = None
+
+    def abort(self) -> None:
+        """Remove the staging folder of a unit that failed (its files never reach the class folder)."""
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def base_name(name: str, origin: str) -> str:
@@ -157,18 +227,33 @@ def class_folder(dest: str, split: str, wnid: str | None, origin: str) -> str:
     folder resolves inside DEST."""
     folder = os.path.join(dest, split, *([check_wnid(wnid, origin)] if wnid else []))
     os.makedirs(folder, exist_ok=True)
+    return check_inside(dest, folder, origin)
+
+
+def check_inside(dest: str, folder: str, origin: str) -> str:
+    """``folder`` if it resolves inside ``dest``, else UnsafeArchiveError (a link planted in DEST)."""
     if not os.path.realpath(folder).startswith(os.path.realpath(dest) + os.sep):
         raise UnsafeArchiveError(f"{origin}: output folder {folder} resolves outside {dest}; refused")
     return folder
+
+
+def write_new(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` (never following a link) with bare ``open``/``write``/``close`` calls: a Python
+    file object adds an fstat, an ioctl and an lseek per file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def write_file(path: str, data: bytes) -> None:
     """Write ``data`` to ``.<name>.partial`` beside ``path`` (never following a link), then rename it over."""
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}{TMP_SUFFIX}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with open(fd, "wb") as f:
-            f.write(data)
+        write_new(tmp, data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.lexists(tmp):
@@ -217,8 +302,8 @@ def remove_stale(dest: str, old: UnitResult, new: UnitResult) -> None:
 
 def sweep_temp_files(dest: str, splits: Iterable[str]) -> None:
     """Remove the temp files a killed run left: in the class folders (``.<name>.partial``), among the units'
-    markers and beside the report and class index (:func:`tario.atomic_file`'s ``<name>.<pid>-<hex>.partial``);
-    only those names, only in those folders."""
+    markers (and the units' staging folders) and beside the report and class index (:func:`tario.atomic_file`'s
+    ``<name>.<pid>-<hex>.partial``); only those names, only in those folders."""
     splits = list(splits)
     for folder in [os.path.join(dest, STATE, s) for s in splits] + [dest]:
         for entry in os.scandir(folder) if os.path.isdir(folder) else ():
@@ -226,6 +311,8 @@ def sweep_temp_files(dest: str, splits: Iterable[str]) -> None:
             ours = final in (REPORT, CLASS_INDEX) if folder == dest else final.endswith(".json")
             if ours and entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
+            elif final and folder != dest and entry.is_dir(follow_symlinks=False):   # a staging folder
+                shutil.rmtree(entry.path)
     for split in splits:
         top = os.path.join(dest, split)
         folders = [e.path for e in os.scandir(top) if e.is_dir(follow_symlinks=False)] if os.path.isdir(top) else []

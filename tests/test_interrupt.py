@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,6 +144,28 @@ def test_organize_rerun_removes_its_own_leftover_temp_files(tmp_path: Path) -> N
     assert [p for p in ours if p.exists()] == []
     assert [p for p in others if not p.exists()] == []
     assert (markers / f"{wnid}.json").is_file()
+
+
+def test_organize_rerun_removes_a_killed_runs_staging_folder(tmp_path: Path) -> None:
+    """A run killed (SIGKILL: no cleanup) before a class unit's staging folder was renamed into place leaves it
+    half full beside the markers and no class folder; the re-run removes it and writes the class whole."""
+    fake = make_fake(tmp_path / "src", FakeOptions(classes=3, train_per_class=4, val_images=6), quiet=True)
+    dest = tmp_path / "out"
+    assert run_cli("organize", str(fake.out), str(dest), "--quiet").returncode == 0
+    markers = dest / STATE / "train"
+    wnid = sorted(p.stem for p in markers.glob("*.json"))[0]
+    truth = {p.name: p.read_bytes() for p in (dest / "train" / wnid).iterdir()}
+    (markers / f"{wnid}.json").unlink()
+    shutil.rmtree(dest / "train" / wnid)
+    staging, other = markers / f"{wnid}.4242-0badf00d.partial", markers / "notes.partial"
+    for folder in (staging, other):
+        folder.mkdir()
+        (folder / sorted(truth)[0]).write_bytes(b"half")
+    again = run_cli("organize", str(fake.out), str(dest), "--quiet", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["counts"] == {"train": 12, "val": 6}
+    assert not staging.exists() and (other / sorted(truth)[0]).read_bytes() == b"half"   # only our names
+    assert {p.name: p.read_bytes() for p in (dest / "train" / wnid).iterdir()} == truth
 
 
 def test_organize_refuses_a_dest_another_organize_is_writing(tmp_path: Path) -> None:

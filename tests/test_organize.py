@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,8 +21,8 @@ from PIL import Image
 from imnet_data import imageio, tario
 from imnet_data.catalog import UnknownClassError
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
-from imnet_data.organize import REPORT, STATE, OrganizeReport, organize, parse_classes
-from imnet_data.sources import SourceError
+from imnet_data.organize import REPORT, STATE, Folders, OrganizeReport, organize, parse_classes
+from imnet_data.sources import Sample, SourceError, Unit
 from imnet_data.sources.safety import UnsafeArchiveError
 from tests.helpers import ROOT, run_cli
 
@@ -244,6 +245,32 @@ def test_class_folder_resolving_outside_dest_is_refused(fake: FakeResult, tmp_pa
     with pytest.raises(UnsafeArchiveError, match="resolves outside"):
         organize(fake.out, tmp_path / "out", splits=["train"], jobs=1, quiet=True)
     assert list(outside.iterdir()) == []
+
+
+def test_a_class_unit_writes_in_a_staging_folder_renamed_once(tmp_path: Path) -> None:
+    """A class unit into a new class folder writes its files under their own names in a staging folder beside
+    its marker, out of the class folder until :meth:`Folders.finish`; where the class folder appeared meanwhile
+    (another run of the unit, say), the unit's files are moved in one by one, each replacing its own."""
+    dest, wnid = tmp_path / "out", "n01440764"
+    final = dest / "train" / wnid
+    for appears in (False, True):
+        folders = Folders(str(dest), Unit("train", wnid))
+        for name in (f"{wnid}_1.JPEG", f"{wnid}_2.JPEG"):
+            folders.write(Sample("train", name[:-5], wnid, name, name.encode(), f"t.tar:{name}"), name, name.encode())
+        staged = list((dest / STATE / "train").iterdir())
+        assert [p.name.startswith(f"{wnid}.") and p.name.endswith(".partial") for p in staged] == [True]
+        assert sorted(p.name for p in staged[0].iterdir()) == [f"{wnid}_1.JPEG", f"{wnid}_2.JPEG"]
+        assert not final.exists()
+        if appears:
+            final.mkdir(parents=True)
+            (final / f"{wnid}_2.JPEG").write_bytes(b"old")
+            (final / f"{wnid}_3.JPEG").write_bytes(b"another's")
+        folders.finish()
+        assert list((dest / STATE / "train").iterdir()) == []
+        assert {p.name: p.read_bytes() for p in final.iterdir()} == {
+            f"{wnid}_1.JPEG": f"{wnid}_1.JPEG".encode(), f"{wnid}_2.JPEG": f"{wnid}_2.JPEG".encode(),
+            **({f"{wnid}_3.JPEG": b"another's"} if appears else {})}
+        shutil.rmtree(final)
 
 
 def test_killed_run_resumes_without_redoing_finished_units(tmp_path: Path) -> None:

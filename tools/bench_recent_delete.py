@@ -14,11 +14,14 @@ Patterns, ``--folders`` class folders of ``--files`` files of ``--size`` bytes e
 
     tar       one process: per folder, ``mkdir`` then each file created and written in turn (``tar -x``)
     organize  two processes taking alternate folders, each file written under ``.<name>.partial`` then renamed
-              (``organize --jobs 2``)
+              (``organize --jobs 2`` before 2026-12-07)
+    staged    two processes taking alternate folders, each folder's files written under their own names (bare
+              ``open``/``write``/``close``) in a staging folder ``.staging/<folder>.partial``, then the folder
+              renamed into place (``organize --jobs 2`` since: a class tar into a new class folder)
 
 Each pattern: a fresh run into ``WORK/<pattern>``, then that output deleted (``rm -rf``), a sync, ``--pause``
-seconds, and the same run again into the same path; the other pattern's output stays until the end. Ratio =
-tar's seconds over organize's in the same condition (higher is better for organize).
+seconds, and the same run again into the same path; the other patterns' outputs stay until the end. Ratio =
+tar's seconds over the pattern's in the same condition (higher is better for organize).
 
     python tools/bench_recent_delete.py --work /tmp/recent --folders 100 --files 400
 """
@@ -32,12 +35,15 @@ import time
 from multiprocessing import Process
 from pathlib import Path
 
-PATTERNS = ("tar", "organize")
+PATTERNS = ("tar", "organize", "staged")
 
 
-def create(out: Path, folders: list[int], files: int, data: bytes, rename: bool) -> None:
-    """Write ``files`` files into each of ``folders`` (created here) under ``out``; with ``rename`` each under a
-    temp name, then renamed over its final name."""
+def create(out: Path, folders: list[int], files: int, data: bytes, pattern: str) -> None:
+    """Write ``files`` files into each of ``folders`` (created here) under ``out`` as ``pattern`` does."""
+    if pattern == "staged":
+        staged(out, folders, files, data)
+        return
+    rename = pattern == "organize"
     for k in folders:
         folder = out / f"n{k:08d}"
         folder.mkdir(parents=True)
@@ -50,13 +56,27 @@ def create(out: Path, folders: list[int], files: int, data: bytes, rename: bool)
                 os.replace(path, final)
 
 
+def staged(out: Path, folders: list[int], files: int, data: bytes) -> None:
+    """Each folder written whole in ``out/.staging/<name>.partial`` (bare calls per file), then renamed into
+    ``out``."""
+    out.mkdir(exist_ok=True)
+    for k in folders:
+        folder = out / ".staging" / f"n{k:08d}.partial"
+        folder.mkdir(parents=True)
+        for i in range(files):
+            fd = os.open(folder / f"n{k:08d}_{i}.JPEG", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, data)
+            os.close(fd)
+        os.rename(folder, out / f"n{k:08d}")
+
+
 def run(pattern: str, out: Path, folders: int, files: int, size: int) -> tuple[float, float]:
     """(wall seconds, kernel CPU seconds of the creating processes) of one run of ``pattern`` into ``out``."""
     data = os.urandom(size)
     workers = 1 if pattern == "tar" else 2
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
     start = time.perf_counter()
-    procs = [Process(target=create, args=(out, list(range(w, folders, workers)), files, data, pattern != "tar"))
+    procs = [Process(target=create, args=(out, list(range(w, folders, workers)), files, data, pattern))
              for w in range(workers)]
     for p in procs:
         p.start()
@@ -102,9 +122,10 @@ def main() -> None:
                 print(f"{pattern:<9} {condition:<15} {wall:7.2f} s+sync  sys {sys_s:6.2f} s{note}", flush=True)
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
-    for condition in ("fresh", "after a delete"):
-        print(f"ratio organize pattern / tar pattern, {condition}: "
-              f"{seconds['tar', condition] / seconds['organize', condition]:.2f}")
+    for pattern in PATTERNS[1:]:
+        for condition in ("fresh", "after a delete"):
+            print(f"ratio tar pattern's seconds / {pattern} pattern's, {condition}: "
+                  f"{seconds['tar', condition] / seconds[pattern, condition]:.2f}")
 
 
 if __name__ == "__main__":
