@@ -21,7 +21,8 @@ from PIL import Image
 from imnet_data import imageio, tario
 from imnet_data.catalog import UnknownClassError
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
-from imnet_data.organize import REPORT, STATE, Folders, OrganizeReport, organize, parse_classes
+from imnet_data.organize import REPORT, STATE, OrganizeReport, marker_path, organize, parse_classes
+from imnet_data.placing import Folders
 from imnet_data.sources import Sample, SourceError, Unit
 from imnet_data.sources.safety import UnsafeArchiveError
 from tests.helpers import ROOT, run_cli
@@ -254,7 +255,8 @@ def test_a_class_unit_writes_in_a_staging_folder_renamed_once(tmp_path: Path) ->
     dest, wnid = tmp_path / "out", "n01440764"
     final = dest / "train" / wnid
     for appears in (False, True):
-        folders = Folders(str(dest), Unit("train", wnid))
+        unit = Unit("train", wnid)
+        folders = Folders(str(dest), unit, marker_path(str(dest), unit))
         for name in (f"{wnid}_1.JPEG", f"{wnid}_2.JPEG"):
             folders.write(Sample("train", name[:-5], wnid, name, name.encode(), f"t.tar:{name}"), name, name.encode())
         staged = list((dest / STATE / "train").iterdir())
