@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar, overload
 
 from imnet_data.executors import current
 from imnet_data.executors.tokens import remove_stale_tokens
@@ -64,7 +64,7 @@ def in_runs(fn: Callable[[T], R], items: Sequence[T], runs: Sequence[int], width
             ahead: int | None) -> Iterator[R]:
     """``fn(item)`` for every item, one task per run (see :func:`map_units`), in item order."""
     most = max(1, ahead // (2 * (width or current().workers()))) if ahead else len(items)
-    tasks = Runs(items, runs, most)
+    tasks = in_runs_of(items, runs, most)
     return itertools.chain.from_iterable(current().map(partial(run_all, fn), tasks, width,
                                                        -(-ahead // most) if ahead else None))
 
@@ -74,24 +74,37 @@ def run_all(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     return [fn(item) for item in items]
 
 
-class Runs(Sequence[Sequence[T]], Generic[T]):
+def in_runs_of(items: Sequence[T], runs: Sequence[int], most: int) -> Lazy[list[T]]:
     """``items`` as runs: the consecutive items of equal ``runs`` number, at most ``most`` at a time, each run a
-    list made when it is handed out (``items`` may be made lazily: :class:`imnet_data.shards.stream.Lazy`)."""
+    list made when it is handed out (``items`` may be made lazily too: :class:`Lazy`)."""
+    if len(runs) != len(items):
+        raise ValueError(f"{len(runs)} run numbers for {len(items)} items")
+    cuts, start = [], 0
+    for i in range(1, len(runs)):
+        if runs[i] != runs[i - 1] or i - start == most:
+            cuts.append(start := i)
+    bounds = [0, *cuts, len(items)] if items else [0]
+    return Lazy(len(bounds) - 1, lambda i: [items[j] for j in range(bounds[i], bounds[i + 1])])
 
-    def __init__(self, items: Sequence[T], runs: Sequence[int], most: int) -> None:
-        if len(runs) != len(items):
-            raise ValueError(f"{len(runs)} run numbers for {len(items)} items")
-        cuts, start = [], 0
-        for i in range(1, len(runs)):
-            if runs[i] != runs[i - 1] or i - start == most:
-                cuts.append(start := i)
-        self.items, self.bounds = items, [0, *cuts, len(items)] if items else [0]
+
+class Lazy(Sequence[T], Generic[T]):
+    """``n`` items (jobs, runs), each made by ``make(i)`` when a worker is about to get it (made all at once, a
+    streamed shard's jobs would copy the plan's rows)."""
+
+    def __init__(self, n: int, make: Callable[[int], T]) -> None:
+        self.n, self.make = n, make
 
     def __len__(self) -> int:
-        return len(self.bounds) - 1
+        return self.n
 
-    def __getitem__(self, i):
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> NoReturn: ...
+
+    def __getitem__(self, i: int | slice) -> T:
+        """Item ``i`` (negative counts from the end), made now; a slice is refused (it would make them all)."""
         if isinstance(i, slice):
-            raise TypeError("runs are made one at a time")
-        i = range(len(self))[i]
-        return [self.items[j] for j in range(self.bounds[i], self.bounds[i + 1])]
+            raise TypeError("items are made one at a time")
+        return self.make(range(self.n)[i])

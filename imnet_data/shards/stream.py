@@ -23,16 +23,16 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache, partial
 from pathlib import Path
-from typing import Generic, NoReturn, TypeVar, cast, overload
+from typing import TypeVar, cast
 
 import numpy as np
 
 from imnet_data import catalog
-from imnet_data.parallel import default_jobs, map_units
+from imnet_data.parallel import Lazy, default_jobs, map_units
 from imnet_data.shards.manifest import class_names
 from imnet_data.shards.options import ShardOptions
 from imnet_data.shards.plan import (
@@ -262,29 +262,6 @@ def finish_shard(folder: Path, job: Finish) -> dict:
     os.replace(path, final)
     return finish_record(folder, job.shard, job.size, digest.hexdigest(), job.fixed, index,
                          Counter(job.rows.wnid.tolist()))
-
-
-class Lazy(Sequence[T], Generic[T]):
-    """``n`` jobs, each made by ``make(i)`` when a worker is about to get it (made all at once, the jobs would
-    copy the plan's rows)."""
-
-    def __init__(self, n: int, make: Callable[[int], T]) -> None:
-        self.n, self.make = n, make
-
-    def __len__(self) -> int:
-        return self.n
-
-    @overload
-    def __getitem__(self, i: int) -> T: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> NoReturn: ...
-
-    def __getitem__(self, i: int | slice) -> T:
-        """Job ``i`` (negative counts from the end), made now; a slice is refused (it would make them all)."""
-        if isinstance(i, slice):
-            raise TypeError("jobs are made one at a time")
-        return self.make(range(self.n)[i])
 
 
 def write_streamed(source: Source, folder: Path, plan: SplitPlan, todo: list[ShardPlan], sizes: Measured,
