@@ -355,3 +355,23 @@ def test_a_source_ref_is_small_and_opens_once_per_process_and_run(fake: FakeResu
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         pid, names = pool.apply(units_of, (ref, "train"))
     assert pid != str(os.getpid()) and names == [u.name for u in reader.units("train")]
+
+
+@pytest.mark.parametrize("damage", ["checksum", "cut off"])
+def test_a_damaged_header_inside_a_class_tar_is_named_not_the_end_of_it(tmp_path: Path, damage: str) -> None:
+    """tarfile ends a listing silently at a damaged header after the first: the members after it were lost."""
+    good = [member(f"n01440764_{i}.JPEG", data=b"x" * 600) for i in range(3)]
+    inner = bytearray(tar_of(*good))
+    at = len(good[0])                           # the second member's header
+    if damage == "checksum":
+        inner[at + 148] ^= 1
+        inner_bytes = bytes(inner)
+    else:                                       # the tar ends inside the second header
+        inner_bytes = bytes(inner[:at + 300])
+    train = tmp_path / "ILSVRC2012_img_train.tar"
+    train.write_bytes(tar_of(member("n01440764.tar", data=inner_bytes)))
+    source = open_source(tmp_path)
+    with pytest.raises(SourceError, match=f"{train}:n01440764.tar: .*header at byte {at:,} is damaged or cut off"):
+        list(source.read(source.units("train")[0]))
+    with pytest.raises(SourceError, match=f"header at byte {at:,}"):
+        list(source.locate(source.units("train")[0]))
