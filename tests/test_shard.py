@@ -20,13 +20,13 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from imnet_data import catalog
+from imnet_data import catalog, tario
 from imnet_data.fake import FakeOptions, make_fake
 from imnet_data.fake.imagenet21k import make_fake_imagenet21k
 from imnet_data.fake.tiny_imagenet import make_fake_tiny_imagenet
 from imnet_data.shards import ShardOptions, merge, shard
 from imnet_data.shards.schema import check_sample_json
-from imnet_data.shards.writer import JSON, sample_json
+from imnet_data.shards.writer import JSON, pack, sample_json
 from imnet_data.sources.base import printable
 from tests.helpers import ROOT, run_cli
 from tests.test_organize import source_images
@@ -415,3 +415,20 @@ def test_jpeg_header_fast_path_agrees_with_pil(fake) -> None:
             seen.add(want[0] if want else "not jpeg")
     assert seen == {"RGB", "L", "CMYK", "not jpeg"}
     assert jpeg_header(b"\xff\xd8\xff\xda\x00\x02") is None and jpeg_header(b"GIF89a") is None
+
+
+def test_a_samples_members_are_what_tarfile_writes() -> None:
+    """:func:`~imnet_data.shards.writer.pack` builds the tar headers itself: byte for byte what Python's tarfile
+    writes (fixed fields: :func:`imnet_data.tario.add_bytes`), at any offset, for empty and block-sized members."""
+    parts = [("cls", b"7"), ("jpg", bytes(range(256)) * 4), ("json", b""), ("txt", b"x" * 513)]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for ext, data in parts:
+            tario.add_bytes(tar, f"n01440764_10026.{ext}", data)
+    chunk, (key, fields) = pack("n01440764_10026", parts, 3 * tario.BLOCK)
+    assert chunk == out.getvalue()[:len(chunk)] and out.getvalue()[len(chunk):].strip(b"\0") == b""
+    assert key == "n01440764_10026" and [f[0] for f in fields] == ["cls", "jpg", "json", "txt"]
+    for (_, offset, size), (_, data) in zip(fields, parts, strict=True):
+        assert chunk[offset - 3 * tario.BLOCK:][:size] == data
+    with pytest.raises(ValueError, match="too long"):
+        pack("k" * 96, parts, 0)

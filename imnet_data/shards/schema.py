@@ -255,4 +255,4 @@ def index_head(samples: int) -> str:
 
 def index_line(key: str, parts: list[tuple[str, int, int]]) -> str:
     """A sample's line of a DALI ``.idx``: ``ext offset size <key>.<ext>`` for each of its members."""
-    return " ".join(f"{ext} {offset} {size} {key}.{ext}" for ext, offset, size in parts) + "\n"
+    return " ".join([f"{ext} {offset} {size} {key}.{ext}" for ext, offset, size in parts]) + "\n"

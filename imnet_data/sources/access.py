@@ -21,33 +21,36 @@ from imnet_data.sources.safety import DEFAULT_LIMITS, TINY_LIMITS, ZIP_LIMITS, c
 class Descriptors:
     """Read-only descriptors kept open for repeated reads, at most ``limit``: the least recently used is closed
     when another is needed (a folder layout reads a million files once each). A forked worker starts its own set
-    (the inherited descriptors are closed in the child only). Thread-safe."""
+    (the inherited descriptors are closed in the child, at the fork: :meth:`forget`). Thread-safe."""
 
     def __init__(self, limit: int) -> None:
-        self.limit, self.pid, self.lock = limit, os.getpid(), threading.Lock()
+        self.limit, self.lock = limit, threading.Lock()
         self.open: OrderedDict[str, int] = OrderedDict()
 
     def read(self, path: str, size: int, offset: int) -> bytes:
         """``size`` bytes at ``offset`` of ``path`` (fewer at its end); OSError as ``os.pread`` raises it."""
         with self.lock:
-            if self.pid != os.getpid():
-                self._close_all()
-                self.pid = os.getpid()
-            fd = self.open.pop(path, None)
+            fd = self.open.get(path)
             if fd is None:
                 fd = os.open(path, os.O_RDONLY)
                 while len(self.open) >= self.limit:
                     os.close(self.open.popitem(last=False)[1])
-            self.open[path] = fd
+                self.open[path] = fd
+            elif len(self.open) > 1:
+                self.open.move_to_end(path)
             return os.pread(fd, size, offset)
 
-    def _close_all(self) -> None:
+    def forget(self) -> None:
+        """Close every descriptor, in a child after a fork (they are the parent's), with a fresh lock (the parent's
+        may have been held by another thread at the fork)."""
+        self.lock = threading.Lock()
         for fd in self.open.values():
             os.close(fd)
         self.open.clear()
 
 
 DESCRIPTORS = Descriptors(64)
+os.register_at_fork(after_in_child=DESCRIPTORS.forget)
 
 
 def read_range(path: str, offset: int, size: int) -> bytes:

@@ -85,6 +85,8 @@ def check_wnid(wnid: str, origin: str) -> str:
 
 def printable(name: str) -> str:
     r"""A file name as valid text: bytes that are not UTF-8 (kept as surrogates when read) shown as ``\xNN``."""
+    if name.isascii():   # nearly every name: nothing to show differently
+        return name
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
