@@ -32,6 +32,7 @@ from imnet_data.stores import ReadableStore
 from imnet_data.tario import BLOCK, FIXED_MTIME, atomic_file
 
 HANDOFF = 1 << 20           # bytes gathered before the writing thread takes them
+BUFFERS = 8                 # handoff buffers a writer cycles through (the thread holds all but one at most)
 WRITEBACK = 64 << 20        # bytes written between two flushes to the disk (in the writing thread)
 JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode   # json.dumps, without a new encoder per call
 RECORD = 20 * BLOCK          # tar pads the archive to whole records, as GNU tar and Python's tarfile do
@@ -66,56 +67,71 @@ _MTIME = b"%011o\0" % FIXED_MTIME   # the mtime field of every header this tool 
 class HashingWriter:
     """A file writer that counts bytes and computes the sha256 of everything written, both in a helper thread
     (file writes and hashlib release the GIL), so reading and packing the next samples overlap them. Writes
-    are gathered into blocks of :data:`HANDOFF` bytes before the thread gets them: one handoff per small sample
-    would cost more than the sample. Use as a context manager: leaving it waits for the thread (and re-raises
-    its error)."""
+    are copied into one of :data:`BUFFERS` buffers of :data:`HANDOFF` bytes, which the thread gets when full
+    and gives back once written: one handoff per small sample would cost more than the sample, and a new
+    megabyte joined for each handoff was a new mapping (the driver's malloc policy, inherited by the workers:
+    :func:`~imnet_data.shards.plan.free_big_arrays_at_once`), a page fault per 4 KiB written. Use as a context
+    manager: leaving it waits for the thread (and re-raises its error)."""
 
     def __init__(self, f: BinaryIO) -> None:
         self.f, self.sha256, self.pos = f, hashlib.sha256(), 0
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self.pending: list[bytes] = []
-        self.pending_bytes = 0
+        self.full: queue.Queue[tuple[bytes | bytearray, int] | None] = queue.Queue()
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(BUFFERS):
+            self.free.put(bytearray(HANDOFF))
+        self.buffer, self.filled = self.free.get(), 0
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._drain, name="imnet-shard-write", daemon=True)
         self.thread.start()
 
     def _drain(self) -> None:
         unsynced = 0
-        while (data := self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self.f.write(data)
-                    self.sha256.update(data)
-                    unsynced += len(data)
+        while (item := self.full.get()) is not None:
+            data, size = item
+            try:
+                if self.error is None:
+                    self._write(memoryview(data)[:size])
+                    unsynced += size
                     if unsynced >= WRITEBACK:   # the disk writes as we go, not all at the final fsync
                         self.f.flush()
                         os.fdatasync(self.f.fileno())
                         unsynced = 0
-                except BaseException as e:  # noqa: BLE001 -- handed to the producer on close
-                    self.error = e
+            except BaseException as e:  # noqa: BLE001 -- handed to the producer on close
+                self.error = e
+            finally:
+                if isinstance(data, bytearray):
+                    self.free.put(data)
+
+    def _write(self, view: memoryview) -> None:
+        self.f.write(view)
+        self.sha256.update(view)
 
     def write(self, data: bytes) -> None:
-        """Append ``data``; it reaches the writer thread in hand-offs of ``HANDOFF`` bytes (the writer's
-        error, if any, is raised here)."""
+        """Append ``data``; it reaches the writer thread in hand-offs of ``HANDOFF`` bytes, or alone when larger
+        (the writer's error, if any, is raised here)."""
         if self.error is not None:
             raise self.error
-        self.pending.append(data)
-        self.pending_bytes += len(data)
-        self.pos += len(data)
-        if self.pending_bytes >= HANDOFF:
+        n = len(data)
+        self.pos += n
+        if self.filled + n > HANDOFF:
             self._hand_off()
+        if n > HANDOFF:
+            self.full.put((data, n))
+        else:
+            self.buffer[self.filled:self.filled + n] = data
+            self.filled += n
 
     def _hand_off(self) -> None:
-        if self.pending:
-            self.queue.put(b"".join(self.pending))
-            self.pending, self.pending_bytes = [], 0
+        if self.filled:
+            self.full.put((self.buffer, self.filled))
+            self.buffer, self.filled = self.free.get(), 0
 
     def __enter__(self) -> HashingWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._hand_off()
-        self.queue.put(None)
+        self.full.put(None)
         self.thread.join()
         if self.error is not None and exc[0] is None:
             raise self.error

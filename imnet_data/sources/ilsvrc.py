@@ -125,9 +125,9 @@ def _plain_headers(pread: Callable[[int, int], bytes], offset: int,
                    end: int) -> tuple[list[tarfile.TarInfo], int] | None:
     """The members of a tar made only of plain headers (regular files and folders, names under 100 bytes, no
     ustar prefix), parsed with one ``pread(BLOCK, at)`` each, and where the listing stopped; None where a header
-    is of another kind (or has a bad checksum), so the caller lets tarfile read the whole tar. The checksums are checked all at once at the
-    end, or every :data:`CHECK_ROWS` (:func:`_checksums_hold`): summed one header at a time they were a fifth of a
-    listing's time."""
+    is of another kind (or has a bad checksum), so the caller lets tarfile read the whole tar. The checksums are
+    checked all at once at the end, or every :data:`CHECK_ROWS` (:func:`_checksums_hold`): summed one header at a
+    time they were a fifth of a listing's time."""
     out, heads, pos = [], [], offset
     while pos + BLOCK <= end:
         buf = pread(BLOCK, pos)
