@@ -8,6 +8,7 @@ byte-identical output.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gzip
 import io
 import json
@@ -15,7 +16,7 @@ import os
 import re
 import secrets
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +32,29 @@ def header_size(field: bytes) -> int:
         return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
     text = field.strip(b"\0 ")
     return int(text, 8) if text else 0
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing the file's dirty pages to the disk, without waiting for them (Linux's
+    ``sync_file_range`` with ``SYNC_FILE_RANGE_WRITE``): a big file written in one go is then on the disk when it
+    is closed, not queued for its fsync, and the writer never blocks as ``fdatasync`` would. Nothing where the
+    call is missing (the fsync before the rename still makes the file durable)."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """The C library's ``sync_file_range`` (glibc), or None."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return call
+
+
+SYNC_FILE_RANGE_WRITE = 2
+_SYNC_FILE_RANGE = _sync_file_range()
 
 
 def add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int = FIXED_MTIME) -> None:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import queue
-import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +26,10 @@ from imnet_data.shards.table import Table
 from imnet_data.sources.access import fetch
 from imnet_data.sources.base import Entry, SourceError, printable
 from imnet_data.stores import ReadableStore
-from imnet_data.tario import BLOCK, FIXED_MTIME, atomic_file
+from imnet_data.tario import BLOCK, FIXED_MTIME, atomic_file, start_writeback
 
-HANDOFF = 1 << 20           # bytes gathered before the writing thread takes them
-BUFFERS = 8                 # handoff buffers a writer cycles through (the thread holds all but one at most)
-WRITEBACK = 64 << 20        # bytes written between two flushes to the disk (in the writing thread)
+HANDOFF = 1 << 20           # bytes gathered before they are written and hashed
+WRITEBACK = 64 << 20        # bytes written between two requests to the disk to write them
 JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode   # json.dumps, without a new encoder per call
 RECORD = 20 * BLOCK          # tar pads the archive to whole records, as GNU tar and Python's tarfile do
 RECORDS = ".imnet-shard"     # per-shard records, next to the shards
@@ -65,76 +61,51 @@ _MTIME = b"%011o\0" % FIXED_MTIME   # the mtime field of every header this tool 
 
 
 class HashingWriter:
-    """A file writer that counts bytes and computes the sha256 of everything written, both in a helper thread
-    (file writes and hashlib release the GIL), so reading and packing the next samples overlap them. Writes
-    are copied into one of :data:`BUFFERS` buffers of :data:`HANDOFF` bytes, which the thread gets when full
-    and gives back once written: one handoff per small sample would cost more than the sample, and a new
-    megabyte joined for each handoff was a new mapping (the driver's malloc policy, inherited by the workers:
-    :func:`~imnet_data.shards.plan.free_big_arrays_at_once`), a page fault per 4 KiB written. Use as a context
-    manager: leaving it waits for the thread (and re-raises its error)."""
+    """A file writer that counts bytes and computes the sha256 of everything written. Writes are copied into one
+    buffer of :data:`HANDOFF` bytes, written and hashed when full (a write per small sample would cost more than
+    the sample), and every :data:`WRITEBACK` bytes the disk is asked to start writing them
+    (:func:`~imnet_data.tario.start_writeback`, not waiting), so a shard reaches the disk as it is made, not all at
+    the final fsync. No helper thread: it hashed and wrote beside the packing, but where every core runs a writer
+    (a worker per core, the default) there was no core to gain, and its handoffs of the GIL cost more CPU time
+    than the hashing (shard at the full count: 1,281,167 samples, see docs/walkthrough.md). Use as a context
+    manager: leaving it writes what is left."""
 
     def __init__(self, f: BinaryIO) -> None:
         self.f, self.sha256, self.pos = f, hashlib.sha256(), 0
-        self.full: queue.Queue[tuple[bytes | bytearray, int] | None] = queue.Queue()
-        self.free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(BUFFERS):
-            self.free.put(bytearray(HANDOFF))
-        self.buffer, self.filled = self.free.get(), 0
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._drain, name="imnet-shard-write", daemon=True)
-        self.thread.start()
-
-    def _drain(self) -> None:
-        unsynced = 0
-        while (item := self.full.get()) is not None:
-            data, size = item
-            try:
-                if self.error is None:
-                    self._write(memoryview(data)[:size])
-                    unsynced += size
-                    if unsynced >= WRITEBACK:   # the disk writes as we go, not all at the final fsync
-                        self.f.flush()
-                        os.fdatasync(self.f.fileno())
-                        unsynced = 0
-            except BaseException as e:  # noqa: BLE001 -- handed to the producer on close
-                self.error = e
-            finally:
-                if isinstance(data, bytearray):
-                    self.free.put(data)
-
-    def _write(self, view: memoryview) -> None:
-        self.f.write(view)
-        self.sha256.update(view)
+        self.buffer, self.filled, self.unsynced = bytearray(HANDOFF), 0, 0
 
     def write(self, data: bytes) -> None:
-        """Append ``data``; it reaches the writer thread in hand-offs of ``HANDOFF`` bytes, or alone when larger
-        (the writer's error, if any, is raised here)."""
-        if self.error is not None:
-            raise self.error
+        """Append ``data`` (through the buffer, or at once when it is larger)."""
         n = len(data)
         self.pos += n
         if self.filled + n > HANDOFF:
-            self._hand_off()
+            self._flush()
         if n > HANDOFF:
-            self.full.put((data, n))
+            self._write(memoryview(data))
         else:
             self.buffer[self.filled:self.filled + n] = data
             self.filled += n
 
-    def _hand_off(self) -> None:
+    def _flush(self) -> None:
         if self.filled:
-            self.full.put((self.buffer, self.filled))
-            self.buffer, self.filled = self.free.get(), 0
+            self._write(memoryview(self.buffer)[:self.filled])
+            self.filled = 0
+
+    def _write(self, view: memoryview) -> None:
+        self.f.write(view)
+        self.sha256.update(view)
+        self.unsynced += len(view)
+        if self.unsynced >= WRITEBACK:
+            self.f.flush()
+            start_writeback(self.f.fileno())
+            self.unsynced = 0
 
     def __enter__(self) -> HashingWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._hand_off()
-        self.full.put(None)
-        self.thread.join()
-        if self.error is not None and exc[0] is None:
-            raise self.error
+        if exc[0] is None:
+            self._flush()
 
 
 def pack(key: str, parts: list[tuple[str, bytes]], pos: int) -> tuple[bytes, tuple[str, list[tuple[str, int, int]]]]:
