@@ -3,8 +3,13 @@ the command's own earlier output alone."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import ROOT
 
@@ -36,3 +41,34 @@ def test_delete_then_pause_deletes_only_the_commands_own_output(tmp_path: Path) 
     assert len(kept) == 12, "the other row's output was deleted too: the run would follow two deletes"
     outputs.empty()
     assert not (tmp_path / ".trash").exists()
+
+
+def cached_pages(path: Path) -> int:
+    """How many of the file's pages are in the page cache (util-linux's ``fincore``)."""
+    out = subprocess.run(["fincore", "--noheadings", "--raw", "--output", "PAGES", str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def test_every_run_starts_with_earlier_outputs_out_of_the_page_cache(tmp_path: Path) -> None:
+    """Outputs kept for later rows (the trash, a run's output waiting for its run after a delete) are dropped from
+    the page cache before a run, once each; the download's archives are read into it again."""
+    if not shutil.which("fincore"):
+        pytest.skip("util-linux's fincore is not installed")
+    source = tmp_path / "src.tar"
+    source.write_bytes(os.urandom(1 << 20))
+    work = tmp_path / "work"
+    outputs = bench.Outputs(work, reserve=0, settle=0, pause=0, sources=[source])
+    kept = tree(work / "out-tar-x")
+    moved = tree(work / "out")
+    outputs.clear(moved)
+    files = [*kept.rglob("*.JPEG"), *(work / ".trash").rglob("*.JPEG")]
+    assert len(files) == 24 and all(cached_pages(f) for f in files)     # just written: in the cache
+    os.sync()                                                         # dropped once written back
+    bench.drop_cached(source)
+    if cached_pages(source):
+        pytest.skip(f"{tmp_path}: its filesystem keeps files in memory (tmpfs?): nothing to drop")
+    outputs.prepare(work / "out")
+    assert not any(cached_pages(f) for f in files)
+    assert cached_pages(source) == (1 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert len(outputs.uncached) == 2

@@ -28,10 +28,12 @@ measure another checkout), outputs under ``--work`` (default: beside ``--src``),
                       size 1 and for rank 0 of 8, constructed in a subprocess (no iteration): 's' is the
                       construction alone, the process's whole time (imports included) is in the notes
 
-The archives are read once beforehand so every run reads them from the page cache; each run writes into a fresh
-folder after a sync (earlier outputs are moved aside and deleted at the end, or when the disk runs short followed
-by a ``--settle`` wait: see ``Outputs``) and is timed until it returns and until a following ``sync`` has put its
-writes on the disk; the best of ``--repeat`` runs is shown. ``tar -x``, organize and shard are measured in two
+The archives are read once beforehand so every run reads them from the page cache, and before every run the
+earlier runs' outputs are dropped from the page cache and the archives read again (``Outputs.uncache``: every
+run starts with the same page cache); each run writes into a fresh folder after a sync (earlier outputs are moved
+aside and deleted at the end, or when the disk runs short followed by a ``--settle`` wait: see ``Outputs``) and is
+timed until it returns and until a following ``sync`` has put its writes on the disk; the best of ``--repeat``
+runs is shown. ``tar -x``, organize and shard are measured in two
 conditions: in a fresh area (as above), and, after every row, once more right after their own earlier output was
 deleted (``shutil.rmtree``, eight class folders at once, a sync, then a ``--pause`` of 60 s: rows ``... , after a
 delete``), as a user re-running a command after ``rm -rf`` of its output; that output alone is deleted then (the
@@ -60,7 +62,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -268,6 +270,16 @@ def remove_tree(path: Path, threads: int = 8) -> None:
     shutil.rmtree(path)
 
 
+def drop_cached(path: Path) -> None:
+    """Drop the file's clean pages from the page cache (nothing where ``posix_fadvise`` is missing)."""
+    if hasattr(os, "posix_fadvise") and path.is_file() and not path.is_symlink():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 class Outputs:
     """The runs' output folders under ``work``. A cleared folder is moved into ``work/.trash`` and deleted at the
     end, or when the disk keeps under ``reserve`` bytes free; after such a delete the next run waits ``settle``
@@ -277,10 +289,32 @@ class Outputs:
     Whom it hits is decided by where the run's new folders land (the kernel puts them in the emptiest groups,
     often the ones just freed), not by how the run writes its files (``tools/bench_recent_delete.py``)."""
 
-    def __init__(self, work: Path, reserve: int, settle: float, pause: float) -> None:
+    def __init__(self, work: Path, reserve: int, settle: float, pause: float, sources: Sequence[Path] = ()) -> None:
         self.trash, self.reserve, self.settle, self.pause = work / ".trash", reserve, settle, pause
+        self.sources, self.uncached = list(sources), set[tuple[int, int]]()
         self.deleted_at = -float("inf")
         self.last_delete = ""
+
+    def uncache(self) -> None:
+        """Drop every earlier output from the page cache (each file's pages, ``POSIX_FADV_DONTNEED``; written
+        back first: the caller syncs) and read the download's ``sources`` once more (from the cache if still
+        there), so that every run starts with the same page cache: the archives in it, nothing else of the
+        benchmark's. The outputs kept for later rows (the trash, the outputs waiting for their run after a
+        delete) filled it as the rows went on, and a run with the cache full is slower, whatever it runs
+        (2026-12-07, 2 cores, 24 GB: ``shard`` of the full count 36.3 s with the archives alone cached, 47.1 s
+        with 10 GB of other files cached too; ``tar -x`` of the train tar ~38 s, 56.0 s): the rows run later in
+        the benchmark ran with more of it. A folder is dropped once (by its inode: it is renamed, not read)."""
+        tops = [p for p in self.trash.parent.iterdir() if p != self.trash] if self.trash.parent.exists() else []
+        tops += list(self.trash.iterdir()) if self.trash.exists() else []
+        for top in tops:
+            key = (top.stat().st_dev, top.stat().st_ino)
+            if key not in self.uncached:
+                for folder, _, names in os.walk(top):
+                    for name in names:
+                        drop_cached(Path(folder) / name)
+                self.uncached.add(key)
+        for source in self.sources:
+            warm(source)
 
     def clear(self, path: Path) -> None:
         """Move ``path`` (a folder) out of the way, if present."""
@@ -302,6 +336,7 @@ class Outputs:
             print(f"  (disk short: deleting earlier outputs, then waiting {self.settle:.0f} s)", flush=True)
             self.empty()
         os.sync()
+        self.uncache()
         time.sleep(max(0.0, self.deleted_at + self.settle - time.monotonic()))
 
     def delete_then_pause(self, path: Path) -> None:
@@ -313,6 +348,7 @@ class Outputs:
         followed the delete of its own output alone. It also waits first, until the run will start ``settle``
         seconds after any earlier delete: the inodes ``tar -x``'s run left free in the groups both commands use
         count as just deleted for 360 s once organize writes beside them."""
+        self.uncache()
         waited = max(0.0, self.deleted_at + self.settle - self.pause - time.monotonic())
         time.sleep(waited)
         files = sum(len(names) for _, _, names in os.walk(path)) if path.exists() else 0
@@ -549,7 +585,8 @@ def main() -> None:
               f"{sum(plan.train.values()):,} + {len(plan.val):,} (made with another --scale?)")
     made_work = not work.exists()
     work.mkdir(parents=True, exist_ok=True)
-    outputs = Outputs(work, 2 * sum(found.archive_bytes.values()) + (2 << 30), args.settle, args.pause)
+    outputs = Outputs(work, 2 * sum(found.archive_bytes.values()) + (2 << 30), args.settle, args.pause,
+                      [src / name for name in found.archive_bytes])
     bench = Bench(src, work, jobs, found, outputs)
     print(f"running {', '.join(only)} (outputs in {work})", flush=True)
     try:
