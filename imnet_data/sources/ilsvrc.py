@@ -152,7 +152,6 @@ def _plain_headers(pread: Callable[[int, int], bytes], offset: int,
     return (out, pos) if _checksums_hold(heads) else None
 
 
-
 def _checksums_hold(heads: list[bytes]) -> bool:
     """Whether every header in ``heads`` holds its checksum (the sum of its bytes, its checksum field counted as
     8 spaces) as octal in that field; False also for a field that is not octal."""
