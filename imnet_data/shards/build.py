@@ -13,13 +13,13 @@ import hashlib
 import itertools
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from imnet_data.errors import UsageError
-from imnet_data.parallel import check_visible, default_jobs, map_units
+from imnet_data.parallel import Lazy, check_visible, default_jobs, map_units
 from imnet_data.paths import check_apart
 from imnet_data.report import Report
 from imnet_data.shards.manifest import MANIFEST, class_names, complete, finalize, write_manifest
@@ -230,13 +230,14 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
     local = FolderStore(target.folder)
     ready = [r for s in todo if (r := complete(local, s.name, s.digest))] if target.publish else []  # not up
     names, written = tuple(class_names(plan.label_space, list(plan.classes))), {r["name"] for r in ready}
-    work = Jobs(str(target.folder), plan, [s for s in todo if s.name not in written], options, names)
+    shards = [s for s in todo if s.name not in written]
     n, publish = default_jobs(jobs), target.publish
     report.left_out = {"classes": plan.left_out.classes, "images": plan.left_out.images, "why": plan.left_out.why}
     start = time.perf_counter()
-    written_now = target.write(todo=work.shards, options=options, jobs=jobs, quiet=quiet) \
-        if target.write else map_units(write_shard, work, jobs=jobs, desc=f"shard {plan.split}", unit="shards",
-                                       quiet=quiet, ahead=2 * n, weights=[plan.weight(s) for s in work.shards])
+    written_now = target.write(todo=shards, options=options, jobs=jobs, quiet=quiet) \
+        if target.write else map_units(write_shard, shard_jobs(str(target.folder), plan, shards, options, names),
+                                       jobs=jobs, desc=f"shard {plan.split}", unit="shards", quiet=quiet,
+                                       ahead=2 * n, weights=[plan.weight(s) for s in shards])
     try:
         for record in itertools.chain(ready, written_now):
             report.written.append(record["name"])
@@ -253,22 +254,12 @@ def run_split(target: SplitTarget, plan: SplitPlan, options: ShardOptions, jobs:
     return report
 
 
-class Jobs(Sequence[ShardJob]):
+def shard_jobs(folder: str, plan: SplitPlan, shards: list[ShardPlan], options: ShardOptions,
+               names: tuple[str, ...]) -> Lazy[ShardJob]:
     """The :class:`ShardJob` of each shard to write, made when a worker is about to get it (a job holds its
     shard's rows: made all at once they would copy the whole plan)."""
-
-    def __init__(self, folder: str, plan: SplitPlan, shards: list[ShardPlan], options: ShardOptions,
-                 names: tuple[str, ...]) -> None:
-        self.folder, self.plan, self.shards, self.options, self.names = folder, plan, shards, options, names
-
-    def __len__(self) -> int:
-        return len(self.shards)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            raise TypeError("Jobs are made one at a time")
-        shard = self.shards[i]
-        return ShardJob(self.folder, shard, self.plan.rows(shard), self.options, self.names, self.plan.label_space)
+    return Lazy(len(shards), lambda i: ShardJob(folder, shards[i], plan.rows(shards[i]), options, names,
+                                                plan.label_space))
 
 
 def merge(dest: str | Path, splits: Iterable[str] | None = None, check_sha256: bool = False) -> list[dict]:

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache, partial
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import cast
 
 import numpy as np
 
@@ -52,7 +52,6 @@ from imnet_data.tario import BLOCK
 EXTS = ("cls", "jpg", "json")   # a sample's members, in order (an unlabelled sample has no .cls)
 RUN_AHEAD = 16   # scatter's jobs in the workers' hands, per worker (each holds its unit's rows of the plan): runs
 #                  of 8 neighbouring units, 2 a worker (a gzip's neighbours share decoded chunks: Source.runs)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
