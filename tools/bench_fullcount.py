@@ -307,7 +307,8 @@ class Outputs:
         tops = [p for p in self.trash.parent.iterdir() if p != self.trash] if self.trash.parent.exists() else []
         tops += list(self.trash.iterdir()) if self.trash.exists() else []
         for top in tops:
-            key = (top.stat().st_dev, top.stat().st_ino)
+            st = top.stat()
+            key = (st.st_dev, st.st_ino)
             if key not in self.uncached:
                 for folder, _, names in os.walk(top):
                     for name in names:
