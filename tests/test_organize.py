@@ -22,7 +22,7 @@ from imnet_data import imageio, tario
 from imnet_data.catalog import UnknownClassError
 from imnet_data.fake import FakeOptions, FakeResult, make_fake
 from imnet_data.organize import REPORT, STATE, OrganizeReport, marker_path, organize, parse_classes
-from imnet_data.placing import Folders
+from imnet_data.placing import Folders, spread_subfolders
 from imnet_data.sources import Sample, SourceError, Unit
 from imnet_data.sources.safety import UnsafeArchiveError
 from tests.helpers import ROOT, run_cli
@@ -246,6 +246,26 @@ def test_class_folder_resolving_outside_dest_is_refused(fake: FakeResult, tmp_pa
     with pytest.raises(UnsafeArchiveError, match="resolves outside"):
         organize(fake.out, tmp_path / "out", splits=["train"], jobs=1, quiet=True)
     assert list(outside.iterdir()) == []
+
+
+def lsattr(path: Path) -> str:
+    """The flag letters ``lsattr -d`` (e2fsprogs, not our ioctl) prints for ``path``."""
+    return subprocess.run(["lsattr", "-d", str(path)], check=True, capture_output=True, text=True).stdout.split()[0]
+
+
+def test_the_split_folders_spread_their_class_folders_over_the_disk(plain, fake: FakeResult, tmp_path: Path) -> None:
+    """``DEST/<split>`` and its staging folder carry ext4's TOPDIR flag (``chattr +T``), so the class folders made
+    in them go to the block groups with the fewest folders, not all beside a just-deleted output (see
+    :func:`spread_subfolders`); the flag is not passed on to the class folders, nor set on DEST. Where the
+    filesystem has no such flags (tmpfs), organize runs without it."""
+    if shutil.which("lsattr") is None or not spread_subfolders(str(tmp_path / "probe")):
+        pytest.skip(f"no lsattr, or {tmp_path}'s filesystem takes no chattr +T")
+    assert "T" in lsattr(tmp_path / "probe")
+    dest, wnid = plain[0], fake.truth["classes"][0]["wnid"]
+    for folder in (dest / "train", dest / "val", dest / STATE / "train", dest / STATE / "val"):
+        assert "T" in lsattr(folder), folder
+    for folder in (dest, dest / "train" / wnid, dest / "val" / wnid):
+        assert "T" not in lsattr(folder), folder
 
 
 def test_a_class_unit_writes_in_a_staging_folder_renamed_once(tmp_path: Path) -> None:

@@ -5,10 +5,13 @@ earlier output, with no image handling at all.
 Why: on ext4 without a journal (this machine's ``/``) the inode allocator skips every free inode of a block group
 that was deleted in the last 60 s (360 s while its inode table block is dirty): ``find_inode_bit`` calls
 ``recently_deleted`` on each free bit from the start of the group, one buffer-cache lookup per bit, for every file
-created. New folders go to the emptiest block groups (Orlov), which right after a big delete are the ones just
-freed, so each create scans past thousands of just-freed inodes. Whether a run is hit depends on where its
-folders land, not on the file pattern: the two patterns below pay the same (``perf record -g`` shows the time in
-``find_inode_bit``/``recently_deleted``; ``sys`` is the kernel CPU time of the creating processes).
+created. New folders go to the block groups beside their parent folder (Orlov), which right after ``rm -rf`` of an
+earlier output in the same place are the ones just freed, so each create scans past thousands of just-freed
+inodes. Whether a run is hit depends on where its folders land, not on the file pattern: ``tar`` and ``staged``
+pay alike (``perf record -g`` shows the time in ``find_inode_bit``/``recently_deleted``; ``sys`` is the kernel CPU
+time of the creating processes). ``spread`` marks the parent as the top of unrelated folders (``chattr +T``), so
+Orlov places each class folder in the flex group with the fewest folders, anywhere on the disk: few land in the
+groups just freed.
 
 Patterns, ``--folders`` class folders of ``--files`` files of ``--size`` bytes each:
 
@@ -17,13 +20,18 @@ Patterns, ``--folders`` class folders of ``--files`` files of ``--size`` bytes e
               (``organize --jobs 2`` before 2026-12-07)
     staged    two processes taking alternate folders, each folder's files written under their own names (bare
               ``open``/``write``/``close``) in a staging folder ``.staging/<folder>.partial``, then the folder
-              renamed into place (``organize --jobs 2`` since: a class tar into a new class folder)
+              renamed into place (``organize --jobs 2`` from then: a class tar into a new class folder)
+    spread    ``staged`` with the output folder and ``.staging`` marked by ``placing.spread_subfolders`` (ext4's
+              ``chattr +T``), so the class folders go to the block groups with the fewest folders rather than
+              beside the output's folder, where the earlier output was just deleted (``organize`` since
+              2026-12-07 08:00 UTC)
 
 Each pattern: a fresh run into ``WORK/<pattern>``, then that output deleted (``rm -rf``), a sync, ``--pause``
 seconds, and the same run again into the same path; the other patterns' outputs stay until the end. Ratio =
 tar's seconds over the pattern's in the same condition (higher is better for organize).
 
     python tools/bench_recent_delete.py --work /tmp/recent --folders 100 --files 400
+    python tools/bench_recent_delete.py --work /tmp/recent --folders 300 --files 1000 --patterns tar,staged,spread
 """
 from __future__ import annotations
 
@@ -35,13 +43,15 @@ import time
 from multiprocessing import Process
 from pathlib import Path
 
-PATTERNS = ("tar", "organize", "staged")
+from imnet_data.placing import spread_subfolders
+
+PATTERNS = ("tar", "organize", "staged", "spread")
 
 
 def create(out: Path, folders: list[int], files: int, data: bytes, pattern: str) -> None:
     """Write ``files`` files into each of ``folders`` (created here) under ``out`` as ``pattern`` does."""
-    if pattern == "staged":
-        staged(out, folders, files, data)
+    if pattern in ("staged", "spread"):
+        staged(out, folders, files, data, spread=pattern == "spread")
         return
     rename = pattern == "organize"
     for k in folders:
@@ -56,10 +66,13 @@ def create(out: Path, folders: list[int], files: int, data: bytes, pattern: str)
                 os.replace(path, final)
 
 
-def staged(out: Path, folders: list[int], files: int, data: bytes) -> None:
+def staged(out: Path, folders: list[int], files: int, data: bytes, spread: bool) -> None:
     """Each folder written whole in ``out/.staging/<name>.partial`` (bare calls per file), then renamed into
-    ``out``."""
-    out.mkdir(exist_ok=True)
+    ``out``; with ``spread`` both folders first marked as organize marks its split folders."""
+    out.mkdir(parents=True, exist_ok=True)
+    if spread:
+        spread_subfolders(str(out))
+        spread_subfolders(str(out / ".staging"))
     for k in folders:
         folder = out / ".staging" / f"n{k:08d}.partial"
         folder.mkdir(parents=True)
@@ -105,12 +118,17 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=400, help="files per folder (default 400)")
     parser.add_argument("--size", type=int, default=3000, help="bytes per file (default 3000)")
     parser.add_argument("--pause", type=float, default=60, help="seconds between the delete and the run (default 60)")
+    parser.add_argument("--patterns", default=",".join(PATTERNS),
+                        help=f"comma-separated, run in this order, tar first among them (default {','.join(PATTERNS)})")
     args = parser.parse_args()
+    patterns = args.patterns.split(",")
+    if patterns[0] != "tar" or not set(patterns) <= set(PATTERNS):
+        parser.error(f"--patterns {args.patterns}: tar first, then any of {', '.join(PATTERNS[1:])}")
     if args.work.exists():
         parser.error(f"--work {args.work} exists; give a new folder")
     seconds: dict[tuple[str, str], float] = {}
     try:
-        for pattern in PATTERNS:
+        for pattern in patterns:
             out = args.work / pattern
             for condition in ("fresh", "after a delete"):
                 note = ""
@@ -122,7 +140,7 @@ def main() -> None:
                 print(f"{pattern:<9} {condition:<15} {wall:7.2f} s+sync  sys {sys_s:6.2f} s{note}", flush=True)
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
-    for pattern in PATTERNS[1:]:
+    for pattern in patterns[1:]:
         for condition in ("fresh", "after a delete"):
             print(f"ratio tar pattern's seconds / {pattern} pattern's, {condition}: "
                   f"{seconds['tar', condition] / seconds[pattern, condition]:.2f}")
