@@ -51,7 +51,7 @@ PATTERNS = ("tar", "organize", "staged", "spread")
 def create(out: Path, folders: list[int], files: int, data: bytes, pattern: str) -> None:
     """Write ``files`` files into each of ``folders`` (created here) under ``out`` as ``pattern`` does."""
     if pattern in ("staged", "spread"):
-        staged(out, folders, files, data, spread=pattern == "spread")
+        staged(out, folders, files, data)
         return
     rename = pattern == "organize"
     for k in folders:
@@ -66,13 +66,10 @@ def create(out: Path, folders: list[int], files: int, data: bytes, pattern: str)
                 os.replace(path, final)
 
 
-def staged(out: Path, folders: list[int], files: int, data: bytes, spread: bool) -> None:
+def staged(out: Path, folders: list[int], files: int, data: bytes) -> None:
     """Each folder written whole in ``out/.staging/<name>.partial`` (bare calls per file), then renamed into
-    ``out``; with ``spread`` both folders first marked as organize marks its split folders."""
+    ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    if spread:
-        spread_subfolders(str(out))
-        spread_subfolders(str(out / ".staging"))
     for k in folders:
         folder = out / ".staging" / f"n{k:08d}.partial"
         folder.mkdir(parents=True)
@@ -89,6 +86,9 @@ def run(pattern: str, out: Path, folders: int, files: int, size: int) -> tuple[f
     workers = 1 if pattern == "tar" else 2
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
     start = time.perf_counter()
+    if pattern == "spread":     # once, before the workers, as organize marks its split folders in its driver
+        spread_subfolders(str(out))
+        spread_subfolders(str(out / ".staging"))
     procs = [Process(target=create, args=(out, list(range(w, folders, workers)), files, data, pattern))
              for w in range(workers)]
     for p in procs:
